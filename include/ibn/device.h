@@ -1,0 +1,16 @@
+#pragma once
+// Choosing where tensors live: `--device cpu|cuda|cuda:N|auto`.
+#include <string>
+
+#include <c10/core/Device.h>
+
+namespace ibn {
+
+// "auto" is CUDA when a device is present, else the CPU. Throws ibn::UsageError for an unknown
+// name and std::runtime_error when CUDA is asked for but unavailable.
+c10::Device resolve_device(const std::string& name);
+
+// "none", or "2 (cuda:0, cuda:1)": for `ibn --version` and reports.
+std::string cuda_device_summary();
+
+}  // namespace ibn

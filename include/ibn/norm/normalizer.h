@@ -1,0 +1,62 @@
+#pragma once
+// The normalization layer: NAP × NOP × NRR (SPEC §1), built from a spec string.
+//
+//   ibn::norm::Normalizer norm("ibnorm-t:lambda=2", 256);   // 256 channels/features
+//   at::Tensor y = norm(x);                                // x: [N, 256], [N, T, 256], [N, 256, H, W]
+//
+// Parameters and buffers follow LibTorch's naming (weight, bias, running_mean, running_var,
+// num_batches_tracked) so that state dicts and optimizers work as with torch::nn layers.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include "ibn/norm/operation.h"
+#include "ibn/norm/spec.h"
+
+namespace ibn::norm {
+
+class NormalizerImpl : public torch::nn::Module {
+ public:
+  // Throws ibn::UsageError for a malformed spec or channels the area cannot split.
+  NormalizerImpl(const std::string& spec, int64_t num_features);
+  NormalizerImpl(NormSpec spec, int64_t num_features);
+
+  // x: [N, D], [N, T, D] or [N, C, H, W, ...] with D = C = num_features. Throws
+  // ibn::UsageError for a shape the area cannot handle.
+  at::Tensor forward(const at::Tensor& x);
+
+  // Variance contraction κ = mean over groups of var(ψ_λ(z)), z the unit-scale centred input
+  // under this layer's area (SPEC §3), from the batch's own statistics; running estimates are
+  // neither used nor updated. A 0-dim tensor: 1 for variance-centric operations (up to ε).
+  at::Tensor contraction(const at::Tensor& x) const;
+
+  void reset_parameters();
+  void reset_running_stats();
+  void pretty_print(std::ostream& stream) const override;
+
+  const NormSpec& spec() const { return spec_; }
+  int64_t num_features() const { return num_features_; }
+  const Operation& operation() const { return *operation_; }
+
+  at::Tensor weight;  // γ [C], undefined when affine=false
+  at::Tensor bias;    // β [C], undefined when affine=false
+  at::Tensor num_batches_tracked;  // batch area only
+
+ private:
+  NormSpec spec_;
+  int64_t num_features_;
+  std::shared_ptr<const Area> area_;
+  std::shared_ptr<const Operation> operation_;
+  std::vector<RunningBuffer> running_;  // batch area only
+};
+
+TORCH_MODULE(Normalizer);
+
+// Expected κ of a compression for standard Gaussian z, by quadrature (the independent
+// reference the measured κ is compared with): E[ψ(z)²] − E[ψ(z)]². 1 for variance-centric specs.
+double gaussian_contraction(const NormSpec& spec);
+
+}  // namespace ibn::norm

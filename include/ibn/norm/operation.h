@@ -1,0 +1,64 @@
+#pragma once
+// NOP, normalization operation (SPEC §1): what is done with each group's values.
+// Operations are written once for every area: they see a grouped view of the input and a
+// StatsContext that hands them per-group statistics (batch values, or running estimates).
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "ibn/norm/area.h"
+
+namespace ibn::norm {
+
+// A running estimate kept by areas that have them (batch): buffer "running_<key>".
+struct RunningStat {
+  std::string key;   // "mean", "var", ...
+  double init;       // value after reset
+  bool is_variance;  // updated with the unbiased (n / (n-1)) batch value, as BatchNorm does
+};
+
+struct RunningBuffer {
+  RunningStat stat;
+  at::Tensor value;  // [C]
+};
+
+// Statistics of one forward pass. Without running buffers every statistic is the batch value.
+// With them, training returns the batch value and moves the estimate by `momentum`; eval
+// returns the estimate.
+class StatsContext {
+ public:
+  StatsContext(const AreaPlan& plan, std::vector<RunningBuffer>* running, bool training,
+               double momentum)
+      : plan_(plan), running_(running), training_(training), momentum_(momentum) {}
+
+  c10::IntArrayRef dims() const { return plan_.reduce_dims; }
+  at::Tensor stat(const std::string& key, const std::function<at::Tensor()>& batch_value);
+
+ private:
+  const AreaPlan& plan_;
+  std::vector<RunningBuffer>* running_;
+  bool training_;
+  double momentum_;
+};
+
+class Operation {
+ public:
+  virtual ~Operation() = default;
+  // Running estimates the operation needs when its area keeps them.
+  virtual std::vector<RunningStat> running_stats() const = 0;
+  // x: the grouped view of the input; returns x̂ of the same shape (before γ, β).
+  virtual at::Tensor normalize(const at::Tensor& x, StatsContext& stats) const = 0;
+  // ψ applied to a unit-scale centred z: what variance contraction κ measures. Identity for
+  // the variance-centric operations (κ = 1).
+  virtual at::Tensor compress(const at::Tensor& z) const { return z; }
+  // The exact form, for reports: "x̂ = (x − μ)/√(σ² + ε)".
+  virtual std::string formula() const = 0;
+};
+
+// x̂ = (x − μ)/√(σ² + ε) with μ, σ² from stats under `mean<suffix>`, `var<suffix>`.
+at::Tensor standardize(const at::Tensor& x, StatsContext& stats, double eps,
+                       const std::string& suffix = "");
+
+}  // namespace ibn::norm

@@ -1,0 +1,40 @@
+#pragma once
+// A normalizer spec string (`ibnorm-t:lambda=2:area=batch`), parsed once into a typed struct.
+//
+// Grammar: NAME[:KEY=VALUE]...  NAME picks a preset from the registry (registry.h) that fixes
+// the normalization operation and, for IBNorm, the compression; keys override the rest:
+//   area=batch|token|group   which elements share statistics (SPEC §1, NAP)
+//   groups=G                 number of channel groups, area=group only
+//   lambda=L                 compression strength λ ≥ 0, IBNorm operations only
+//   eps=E                    added to variances, E ≥ 0
+//   affine=true|false        learnable per-channel γ, β
+//   momentum=M               running-statistics momentum in [0, 1], area=batch only
+#include <cstdint>
+#include <string>
+
+namespace ibn::norm {
+
+struct NormSpec {
+  std::string name;         // registry preset, e.g. "ibnorm-t"
+  std::string area;         // "batch", "token" or "group"
+  std::string operation;    // "standardize", "rms" or "ibnorm"
+  std::string compression;  // IBNorm only: "s", "l" or "t"; empty otherwise
+  int64_t groups = 32;
+  double lambda = 1.0;
+  double eps = 1e-5;
+  bool affine = true;
+  double momentum = 0.1;
+
+  bool is_ibnorm() const { return operation == "ibnorm"; }
+  // Canonical text holding every resolved value, e.g. "ibnorm-t:area=token:lambda=2:eps=1e-05:
+  // affine=true"; parse_norm_spec(s.str()) == s. Reports print it.
+  std::string str() const;
+};
+
+bool operator==(const NormSpec& a, const NormSpec& b);
+
+// Throws ibn::UsageError (one line: the offending part, the whole spec, what is accepted) for an
+// unknown name or key, a repeated key, a missing or malformed value, or a value out of range.
+NormSpec parse_norm_spec(const std::string& text);
+
+}  // namespace ibn::norm

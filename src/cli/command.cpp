@@ -1,0 +1,121 @@
+#include "command.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "ibn/error.h"
+
+namespace ibn::cli {
+
+CommandOptions::CommandOptions(std::string command_name, std::string usage_line, std::string text)
+    : command(std::move(command_name)),
+      usage(std::move(usage_line)),
+      description(std::move(text)),
+      options("Options") {
+  options.add_options()
+      ("help,h", "print this help and exit")
+      ("config", po::value<std::string>()->value_name("FILE"),
+       "read options from an .ini file (top-level keys and the [section] named after the "
+       "command); the command line wins");
+}
+
+namespace {
+
+[[noreturn]] void usage_error(const std::string& command, const std::string& what) {
+  throw UsageError(fmt::format("ibn {}: {} (see 'ibn {} --help')", command, what, command));
+}
+
+// Options from an .ini file that belong to `command`, checked against its options.
+po::parsed_options parse_config(const std::string& path, const std::string& command,
+                                const po::options_description& options) {
+  std::ifstream file(path);
+  if (!file) usage_error(command, fmt::format("cannot open config file '{}'", path));
+  po::parsed_options parsed(&options);
+  try {
+    parsed = po::parse_config_file(file, options, /*allow_unregistered=*/true);
+  } catch (const po::error& e) {
+    usage_error(command, fmt::format("config file '{}': {}", path, e.what()));
+  }
+  po::parsed_options mine(&options);
+  const std::string section = command + ".";
+  for (po::option& option : parsed.options) {
+    std::string key = option.string_key;
+    if (key.rfind(section, 0) == 0) {
+      key = key.substr(section.size());
+    } else if (key.find('.') != std::string::npos) {
+      continue;  // another command's section
+    }
+    if (options.find_nothrow(key, /*approx=*/false) == nullptr || key == "config" || key == "help") {
+      usage_error(command, fmt::format("config file '{}': unknown option '{}'", path, option.string_key));
+    }
+    option.string_key = key;
+    option.unregistered = false;
+    mine.options.push_back(option);
+  }
+  return mine;
+}
+
+}  // namespace
+
+std::optional<po::variables_map> CommandOptions::parse(const std::vector<std::string>& args) {
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(options).positional(positional).run(), vm);
+    if (vm.count("help")) {
+      std::cout << "usage: " << usage << "\n\n" << description << "\n\n" << options << "\n";
+      return std::nullopt;
+    }
+    if (vm.count("config")) {
+      po::store(parse_config(vm["config"].as<std::string>(), command, options), vm);
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    usage_error(command, e.what());
+  }
+  return vm;
+}
+
+std::vector<std::string> parse_words(const std::string& text) {
+  std::vector<std::string> words;
+  std::stringstream stream(text);
+  std::string word;
+  while (std::getline(stream, word, ',')) {
+    if (!word.empty()) words.push_back(word);
+  }
+  return words;
+}
+
+std::vector<double> parse_numbers(const std::string& flag, const std::string& text) {
+  std::vector<double> numbers;
+  for (const std::string& word : parse_words(text)) {
+    char* end = nullptr;
+    const double v = std::strtod(word.c_str(), &end);
+    if (end != word.c_str() + word.size() || !std::isfinite(v)) {
+      throw UsageError(fmt::format("--{} '{}': '{}' is not a number", flag, text, word));
+    }
+    numbers.push_back(v);
+  }
+  if (numbers.empty()) throw UsageError(fmt::format("--{} is empty; expected numbers like 0,0.5,2", flag));
+  return numbers;
+}
+
+std::vector<int64_t> parse_shape(const std::string& flag, const std::string& text) {
+  std::vector<int64_t> shape;
+  for (const std::string& word : parse_words(text)) {
+    char* end = nullptr;
+    const long long v = std::strtoll(word.c_str(), &end, 10);
+    if (end != word.c_str() + word.size() || v < 1) {
+      throw UsageError(fmt::format("--{} '{}' is not a list of positive integers like 64,256", flag, text));
+    }
+    shape.push_back(v);
+  }
+  if (shape.empty()) throw UsageError(fmt::format("--{} is empty; expected a shape like 64,256", flag));
+  return shape;
+}
+
+}  // namespace ibn::cli

@@ -1,0 +1,45 @@
+#pragma once
+// The `ibn` subcommands: one file each in src/cli/, one line each in src/cli/commands.cpp.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/program_options.hpp>
+
+namespace ibn::cli {
+
+namespace po = boost::program_options;
+
+struct Command {
+  std::string name;
+  std::string summary;
+  // args: everything after the subcommand's name. Returns the exit code; throws
+  // ibn::UsageError for bad usage (exit 2) and anything else for failures (exit 1).
+  int (*run)(const std::vector<std::string>& args);
+};
+
+const std::vector<Command>& commands();
+
+// Options of one subcommand. parse() adds --help and --config FILE, and returns nothing when
+// it printed the help. A config file is an .ini file: keys at the top and in a [<command>]
+// section apply, other sections are left to other commands; the command line wins over it.
+struct CommandOptions {
+  CommandOptions(std::string command, std::string usage, std::string description);
+
+  std::string command;
+  std::string usage;        // "ibn norms [--spec S --shape N,D]"
+  std::string description;  // a paragraph under the usage line
+  po::options_description options;
+  po::positional_options_description positional;
+
+  std::optional<po::variables_map> parse(const std::vector<std::string>& args);
+};
+
+// "64,256" -> {64, 256}; every entry a positive integer, else ibn::UsageError naming the flag.
+std::vector<int64_t> parse_shape(const std::string& flag, const std::string& text);
+// "0,0.5,2" -> {0, 0.5, 2}; every entry a finite number.
+std::vector<double> parse_numbers(const std::string& flag, const std::string& text);
+// Comma-separated words.
+std::vector<std::string> parse_words(const std::string& text);
+
+}  // namespace ibn::cli

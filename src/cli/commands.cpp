@@ -1,0 +1,17 @@
+// Every `ibn` subcommand, one line each; each is defined in its own file in src/cli/.
+#include "command.h"
+
+namespace ibn::cli {
+
+int run_norms(const std::vector<std::string>& args);
+int run_contraction(const std::vector<std::string>& args);
+
+const std::vector<Command>& commands() {
+  static const std::vector<Command> entries{
+      {"norms", "list the normalizers, or run one on random input (--spec, --shape)", run_norms},
+      {"contraction", "variance contraction κ of every normalizer over a λ grid", run_contraction},
+  };
+  return entries;
+}
+
+}  // namespace ibn::cli

@@ -1,0 +1,79 @@
+// ibn: one binary, git-style subcommands. Exit codes: 0 ok, 1 failure, 2 bad usage.
+#include <exception>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "command.h"
+#include <c10/util/Exception.h>
+
+#include "ibn/device.h"
+#include "ibn/build_info.h"
+#include "ibn/error.h"
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+void print_help() {
+  std::cout << "usage: ibn [--help] [--version] <command> [options]\n\n"
+               "ibnorm: normalization layers, mutual information and the information bottleneck.\n\n"
+               "Commands:\n";
+  for (const auto& command : ibn::cli::commands()) {
+    std::cout << fmt::format("  {:<13} {}\n", command.name, command.summary);
+  }
+  std::cout << "\n'ibn <command> --help' describes a command's options; every option can also come\n"
+               "from an .ini file with --config FILE (the command line wins).\n";
+}
+
+void print_version() {
+  const ibn::BuildInfo& info = ibn::build_info();
+  std::cout << fmt::format("ibn {} (commit {})\nLibTorch {}, built with CUDA: {}, CUDA device: {}\n",
+                           info.version, info.git_commit, info.torch_version,
+                           info.torch_has_cuda ? "yes" : "no", ibn::cuda_device_summary());
+}
+
+int dispatch(const std::vector<std::string>& args) {
+  if (args.empty()) {
+    print_help();
+    return kExitUsage;
+  }
+  const std::string& first = args[0];
+  if (first == "--help" || first == "-h" || first == "help") {
+    print_help();
+    return kExitOk;
+  }
+  if (first == "--version" || first == "version") {
+    print_version();
+    return kExitOk;
+  }
+  for (const auto& command : ibn::cli::commands()) {
+    if (command.name == first) return command.run({args.begin() + 1, args.end()});
+  }
+  std::string names;
+  for (const auto& command : ibn::cli::commands()) names += (names.empty() ? "" : ", ") + command.name;
+  throw ibn::UsageError(fmt::format("unknown command '{}'; expected one of: {} (see 'ibn --help')", first, names));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return dispatch({argv + 1, argv + argc});
+  } catch (const ibn::UsageError& e) {
+    std::cerr << "ibn: " << e.what() << "\n";
+    return kExitUsage;
+  } catch (const c10::Error& e) {
+    // LibTorch's own messages carry a backtrace after the first line; users need the first.
+    const std::string what = e.what_without_backtrace();
+    std::cerr << "ibn: error: " << what.substr(0, what.find('\n')) << "\n";
+    return kExitFailure;
+  } catch (const std::exception& e) {
+    std::cerr << "ibn: error: " << e.what() << "\n";
+    return kExitFailure;
+  }
+}

@@ -1,0 +1,34 @@
+#include "ibn/io/atomic_file.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+namespace ibn::io {
+
+void write_file_atomically(const std::string& path, const std::string& content) {
+  const std::string temp = fmt::format("{}.tmp.{}", path, ::getpid());
+  FILE* file = std::fopen(temp.c_str(), "wb");
+  if (file == nullptr) {
+    throw std::runtime_error(fmt::format("cannot write '{}': {}", path, std::strerror(errno)));
+  }
+  const bool written = std::fwrite(content.data(), 1, content.size(), file) == content.size() &&
+                       std::fflush(file) == 0 && ::fsync(::fileno(file)) == 0;
+  const int write_errno = errno;
+  if (std::fclose(file) != 0 || !written) {
+    std::remove(temp.c_str());
+    throw std::runtime_error(fmt::format("cannot write '{}': {}", path, std::strerror(write_errno)));
+  }
+  if (std::rename(temp.c_str(), path.c_str()) != 0) {
+    const int rename_errno = errno;
+    std::remove(temp.c_str());
+    throw std::runtime_error(fmt::format("cannot write '{}': {}", path, std::strerror(rename_errno)));
+  }
+}
+
+}  // namespace ibn::io

@@ -1,0 +1,43 @@
+#include "ibn/device.h"
+
+#include <stdexcept>
+
+#include <fmt/format.h>
+#include <torch/cuda.h>
+
+#include "ibn/build_info.h"
+#include "ibn/error.h"
+
+namespace ibn {
+
+c10::Device resolve_device(const std::string& name) {
+  if (name == "auto") return torch::cuda::is_available() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+  if (name != "cpu" && name != "cuda" && name.rfind("cuda:", 0) != 0) {
+    throw UsageError(fmt::format("unknown device '{}'; expected cpu, cuda, cuda:N or auto", name));
+  }
+  c10::Device device(c10::kCPU);
+  try {
+    device = c10::Device(name);
+  } catch (const c10::Error&) {
+    throw UsageError(fmt::format("unknown device '{}'; expected cpu, cuda, cuda:N or auto", name));
+  }
+  if (device.is_cuda()) {
+    const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+    if (count == 0) {
+      throw std::runtime_error(fmt::format(
+          "device '{}' asked for, but no CUDA device is available (LibTorch built with CUDA: {})",
+          name, build_info().torch_has_cuda ? "yes" : "no"));
+    }
+    if (device.has_index() && device.index() >= count) {
+      throw std::runtime_error(fmt::format("device '{}' asked for, but only {} CUDA device(s) exist", name, count));
+    }
+  }
+  return device;
+}
+
+std::string cuda_device_summary() {
+  const size_t count = torch::cuda::device_count();
+  return count == 0 ? "none" : fmt::format("{}", count);
+}
+
+}  // namespace ibn

@@ -1,0 +1,104 @@
+#include "ibn/norm/normalizer.h"
+
+#include <cmath>
+
+#include <ATen/ops/linspace.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/zeros.h>
+#include <fmt/format.h>
+
+#include "ibn/error.h"
+#include "ibn/norm/area.h"
+#include "ibn/norm/compression.h"
+#include "ibn/norm/registry.h"
+
+namespace ibn::norm {
+
+NormalizerImpl::NormalizerImpl(const std::string& spec, int64_t num_features)
+    : NormalizerImpl(parse_norm_spec(spec), num_features) {}
+
+NormalizerImpl::NormalizerImpl(NormSpec spec, int64_t num_features)
+    : spec_(std::move(spec)), num_features_(num_features) {
+  if (num_features < 1) {
+    throw UsageError(fmt::format("normalizer '{}' needs at least one feature, got {}", spec_.name,
+                                 num_features));
+  }
+  area_ = find_area(spec_.area).make(spec_);
+  area_->check_features(num_features);
+  operation_ = find_operation(spec_.operation).make(spec_);
+
+  if (spec_.affine) {
+    weight = register_parameter("weight", at::ones({num_features}));
+    bias = register_parameter("bias", at::zeros({num_features}));
+  }
+  if (area_->keeps_running_stats()) {
+    for (const RunningStat& stat : operation_->running_stats()) {
+      at::Tensor value = at::zeros({num_features});
+      running_.push_back({stat, register_buffer("running_" + stat.key, value)});
+    }
+    num_batches_tracked = register_buffer("num_batches_tracked", at::zeros({}, at::kLong));
+    reset_running_stats();
+  }
+}
+
+void NormalizerImpl::reset_parameters() {
+  at::NoGradGuard no_grad;
+  if (spec_.affine) {
+    weight.fill_(1.0);
+    bias.zero_();
+  }
+  reset_running_stats();
+}
+
+void NormalizerImpl::reset_running_stats() {
+  at::NoGradGuard no_grad;
+  for (RunningBuffer& buffer : running_) buffer.value.fill_(buffer.stat.init);
+  if (num_batches_tracked.defined()) num_batches_tracked.zero_();
+}
+
+at::Tensor NormalizerImpl::forward(const at::Tensor& x) {
+  const AreaPlan plan = area_->plan(x.sizes(), num_features_, is_training());
+  // Running buffers are kept in fp32 (or the module's dtype); statistics follow the input.
+  std::vector<RunningBuffer>* running = running_.empty() ? nullptr : &running_;
+  if (running != nullptr && is_training()) {
+    at::NoGradGuard no_grad;
+    num_batches_tracked.add_(1);
+  }
+  StatsContext stats(plan, running, is_training(), spec_.momentum);
+  at::Tensor y = operation_->normalize(x.reshape(plan.grouped_shape), stats).reshape(x.sizes());
+  if (spec_.affine) {
+    y = y.mul(weight.view(plan.affine_shape)).add(bias.view(plan.affine_shape));
+  }
+  return y;
+}
+
+at::Tensor NormalizerImpl::contraction(const at::Tensor& x) const {
+  at::NoGradGuard no_grad;
+  const AreaPlan plan = area_->plan(x.sizes(), num_features_, /*training=*/false);
+  StatsContext batch_stats(plan, /*running=*/nullptr, /*training=*/false, 0.0);
+  const at::Tensor z = standardize(x.reshape(plan.grouped_shape), batch_stats, spec_.eps);
+  const at::Tensor u = operation_->compress(z);
+  const at::Tensor mean_u = u.mean(plan.reduce_dims, true);
+  return u.sub(mean_u).square().mean(plan.reduce_dims, true).mean();
+}
+
+void NormalizerImpl::pretty_print(std::ostream& stream) const {
+  stream << "ibn::norm::Normalizer(" << spec_.str() << ", features=" << num_features_ << ")";
+}
+
+double gaussian_contraction(const NormSpec& spec) {
+  if (!spec.is_ibnorm() || spec.lambda == 0.0) return 1.0;
+  // Trapezoid rule on [−12, 12] in double: the Gaussian tail beyond is below 1e-32 and ψ grows
+  // at most linearly, so the truncation error is far under the quadrature's own (≈1e-12).
+  constexpr int64_t kPoints = 200001;
+  constexpr double kHalfWidth = 12.0;
+  const at::Tensor z = at::linspace(-kHalfWidth, kHalfWidth, kPoints, at::kDouble);
+  const double step = 2.0 * kHalfWidth / (kPoints - 1);
+  const at::Tensor density = z.square().mul(-0.5).exp().div(std::sqrt(2.0 * M_PI));
+  const at::Tensor psi = find_compression(spec.compression).psi(z, spec.lambda);
+  const double mean = psi.mul(density).sum().item<double>() * step;
+  const double second = psi.square().mul(density).sum().item<double>() * step;
+  return second - mean * mean;
+}
+
+}  // namespace ibn::norm

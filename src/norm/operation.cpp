@@ -1,0 +1,38 @@
+#include "ibn/norm/operation.h"
+
+#include <ATen/core/grad_mode.h>
+
+namespace ibn::norm {
+
+at::Tensor StatsContext::stat(const std::string& key,
+                              const std::function<at::Tensor()>& batch_value) {
+  RunningBuffer* buffer = nullptr;
+  if (running_ != nullptr) {
+    for (auto& b : *running_) {
+      if (b.stat.key == key) buffer = &b;
+    }
+  }
+  if (buffer == nullptr) return batch_value();
+  if (!training_) return buffer->value.view(plan_.stat_shape);
+
+  at::Tensor batch = batch_value();
+  at::NoGradGuard no_grad;
+  at::Tensor update = batch.detach().reshape({-1});
+  if (buffer->stat.is_variance) {
+    const double n = static_cast<double>(plan_.group_size);
+    update = update.mul(n / (n - 1.0));
+  }
+  buffer->value.mul_(1.0 - momentum_).add_(update.to(buffer->value.scalar_type()), momentum_);
+  return batch;
+}
+
+at::Tensor standardize(const at::Tensor& x, StatsContext& stats, double eps,
+                       const std::string& suffix) {
+  const at::Tensor mean = stats.stat("mean" + suffix, [&] { return x.mean(stats.dims(), true); });
+  const at::Tensor centred = x.sub(mean);
+  const at::Tensor var =
+      stats.stat("var" + suffix, [&] { return centred.square().mean(stats.dims(), true); });
+  return centred.mul(var.add(eps).rsqrt());
+}
+
+}  // namespace ibn::norm

@@ -1,0 +1,84 @@
+// The normalizer family's registries. Adding an area, operation, compression or preset is its
+// own file plus one line below.
+#include "ibn/norm/registry.h"
+
+#include <fmt/format.h>
+
+#include "ibn/error.h"
+#include "ibn/norm/area.h"
+#include "ibn/norm/compression.h"
+#include "ibn/norm/operation.h"
+
+namespace ibn::norm {
+
+// Defined in src/norm/area_*.cpp, op_*.cpp and compression_*.cpp.
+std::unique_ptr<Area> make_batch_area(const NormSpec&);
+std::unique_ptr<Area> make_token_area(const NormSpec&);
+std::unique_ptr<Area> make_group_area(const NormSpec&);
+std::unique_ptr<Operation> make_standardize(const NormSpec&);
+std::unique_ptr<Operation> make_rms(const NormSpec&);
+std::unique_ptr<Operation> make_ibnorm(const NormSpec&);
+Compression sign_power_compression();
+Compression log_compression();
+Compression tanh_compression();
+
+const std::vector<AreaEntry>& areas() {
+  static const std::vector<AreaEntry> entries{
+      {"batch", "per channel over N (and T, or H·W); running statistics for eval", make_batch_area},
+      {"token", "per sample (per token) over the feature dim D", make_token_area},
+      {"group", "per sample over each of `groups` channel groups (and H·W)", make_group_area},
+  };
+  return entries;
+}
+
+const std::vector<OperationEntry>& operations() {
+  static const std::vector<OperationEntry> entries{
+      {"standardize", "variance-centric: x̂ = (x − μ)/√(σ² + ε)", make_standardize},
+      {"rms", "x̂ = x/√(mean(x²) + ε)", make_rms},
+      {"ibnorm", "standardize, compress with ψ_λ, standardize again", make_ibnorm},
+  };
+  return entries;
+}
+
+const std::vector<Compression>& compressions() {
+  static const std::vector<Compression> entries{
+      sign_power_compression(),
+      log_compression(),
+      tanh_compression(),
+  };
+  return entries;
+}
+
+const std::vector<Preset>& presets() {
+  static const std::vector<Preset> entries{
+      {"batchnorm", "batch", "standardize", "", "BatchNorm"},
+      {"layernorm", "token", "standardize", "", "LayerNorm"},
+      {"rmsnorm", "token", "rms", "", "RMSNorm"},
+      {"groupnorm", "group", "standardize", "", "GroupNorm"},
+      {"ibnorm-s", "token", "ibnorm", "s", "IBNorm-S, sign-power compression"},
+      {"ibnorm-l", "token", "ibnorm", "l", "IBNorm-L, logarithmic compression"},
+      {"ibnorm-t", "token", "ibnorm", "t", "IBNorm-T, tanh compression"},
+  };
+  return entries;
+}
+
+namespace {
+template <typename Entry>
+const Entry& find_in(const std::vector<Entry>& entries, const std::string& name, const char* what) {
+  for (const auto& e : entries) {
+    if (e.name == name) return e;
+  }
+  throw UsageError(fmt::format("unknown {} '{}'; expected one of: {}", what, name, names_of(entries)));
+}
+}  // namespace
+
+const Preset& find_preset(const std::string& name) { return find_in(presets(), name, "normalizer"); }
+const AreaEntry& find_area(const std::string& name) { return find_in(areas(), name, "area"); }
+const OperationEntry& find_operation(const std::string& name) {
+  return find_in(operations(), name, "operation");
+}
+const Compression& find_compression(const std::string& name) {
+  return find_in(compressions(), name, "compression");
+}
+
+}  // namespace ibn::norm
