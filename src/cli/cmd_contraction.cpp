@@ -42,7 +42,7 @@ std::vector<nm::NormSpec> expand(const std::vector<std::string>& specs, const st
 }
 
 Row measure(const nm::NormSpec& spec, const torch::Tensor& x) {
-  nm::Normalizer norm(spec, x.size(x.dim() == 3 ? 2 : 1));
+  nm::Normalizer norm(spec, x.size(nm::feature_dim(x.dim())));
   norm->to(x.device());
   torch::NoGradGuard no_grad;
   const torch::Tensor y = norm(x);

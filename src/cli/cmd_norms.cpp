@@ -7,7 +7,7 @@
 #include "command.h"
 #include "ibn/device.h"
 #include "ibn/error.h"
-#include "ibn/norm/compression.h"
+#include "ibn/norm/area.h"
 #include "ibn/norm/normalizer.h"
 #include "ibn/norm/registry.h"
 
@@ -50,7 +50,7 @@ int run_one(const po::variables_map& vm) {
     throw UsageError(fmt::format("--shape '{}' needs at least two dims: N,D or N,T,D or N,C,H,W",
                                  vm["shape"].as<std::string>()));
   }
-  const int64_t features = shape[shape.size() == 3 ? 2 : 1];
+  const int64_t features = shape[nm::feature_dim(shape.size())];
   const std::string mode = vm["mode"].as<std::string>();
   if (mode != "train" && mode != "eval") {
     throw UsageError(fmt::format("--mode '{}' must be train or eval", mode));

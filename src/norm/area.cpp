@@ -18,7 +18,7 @@ int64_t channel_dim(c10::IntArrayRef shape, int64_t num_features, const std::str
         "area '{}' got input {}: expected [N, D], [N, T, D] or [N, C, H, W] with {} features",
         area, shape_str(shape), num_features));
   }
-  const int64_t dim = rank == 3 ? 2 : 1;
+  const int64_t dim = feature_dim(shape.size());
   if (shape[dim] != num_features) {
     throw UsageError(fmt::format(
         "area '{}' got input {} with {} features in dim {}; the layer was built for {} "

@@ -35,6 +35,10 @@ class Area {
   virtual AreaPlan plan(c10::IntArrayRef shape, int64_t num_features, bool training) const = 0;
 };
 
+// The dimension holding the features/channels in a layout of this rank: 2 for [N, T, D],
+// else 1 ([N, D], [N, C, H, W, ...]).
+inline int64_t feature_dim(size_t rank) { return rank == 3 ? 2 : 1; }
+
 // Shared by the areas: the channel dimension of a supported layout (1 for rank 2 and rank ≥ 4,
 // 2 for rank 3); checks that it holds num_features, else throws ibn::UsageError.
 int64_t channel_dim(c10::IntArrayRef shape, int64_t num_features, const std::string& area);

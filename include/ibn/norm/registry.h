@@ -9,13 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "ibn/norm/compression.h"
 #include "ibn/norm/spec.h"
 
 namespace ibn::norm {
 
 class Area;
 class Operation;
-struct Compression;
 
 struct Preset {
   std::string name;         // what users type

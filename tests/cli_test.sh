@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The ibn CLI as a user meets it: exit codes (0 ok, 1 failure, 2 usage), one-line errors,
+# --help on every command, .ini configs, and files written whole or not at all.
+# Run by CTest with IBN pointing at the binary.
+set -u
+IBN=${IBN:?set IBN to the ibn binary}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failures=0
+passes=0
+
+# expect CODE PATTERN -- ARGS...: runs ibn ARGS, checks the exit code and that the combined
+# output matches the extended regex PATTERN.
+expect() {
+  local code=$1 pattern=$2
+  shift 3
+  local out rc
+  out=$("$IBN" "$@" 2>&1)
+  rc=$?
+  if [ "$rc" -ne "$code" ] || ! grep -Eq -- "$pattern" <<<"$out"; then
+    echo "FAIL: ibn $* -> exit $rc (want $code), output lacks /$pattern/:"
+    sed 's/^/    /' <<<"$out" | head -20
+    failures=$((failures + 1))
+  else
+    passes=$((passes + 1))
+  fi
+}
+
+# expect_one_line_error CODE ARGS...: stderr is exactly one line starting with "ibn:".
+expect_one_line_error() {
+  local code=$1
+  shift
+  local err rc
+  err=$("$IBN" "$@" 2>&1 >/dev/null)
+  rc=$?
+  if [ "$rc" -ne "$code" ] || [ "$(wc -l <<<"$err")" -ne 1 ] || [[ "$err" != ibn:* ]]; then
+    echo "FAIL: ibn $* -> exit $rc (want $code), stderr not one 'ibn:' line:"
+    sed 's/^/    /' <<<"$err" | head -20
+    failures=$((failures + 1))
+  else
+    passes=$((passes + 1))
+  fi
+}
+
+expect 0 "usage: ibn" -- --help
+expect 2 "usage: ibn" --
+expect 0 "^ibn [0-9]+\.[0-9]+\.[0-9]+ \(commit [0-9a-f]+|unknown\)" -- --version
+expect 0 "LibTorch [0-9]+\.[0-9]+.*built with CUDA: (yes|no)" -- --version
+expect 2 "unknown command 'frobnicate'; expected one of: norms" -- frobnicate
+expect_one_line_error 2 frobnicate
+
+# ibn norms: the listing names every normalizer with its defaults.
+for name in batchnorm layernorm rmsnorm groupnorm ibnorm-s ibnorm-l ibnorm-t; do
+  expect 0 "^  $name " -- norms
+done
+expect 0 "ibnorm-t +token +ibnorm +lambda=1 eps=1e-05 affine=true" -- norms
+expect 0 "groupnorm +group +standardize +groups=32" -- norms
+expect 0 "usage: ibn norms" -- norms --help
+expect 0 "kappa +0\.[0-9]+ \(measured\)" -- norms --spec ibnorm-t:lambda=2 --shape 64,33
+expect 0 "spec +ibnorm-t:area=batch:lambda=2" -- norms --spec ibnorm-t:lambda=2:area=batch --shape 8,4,5,5
+expect 0 "eval mode" -- norms --spec batchnorm --shape 1,6 --mode eval
+expect 2 "unknown key 'lamda'" -- norms --spec ibnorm-t:lamda=2 --shape 4,8
+expect 2 "lambda=-1 must be >= 0" -- norms --spec ibnorm-t:lambda=-1 --shape 4,8
+expect 2 "groups=8 cannot split 12 channels" -- norms --spec groupnorm:groups=8 --shape 4,12
+expect 2 "area 'token' got feature maps" -- norms --spec layernorm --shape 2,3,4,4
+expect 2 "--shape '4,x' is not a list of positive integers" -- norms --spec layernorm --shape 4,x
+expect 2 "--spec and --shape go together" -- norms --spec layernorm
+expect 2 "unrecognised option '--frob'" -- norms --frob
+expect 2 "unknown device 'tpu'" -- norms --spec layernorm --shape 4,4 --device tpu
+for args in "norms --spec ibnorm-t:lamda=2 --shape 4,8" "norms --spec groupnorm:groups=8 --shape 4,12" "norms --frob"; do
+  # shellcheck disable=SC2086
+  expect_one_line_error 2 $args
+done
+
+# --config: .ini keys at the top and in the command's section apply; the command line wins;
+# other commands' sections are left alone; unknown keys are errors.
+cat >"$work/norms.ini" <<'INI'
+seed = 3
+[norms]
+spec = ibnorm-l:lambda=0.5
+shape = 16,12
+[train]
+epochs = 10
+INI
+expect 0 "spec +ibnorm-l:area=token:lambda=0.5" -- norms --config "$work/norms.ini"
+expect 0 "seed 3" -- norms --config "$work/norms.ini"
+expect 0 "spec +ibnorm-s:area=token:lambda=0.5" -- norms --config "$work/norms.ini" --spec ibnorm-s:lambda=0.5
+printf '[norms]\nspek = layernorm\n' >"$work/bad.ini"
+expect 2 "config file '.*bad.ini': unknown option 'norms.spek'" -- norms --config "$work/bad.ini"
+expect 2 "cannot open config file" -- norms --config "$work/missing.ini"
+
+# ibn contraction: the table, CSV written whole, an unwritable path fails and leaves nothing.
+expect 0 "ibnorm-t +token +2 +0\.1[0-9]+ +0\.15" -- contraction --shape 512,64
+expect 0 "wrote $work/k.csv" -- contraction --shape 64,16 --lambdas 0,1 --norms layernorm,ibnorm-t --csv "$work/k.csv"
+if [ "$(wc -l <"$work/k.csv")" -ne 4 ] || ! grep -q '^ibnorm-t:area=token:lambda=1:' "$work/k.csv"; then
+  echo "FAIL: contraction CSV has the wrong rows:"; cat "$work/k.csv"; failures=$((failures + 1))
+else
+  passes=$((passes + 1))
+fi
+expect 1 "cannot write '$work/nodir/k.csv'" -- contraction --shape 64,16 --csv "$work/nodir/k.csv"
+expect 2 "--lambdas '0,x': 'x' is not a number" -- contraction --lambdas 0,x
+if ls "$work"/nodir* "$work"/*.tmp.* >/dev/null 2>&1; then
+  echo "FAIL: a failed write left files behind"; failures=$((failures + 1))
+else
+  passes=$((passes + 1))
+fi
+
+echo "cli: $passes passed, $failures failed"
+[ "$failures" -eq 0 ]

@@ -1,0 +1,234 @@
+// The variance-centric normalizers against LibTorch's own layers, in fp32 to 1e-6, and IBNorm at
+// λ = 0 against the same layers.
+#include <cmath>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "ibn/error.h"
+#include "ibn/norm/normalizer.h"
+#include "test_util.h"
+
+namespace {
+
+using ibn::norm::Normalizer;
+using ibn::test::max_abs_diff;
+
+constexpr double kTol = 1e-6;  // fp32 agreement with LibTorch's layers, relative to |output|
+const std::vector<int64_t> kWidths = {1, 33, 132, 260, 1025};
+
+// Random γ, β so that the affine step is exercised too.
+void randomize_affine(Normalizer& norm) {
+  torch::NoGradGuard no_grad;
+  norm->weight.copy_(torch::randn_like(norm->weight));
+  norm->bias.copy_(torch::randn_like(norm->bias));
+}
+
+// A group count dividing `width` other than 1 where one exists.
+int64_t some_divisor(int64_t width) {
+  for (int64_t g : {3, 4, 5, 2}) {
+    if (width % g == 0) return g;
+  }
+  return 1;
+}
+
+// `ours` and `lib` compute the same stateless layer; each follows the dtype of its input.
+// In fp64 they agree to 1e-10. In fp32 ours is within kTol·(1 + |y|) of LibTorch's output,
+// plus LibTorch's own fp32 rounding error where it has one: at width 1, (x − μ) cancels to a
+// few ulp that LibTorch multiplies by 1/√ε ≈ 316, while the two-pass form gives exactly 0.
+template <typename Ours, typename Lib>
+::testing::AssertionResult same_layer(Ours ours, Lib lib, const torch::Tensor& x32) {
+  const auto x64 = x32.to(torch::kDouble);
+  const torch::Tensor lib64 = lib(x64);
+  const double diff64 = max_abs_diff(ours(x64), lib64);
+  if (diff64 > 1e-10 * (1 + lib64.abs().max().item<double>())) {
+    return ::testing::AssertionFailure() << "fp64 differs by " << diff64;
+  }
+  const torch::Tensor lib32 = lib(x32).to(torch::kDouble);
+  const torch::Tensor ours32 = ours(x32).to(torch::kDouble);
+  const auto tolerance = lib64.abs().add(1).mul(kTol).add((lib32 - lib64).abs());
+  const auto excess = ((ours32 - lib32).abs() - tolerance).max().item<double>();
+  if (excess > 0) {
+    return ::testing::AssertionFailure() << "fp32 differs by " << max_abs_diff(ours32, lib32)
+                                         << ", " << excess << " over the tolerance";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// The normalizer as a function of x in x's dtype.
+auto as_function(Normalizer& norm) {
+  return [&norm](const torch::Tensor& x) {
+    norm->to(x.scalar_type());
+    return norm(x);
+  };
+}
+
+TEST(NormReference, LayerNormMatchesLibTorch) {
+  torch::manual_seed(1);
+  for (int64_t d : kWidths) {
+    for (const std::vector<int64_t>& shape : {std::vector<int64_t>{17, d}, std::vector<int64_t>{3, 5, d}}) {
+      Normalizer ours("layernorm", d);
+      randomize_affine(ours);
+      const auto lib = [&](const torch::Tensor& x) {
+        return torch::layer_norm(x, {d}, ours->weight.to(x.scalar_type()), ours->bias.to(x.scalar_type()), 1e-5);
+      };
+      EXPECT_TRUE(same_layer(as_function(ours), lib, torch::randn(shape).mul(3).add(1)))
+          << "width " << d << " rank " << shape.size();
+    }
+  }
+}
+
+TEST(NormReference, RMSNormMatchesFormulaAndLibTorch) {
+  torch::manual_seed(2);
+  for (int64_t d : kWidths) {
+    Normalizer ours("rmsnorm:eps=1e-6", d);
+    randomize_affine(ours);
+    // Independent reference: x / sqrt(mean(x²) + ε) · γ + β (β is SPEC §1's NRR; LibTorch's
+    // RMSNorm has none, so it is added to LibTorch's output below).
+    const auto formula = [&](const torch::Tensor& x) {
+      return x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-6) * ours->weight.to(x.scalar_type()) +
+             ours->bias.to(x.scalar_type());
+    };
+    const auto x = torch::randn({9, 4, d}).add(0.5);
+    EXPECT_TRUE(same_layer(as_function(ours), formula, x)) << "width " << d;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    const auto lib = [&](const torch::Tensor& xs) {
+      return at::rms_norm(xs, {d}, ours->weight.to(xs.scalar_type()), 1e-6) + ours->bias.to(xs.scalar_type());
+    };
+    EXPECT_TRUE(same_layer(as_function(ours), lib, x)) << "width " << d << " vs at::rms_norm";
+#endif
+  }
+}
+
+TEST(NormReference, BatchNormMatchesLibTorchInTrainingAndEval) {
+  torch::manual_seed(3);
+  for (int64_t c : kWidths) {
+    // [N, D] against BatchNorm1d.
+    Normalizer ours("batchnorm:momentum=0.2", c);
+    torch::nn::BatchNorm1d ref(torch::nn::BatchNormOptions(c).momentum(0.2).eps(1e-5));
+    randomize_affine(ours);
+    {
+      torch::NoGradGuard no_grad;
+      ref->weight.copy_(ours->weight);
+      ref->bias.copy_(ours->bias);
+    }
+    for (int step = 0; step < 3; ++step) {
+      const auto x = torch::randn({16, c}).mul(2).add(step);
+      EXPECT_LE(max_abs_diff(ours(x), ref(x)), kTol) << "train width " << c << " step " << step;
+    }
+    const auto& buffers = ours->named_buffers();
+    EXPECT_LE(max_abs_diff(buffers["running_mean"], ref->running_mean), kTol) << c;
+    EXPECT_LE(max_abs_diff(buffers["running_var"], ref->running_var), kTol) << c;
+    EXPECT_EQ(buffers["num_batches_tracked"].item<int64_t>(), 3);
+    ours->eval();
+    ref->eval();
+    const auto x = torch::randn({5, c});
+    EXPECT_LE(max_abs_diff(ours(x), ref(x)), kTol) << "eval width " << c;
+  }
+}
+
+TEST(NormReference, BatchNorm2dAndTokenLayoutMatchLibTorch) {
+  torch::manual_seed(4);
+  for (int64_t c : kWidths) {
+    Normalizer ours("batchnorm", c);
+    torch::nn::BatchNorm2d ref{torch::nn::BatchNormOptions(c)};
+    const auto x = torch::randn({4, c, 3, 5});
+    EXPECT_LE(max_abs_diff(ours(x), ref(x)), kTol) << "[N, C, H, W] width " << c;
+    ours->eval();
+    ref->eval();
+    EXPECT_LE(max_abs_diff(ours(x), ref(x)), kTol) << "[N, C, H, W] eval width " << c;
+
+    // [N, T, D]: statistics per feature over N·T, as BatchNorm1d on the flattened tokens.
+    Normalizer tokens("batchnorm", c);
+    torch::nn::BatchNorm1d flat{torch::nn::BatchNormOptions(c)};
+    const auto xt = torch::randn({3, 7, c});
+    EXPECT_LE(max_abs_diff(tokens(xt), flat(xt.reshape({21, c})).reshape({3, 7, c})), kTol) << c;
+  }
+}
+
+TEST(NormReference, GroupNormMatchesLibTorch) {
+  torch::manual_seed(5);
+  for (int64_t c : kWidths) {
+    const int64_t groups = some_divisor(c);
+    Normalizer ours("groupnorm:groups=" + std::to_string(groups), c);
+    randomize_affine(ours);
+    const auto lib = [&](const torch::Tensor& x) {
+      const auto y = torch::group_norm(x.reshape({-1, c}), groups, ours->weight.to(x.scalar_type()),
+                                       ours->bias.to(x.scalar_type()), 1e-5);
+      return y.reshape(x.sizes());
+    };
+    const auto lib4 = [&](const torch::Tensor& x) {
+      return torch::group_norm(x, groups, ours->weight.to(x.scalar_type()), ours->bias.to(x.scalar_type()), 1e-5);
+    };
+    EXPECT_TRUE(same_layer(as_function(ours), lib4, torch::randn({3, c, 2, 3}).mul(2))) << "[N, C, H, W] " << c;
+    EXPECT_TRUE(same_layer(as_function(ours), lib, torch::randn({6, c}))) << "[N, D] " << c;
+    // [N, T, D]: grouped per token, as GroupNorm on the flattened tokens.
+    EXPECT_TRUE(same_layer(as_function(ours), lib, torch::randn({2, 5, c}))) << "[N, T, D] " << c;
+  }
+}
+
+// IBNorm at λ = 0 is its base norm: compare with LibTorch's layers, not with our own code.
+TEST(NormReference, IBNormAtLambdaZeroEqualsBaseNorm) {
+  torch::manual_seed(6);
+  for (const char* variant : {"ibnorm-s", "ibnorm-l", "ibnorm-t"}) {
+    for (int64_t d : kWidths) {
+      const std::string name = std::string(variant) + ":lambda=0";
+      const auto x = torch::randn({8, d}).mul(2);
+      Normalizer token(name, d);
+      const auto layer_norm = [&](const torch::Tensor& xs) { return torch::layer_norm(xs, {d}); };
+      EXPECT_TRUE(same_layer(as_function(token), layer_norm, x)) << name << " token " << d;
+
+      const int64_t groups = some_divisor(d);
+      Normalizer group(name + ":area=group:groups=" + std::to_string(groups), d);
+      const auto group_norm = [&](const torch::Tensor& xs) { return torch::group_norm(xs, groups); };
+      EXPECT_TRUE(same_layer(as_function(group), group_norm, x)) << name << " group " << d;
+
+      Normalizer batch(name + ":area=batch", d);
+      torch::nn::BatchNorm1d bn(d);
+      EXPECT_LE(max_abs_diff(batch(x), bn(x)), kTol) << name << " batch " << d;
+      batch->eval();
+      bn->eval();
+      EXPECT_LE(max_abs_diff(batch(x), bn(x)), kTol) << name << " batch eval " << d;
+    }
+  }
+}
+
+// The λ = 0 shortcut is a limit, not a special case: small λ converges to the base norm.
+TEST(NormReference, IBNormConvergesToBaseNormAsLambdaShrinks) {
+  torch::manual_seed(7);
+  const auto x = torch::randn({64, 128}, torch::kDouble);
+  // eps = 0 so that the only difference left is the compression's.
+  const auto base = torch::layer_norm(x, {128}, {}, {}, /*eps=*/0.0);
+  for (const char* variant : {"ibnorm-s", "ibnorm-l", "ibnorm-t"}) {
+    double previous = INFINITY;
+    for (double lambda : {1e-1, 1e-2, 1e-3}) {
+      Normalizer norm(std::string(variant) + ":eps=0:lambda=" + std::to_string(lambda), 128);
+      norm->to(torch::kDouble);
+      const double diff = max_abs_diff(norm(x), base);
+      EXPECT_LT(diff, previous) << variant << " lambda " << lambda;
+      EXPECT_LT(diff, 50 * lambda) << variant << " lambda " << lambda;
+      previous = diff;
+    }
+  }
+}
+
+TEST(NormReference, BatchAreaRunningStatsForIBNorm) {
+  torch::manual_seed(8);
+  Normalizer norm("ibnorm-t:lambda=2:area=batch:momentum=1", 6);
+  const auto x = torch::randn({32, 6}).mul(3).add(2);
+  const auto train_out = norm(x);
+  // momentum=1: the running estimates are exactly this batch's (variances unbiased), so eval on
+  // the same batch reproduces training output up to the n/(n-1) factor of the variances.
+  const auto& buffers = norm->named_buffers();
+  EXPECT_LE(max_abs_diff(buffers["running_mean"], x.mean(0)), 1e-5);
+  EXPECT_LE(max_abs_diff(buffers["running_var"], x.var(0, /*unbiased=*/true)), 1e-4);
+  ASSERT_TRUE(buffers.contains("running_mean_u"));
+  ASSERT_TRUE(buffers.contains("running_var_u"));
+  norm->eval();
+  const auto eval_out = norm(x);
+  EXPECT_LT(max_abs_diff(eval_out, train_out), 0.1);
+  EXPECT_GT(max_abs_diff(eval_out, train_out), 1e-6);  // running variances are unbiased
+}
+
+}  // namespace

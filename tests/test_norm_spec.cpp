@@ -1,0 +1,121 @@
+// Spec strings: parsing, canonical text, and one clear error per kind of mistake.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "ibn/error.h"
+#include "ibn/norm/normalizer.h"
+#include "ibn/norm/registry.h"
+#include "ibn/norm/spec.h"
+#include "test_util.h"
+
+namespace {
+
+using ibn::norm::Normalizer;
+using ibn::norm::parse_norm_spec;
+using ibn::test::throws_usage_error;
+
+TEST(NormSpec, PresetsResolveToTheirAreaOperationAndCompression) {
+  const auto ln = parse_norm_spec("layernorm");
+  EXPECT_EQ(ln.area, "token");
+  EXPECT_EQ(ln.operation, "standardize");
+  const auto bn = parse_norm_spec("batchnorm");
+  EXPECT_EQ(bn.area, "batch");
+  const auto rms = parse_norm_spec("rmsnorm");
+  EXPECT_EQ(rms.operation, "rms");
+  const auto gn = parse_norm_spec("groupnorm:groups=8");
+  EXPECT_EQ(gn.area, "group");
+  EXPECT_EQ(gn.groups, 8);
+  const auto s = parse_norm_spec("ibnorm-s:lambda=0.5");
+  EXPECT_EQ(s.operation, "ibnorm");
+  EXPECT_EQ(s.compression, "s");
+  EXPECT_DOUBLE_EQ(s.lambda, 0.5);
+  const auto t = parse_norm_spec("ibnorm-t:lambda=2:area=batch");
+  EXPECT_EQ(t.compression, "t");
+  EXPECT_EQ(t.area, "batch");
+  EXPECT_DOUBLE_EQ(t.lambda, 2.0);
+  const auto full = parse_norm_spec("batchnorm:eps=1e-3:affine=false:momentum=0.01");
+  EXPECT_DOUBLE_EQ(full.eps, 1e-3);
+  EXPECT_FALSE(full.affine);
+  EXPECT_DOUBLE_EQ(full.momentum, 0.01);
+  const auto l = parse_norm_spec("ibnorm-l:area=group:groups=4:lambda=1.5");
+  EXPECT_EQ(l.area, "group");
+  EXPECT_EQ(l.groups, 4);
+}
+
+TEST(NormSpec, CanonicalTextRoundTrips) {
+  for (const char* text : {"layernorm", "batchnorm:momentum=0.3", "rmsnorm:eps=1e-6:affine=false",
+                           "groupnorm:groups=8", "ibnorm-s:lambda=0.5", "ibnorm-t:lambda=2:area=batch",
+                           "ibnorm-l:area=group:groups=3:lambda=0.125:eps=0"}) {
+    const auto spec = parse_norm_spec(text);
+    EXPECT_EQ(parse_norm_spec(spec.str()), spec) << text << " -> " << spec.str();
+  }
+  EXPECT_EQ(parse_norm_spec("ibnorm-t:lambda=2:area=batch").str(),
+            "ibnorm-t:area=batch:lambda=2:eps=1e-05:affine=true:momentum=0.1");
+}
+
+TEST(NormSpec, MalformedSpecsNameTheirMistake) {
+  const auto parse = [](const char* text) { return [text] { parse_norm_spec(text); }; };
+  EXPECT_TRUE(throws_usage_error(parse("fancynorm"), "unknown normalizer 'fancynorm'; expected one of: batchnorm"));
+  EXPECT_TRUE(throws_usage_error(parse(""), "missing normalizer name"));
+  EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:lamda=2"), "unknown key 'lamda'; ibnorm-t accepts: area, eps, affine, lambda"));
+  EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:lambda="), "key 'lambda' has no value in norm spec 'ibnorm-t:lambda='"));
+  EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:lambda"), "'lambda' is not key=value"));
+  EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:lambda=two"), "lambda='two' is not a finite number"));
+  EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:lambda=2x"), "lambda='2x' is not a finite number"));
+  EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:lambda=nan"), "lambda='nan' is not a finite number"));
+  EXPECT_TRUE(throws_usage_error(parse("ibnorm-s:lambda=-0.5"), "lambda=-0.5 must be >= 0"));
+  EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:lambda=1:lambda=2"), "key 'lambda' given twice"));
+  EXPECT_TRUE(throws_usage_error(parse("layernorm:lambda=1"), "key 'lambda' applies only to the ibnorm-* normalizers"));
+  EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:area=pixel"), "unknown area 'pixel'; expected one of: batch, token, group"));
+  EXPECT_TRUE(throws_usage_error(parse("groupnorm:groups=0"), "groups=0 must be at least 1"));
+  EXPECT_TRUE(throws_usage_error(parse("groupnorm:groups=2.5"), "groups='2.5' is not an integer"));
+  EXPECT_TRUE(throws_usage_error(parse("layernorm:groups=4"), "key 'groups' applies only to area=group"));
+  EXPECT_TRUE(throws_usage_error(parse("layernorm:momentum=0.1"), "key 'momentum' applies only to area=batch"));
+  EXPECT_TRUE(throws_usage_error(parse("batchnorm:momentum=1.5"), "momentum=1.5 must lie in [0, 1]"));
+  EXPECT_TRUE(throws_usage_error(parse("layernorm:eps=-1"), "eps=-1 must be >= 0"));
+  EXPECT_TRUE(throws_usage_error(parse("layernorm:affine=maybe"), "affine='maybe' is not a boolean"));
+}
+
+TEST(NormSpec, ChannelsAndShapesTheAreaCannotHandle) {
+  EXPECT_TRUE(throws_usage_error([] { Normalizer("groupnorm:groups=8", 12); },
+                                 "groups=8 cannot split 12 channels: groups must divide"));
+  EXPECT_TRUE(throws_usage_error([] { Normalizer("ibnorm-t:area=group:groups=5", 12); },
+                                 "cannot split 12 channels"));
+  EXPECT_TRUE(throws_usage_error([] { Normalizer("layernorm", 0); }, "needs at least one feature"));
+
+  Normalizer ln("layernorm", 8);
+  EXPECT_TRUE(throws_usage_error([&] { ln(torch::randn({4, 8, 3, 3})); },
+                                 "area 'token' got feature maps [4, 8, 3, 3]: it takes [N, D] or [N, T, D]"));
+  EXPECT_TRUE(throws_usage_error([&] { ln(torch::randn({4, 7})); },
+                                 "got input [4, 7] with 7 features in dim 1; the layer was built for 8"));
+  EXPECT_TRUE(throws_usage_error([&] { ln(torch::randn({8})); }, "got input [8]: expected [N, D]"));
+  Normalizer bn("batchnorm", 8);
+  EXPECT_TRUE(throws_usage_error([&] { bn(torch::randn({1, 8})); },
+                                 "area 'batch' in training needs more than one value per channel"));
+  bn->eval();
+  EXPECT_EQ(bn(torch::randn({1, 8})).sizes(), torch::IntArrayRef({1, 8}));  // eval takes one sample
+}
+
+TEST(NormSpec, ModuleStateFollowsLibTorchNaming) {
+  Normalizer bn("ibnorm-t:area=batch", 4);
+  const auto params = bn->named_parameters();
+  EXPECT_TRUE(params.contains("weight"));
+  EXPECT_TRUE(params.contains("bias"));
+  const auto buffers = bn->named_buffers();
+  for (const char* name : {"running_mean", "running_var", "running_mean_u", "running_var_u", "num_batches_tracked"}) {
+    EXPECT_TRUE(buffers.contains(name)) << name;
+  }
+  Normalizer plain("layernorm:affine=false", 4);
+  EXPECT_EQ(plain->parameters().size(), 0u);
+  EXPECT_EQ(plain->buffers().size(), 0u);
+}
+
+TEST(NormSpec, RegistriesListEveryPlugIn) {
+  EXPECT_EQ(ibn::norm::names_of(ibn::norm::presets()),
+            "batchnorm, layernorm, rmsnorm, groupnorm, ibnorm-s, ibnorm-l, ibnorm-t");
+  EXPECT_EQ(ibn::norm::names_of(ibn::norm::areas()), "batch, token, group");
+  EXPECT_EQ(ibn::norm::names_of(ibn::norm::compressions()), "s, l, t");
+  EXPECT_TRUE(throws_usage_error([] { ibn::norm::find_compression("q"); }, "unknown compression 'q'; expected one of: s, l, t"));
+}
+
+}  // namespace
