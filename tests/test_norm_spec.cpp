@@ -67,7 +67,7 @@ TEST(NormSpec, MalformedSpecsNameTheirMistake) {
   EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:lambda=1:lambda=2"), "key 'lambda' given twice"));
   EXPECT_TRUE(throws_usage_error(parse("layernorm:lambda=1"), "key 'lambda' applies only to the ibnorm-* normalizers"));
   EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:area=pixel"), "unknown area 'pixel'; expected one of: batch, token, group"));
-  EXPECT_TRUE(throws_usage_error(parse("groupnorm:groups=0"), "groups=0 must be at least 1"));
+  EXPECT_TRUE(throws_usage_error(parse("groupnorm:groups=0"), "groups=0 must be >= 1"));
   EXPECT_TRUE(throws_usage_error(parse("groupnorm:groups=2.5"), "groups='2.5' is not an integer"));
   EXPECT_TRUE(throws_usage_error(parse("layernorm:groups=4"), "key 'groups' applies only to area=group"));
   EXPECT_TRUE(throws_usage_error(parse("layernorm:momentum=0.1"), "key 'momentum' applies only to area=batch"));

@@ -1,0 +1,53 @@
+#pragma once
+// Spec strings shared by every plug-in point: NAME[:KEY=VALUE]..., where pairs are separated by
+// ':' or ',' (`ibnorm-t:lambda=2:area=batch`, `kde:var=0.1`, `gaussian:dx=5,dy=5,rho=0.8`).
+// Split once; typed reads validate each value; finish() rejects keys nobody read. Every error
+// is one ibn::UsageError line naming the offending part and the whole spec.
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace ibn {
+
+class KeyValueSpec {
+ public:
+  // `what` names the kind of spec in errors: "norm spec", "estimator spec", "task spec".
+  KeyValueSpec(std::string text, std::string what);
+
+  const std::string& name() const { return name_; }
+  const std::string& text() const { return text_; }
+  bool has(const std::string& key) const { return values_.count(key) != 0; }
+
+  // Typed reads: the value if the key is present, else the fallback. Marks the key as read.
+  double number(const std::string& key, double fallback);
+  int64_t integer(const std::string& key, int64_t fallback);
+  bool boolean(const std::string& key, bool fallback);
+  std::string word(const std::string& key, const std::string& fallback,
+                   const std::vector<std::string>& allowed);
+  std::string text_value(const std::string& key, const std::string& fallback);
+
+  // Range checks for a value already read, with the spec's wording.
+  void require_at_least(const std::string& key, double value, double low);
+  void require_above(const std::string& key, double value, double low);
+  void require_within(const std::string& key, double value, double low, double high);
+
+  // Throws for the first key that was given but never read; `accepted` lists the valid keys.
+  void finish(const std::string& accepted) const;
+
+  [[noreturn]] void fail(const std::string& what) const;
+
+ private:
+  const std::string* raw(const std::string& key);
+
+  std::string text_;
+  std::string what_;
+  std::string name_;
+  std::vector<std::pair<std::string, std::string>> ordered_;  // as given
+  std::map<std::string, std::string> values_;
+  std::set<std::string> read_;
+};
+
+}  // namespace ibn
