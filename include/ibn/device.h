@@ -13,4 +13,10 @@ c10::Device resolve_device(const std::string& name);
 // "none", or "2 (cuda:0, cuda:1)": for `ibn --version` and reports.
 std::string cuda_device_summary();
 
+// LibTorch's CPU allocator hands large blocks straight back to the kernel, so each new
+// block-sized temporary (the MI estimators stream [rows, N] blocks) is paid for again in page
+// faults: half of KSG's run time on the 2-core machine. This keeps freed memory in the
+// process's heap for reuse. Call once at start-up; the `ibn` binary and the tests do.
+void keep_freed_memory();
+
 }  // namespace ibn

@@ -62,6 +62,7 @@ int dispatch(const std::vector<std::string>& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ibn::keep_freed_memory();
   try {
     return dispatch({argv + 1, argv + argc});
   } catch (const ibn::UsageError& e) {

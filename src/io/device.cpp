@@ -1,5 +1,7 @@
 #include "ibn/device.h"
 
+#include <malloc.h>
+
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -33,6 +35,12 @@ c10::Device resolve_device(const std::string& name) {
     }
   }
   return device;
+}
+
+void keep_freed_memory() {
+  constexpr int kKeepBytes = 512 << 20;
+  mallopt(M_MMAP_THRESHOLD, kKeepBytes);
+  mallopt(M_TRIM_THRESHOLD, kKeepBytes);
 }
 
 std::string cuda_device_summary() {

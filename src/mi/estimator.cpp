@@ -1,0 +1,72 @@
+#include "ibn/mi/estimator.h"
+
+#include <fmt/format.h>
+
+#include "ibn/error.h"
+#include "ibn/spec_string.h"
+
+namespace ibn::mi {
+
+// Defined in estimators/*.cpp; listed once in estimators/registry.cpp.
+const std::vector<EstimatorEntry>& estimator_registry();
+
+const std::vector<EstimatorEntry>& estimators() { return estimator_registry(); }
+
+std::unique_ptr<Estimator> make_estimator(const std::string& text) {
+  KeyValueSpec spec(text, "estimator spec");
+  std::string names;
+  for (const EstimatorEntry& entry : estimators()) {
+    if (entry.name == spec.name()) {
+      std::unique_ptr<Estimator> estimator = entry.make(spec);
+      spec.finish(entry.keys);
+      return estimator;
+    }
+    names += (names.empty() ? "" : ", ") + entry.name;
+  }
+  spec.fail(fmt::format("unknown estimator '{}'; expected one of: {}", spec.name(), names));
+}
+
+namespace {
+
+void check_side(const Variable& v, const char* side) {
+  if (!v.values.defined() || v.values.numel() == 0) throw DataError(fmt::format("{} is empty", side));
+  if (v.values.dim() == 0) throw DataError(fmt::format("{} is a scalar; expected one row per sample", side));
+  const bool floating = at::isFloatingType(v.values.scalar_type());
+  if (v.discrete) {
+    if (floating) throw DataError(fmt::format("{} is treated as discrete but holds floating-point values", side));
+    return;
+  }
+  if (!floating) throw DataError(fmt::format("{} is treated as continuous but holds integers", side));
+  const int64_t bad = v.values.isfinite().logical_not().sum().item<int64_t>();
+  if (bad > 0) {
+    throw DataError(fmt::format("{} holds {} NaN or infinite value{} (of {})", side, bad, bad == 1 ? "" : "s",
+                                v.values.numel()));
+  }
+}
+
+}  // namespace
+
+int64_t check_pair(const Variable& a, const Variable& b) {
+  check_side(a, "A");
+  check_side(b, "B");
+  const int64_t n = a.values.size(0);
+  if (b.values.size(0) != n) {
+    throw DataError(fmt::format("A has {} samples and B has {}; they must pair up", n, b.values.size(0)));
+  }
+  if (n < 2) throw DataError(fmt::format("only {} sample; mutual information needs at least 2", n));
+  if (a.values.device() != b.values.device()) {
+    throw DataError(fmt::format("A is on {} and B on {}", a.values.device().str(), b.values.device().str()));
+  }
+  return n;
+}
+
+at::Tensor as_matrix(const Variable& v) {
+  at::Tensor m = v.values.reshape({v.values.size(0), -1});
+  return m.scalar_type() == at::kDouble ? m : m.to(at::kFloat);
+}
+
+// On the CPU, blocks that stay near the caches run faster than large ones: every large
+// allocation there is fresh memory from the kernel, paid for in page faults.
+int64_t default_memory_mb(const at::Tensor& on) { return on.is_cuda() ? 4096 : 32; }
+
+}  // namespace ibn::mi
