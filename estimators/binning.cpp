@@ -1,6 +1,8 @@
 // binning (Shwartz-Ziv & Tishby): continuous values cut into uniform per-unit bins, then
 // I(A;B) = H(A') + H(B') − H(A', B') over the distinct binned rows (discrete sides as they are).
 // For a deterministic network with unique inputs, I(X;T) = H(T') since H(T'|X) = 0.
+// edges=quantile puts equal counts in each bin of each unit instead (ranks, so the estimate is
+// unchanged by any strictly increasing map of a unit; tied values may straddle a bin edge).
 #include <cmath>
 #include <memory>
 #include <optional>
@@ -33,11 +35,14 @@ class Binning final : public Estimator {
       if (!(*hi_ > *lo_)) kv.fail(fmt::format("hi={} must exceed lo={}", *hi_, *lo_));
     }
     if (width_ && kv.has("bins")) kv.fail("give bins or width, not both");
+    quantile_ = kv.word("edges", "uniform", {"uniform", "quantile"}) == "quantile";
+    if (quantile_ && (width_ || lo_)) kv.fail("edges=quantile takes bins only (no width, lo or hi)");
   }
 
   std::string spec() const override {
     std::string out = width_ ? fmt::format("binning:width={}", *width_) : fmt::format("binning:bins={}", bins_);
     if (lo_) out += fmt::format(":lo={}:hi={}", *lo_, *hi_);
+    if (quantile_) out += ":edges=quantile";
     return out;
   }
 
@@ -55,6 +60,10 @@ class Binning final : public Estimator {
   // Codes of the bins each value falls in: uniform over [lo, hi] (the observed range of the
   // whole variable unless fixed), values outside a fixed range going to the edge bins.
   at::Tensor codes(const at::Tensor& x) const {
+    if (quantile_) {
+      const at::Tensor ranks = x.argsort(/*dim=*/int64_t{0}).argsort(int64_t{0});  // per unit, 0..N-1
+      return ranks.mul(bins_).div(x.size(0), /*rounding_mode=*/"floor");
+    }
     const double lo = lo_ ? *lo_ : x.min().item<double>();
     if (width_) return x.sub(lo).div(*width_).floor().to(at::kLong);
     const double hi = hi_ ? *hi_ : x.max().item<double>();
@@ -67,13 +76,14 @@ class Binning final : public Estimator {
 
   int64_t bins_ = kDefaultBins;
   std::optional<double> width_, lo_, hi_;
+  bool quantile_ = false;
 };
 
 }  // namespace
 
 EstimatorEntry binning_estimator() {
   return {"binning", "uniform per-unit bins; I = H(A') + H(B') − H(A', B') over distinct binned rows",
-          "bins (30) or width, lo and hi (default: the observed range)",
+          "bins (30) or width, lo and hi (default: the observed range), edges (uniform or quantile)",
           [](KeyValueSpec& kv) -> std::unique_ptr<Estimator> { return std::make_unique<Binning>(kv); }};
 }
 
