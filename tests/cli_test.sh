@@ -46,7 +46,7 @@ expect 0 "usage: ibn" -- --help
 expect 2 "usage: ibn" --
 expect 0 "^ibn [0-9]+\.[0-9]+\.[0-9]+ \(commit [0-9a-f]+|unknown\)" -- --version
 expect 0 "LibTorch [0-9]+\.[0-9]+.*built with CUDA: (yes|no)" -- --version
-expect 2 "unknown command 'frobnicate'; expected one of: norms" -- frobnicate
+expect 2 "unknown command 'frobnicate'; expected one of: norms, contraction, mi" -- frobnicate
 expect_one_line_error 2 frobnicate
 
 # ibn norms: the listing names every normalizer with its defaults.
@@ -101,6 +101,55 @@ expect 1 "cannot write '$work/nodir/k.csv'" -- contraction --shape 64,16 --csv "
 expect 2 "--lambdas '0,x': 'x' is not a number" -- contraction --lambdas 0,x
 if ls "$work"/nodir* "$work"/*.tmp.* >/dev/null 2>&1; then
   echo "FAIL: a failed write left files behind"; failures=$((failures + 1))
+else
+  passes=$((passes + 1))
+fi
+
+# ibn mi: tasks with known truth, HDF5 inputs written by h5py, JSON/CSV out, and the errors.
+expect 0 "ksg:k=3.* +0\.5[0-9]+ +- +- +0\.5108 " -- mi --task gaussian:rho=0.8 --n 2000 --estimator ksg
+expect 0 "I\(A;B\) in bits" -- mi --task gaussian:rho=0.8 --n 500 --estimator ksg --units bits
+expect 0 "kde:var=0.1:mode=channel +[0-9.]+ +[0-9.]+ +[0-9.]+" -- mi --task uniform-noise:eps=1 --n 500 --estimator kde
+expect 0 "Estimators:" -- mi --help
+expect 0 "ksg +Kraskov" -- mi --help
+/usr/bin/python3 - "$work/data.h5" <<'PY'
+import sys, h5py, numpy as np
+rng = np.random.default_rng(0)
+labels = rng.integers(0, 3, 600).astype(np.int8)
+t = (rng.normal(size=(600, 4)) + labels[:, None] * 2).astype(np.float16)
+with h5py.File(sys.argv[1], "w") as f:
+    f["/data/labels"] = labels
+    f["/epochs/3/fc1"] = t
+    f["/short"] = t[:599]
+    bad = t.astype(np.float32); bad[5, 1] = np.nan
+    f["/bad"] = bad
+    f["/empty"] = np.zeros((0, 4), np.float32)
+PY
+expect 0 "^/data/labels$" -- mi --input "$work/data.h5" --list
+expect 0 "A continuous, B discrete" -- mi --input "$work/data.h5" --a /epochs/3/fc1 --b /data/labels --estimator ksg --out "$work/r.json"
+if /usr/bin/python3 -c "import json,sys; r=json.load(open(sys.argv[1])); assert r['samples']==600 and r['units']=='nats'; e=r['results'][0]; assert e['estimator'].startswith('ksg:') and 0.5 < e['estimate'] < 1.2, e" "$work/r.json"; then
+  passes=$((passes + 1))
+else
+  echo "FAIL: ibn mi --out JSON is not what was printed"; failures=$((failures + 1))
+fi
+expect 0 "wrote .*r.csv" -- mi --input "$work/data.h5" --a /epochs/3/fc1 --b /data/labels --estimator binning:bins=5 --out "$work/r.csv"
+if grep -q '^"binning:bins=5",nats,[0-9.]*,,,,,[0-9.]*,600$' "$work/r.csv"; then
+  passes=$((passes + 1))
+else
+  echo "FAIL: ibn mi --out CSV:"; cat "$work/r.csv"; failures=$((failures + 1))
+fi
+expect 2 "no such file '$work/none.h5'" -- mi --input "$work/none.h5" --a /x --b /y
+expect 2 "no dataset '/data/label' in '.*data.h5' \(datasets: /bad, /data/labels" -- mi --input "$work/data.h5" --a /epochs/3/fc1 --b /data/label
+expect 1 "A has 600 samples and B has 599" -- mi --input "$work/data.h5" --a /epochs/3/fc1 --b /short --out "$work/x.json"
+expect 1 "A holds 1 NaN or infinite value" -- mi --input "$work/data.h5" --a /bad --b /data/labels --out "$work/x.json"
+expect 1 "A is empty" -- mi --input "$work/data.h5" --a /empty --b /data/labels --out "$work/x.json"
+expect 2 "unknown estimator 'kraskov'" -- mi --task gaussian --estimator kraskov --out "$work/x.json"
+expect 2 "unknown key 'sigma'; kde accepts" -- mi --task gaussian --estimator kde:sigma=1
+expect 2 "give either --input" -- mi --estimator ksg
+expect 2 "--out '.*x.txt' must end in .json or .csv" -- mi --task gaussian --out "$work/x.txt"
+expect_one_line_error 1 mi --input "$work/data.h5" --a /bad --b /data/labels
+expect_one_line_error 2 mi --input "$work/data.h5" --a /nope --b /data/labels
+if ls "$work"/x.* >/dev/null 2>&1; then
+  echo "FAIL: a failed ibn mi wrote its --out file"; failures=$((failures + 1))
 else
   passes=$((passes + 1))
 fi

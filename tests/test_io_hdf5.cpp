@@ -1,0 +1,124 @@
+// The HDF5 layer: round trips of every supported type, compression of large arrays, errors that
+// name what is missing, atomic writes, and files that h5py (Debian's python3-h5py) reads.
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "ibn/error.h"
+#include "ibn/io/hdf5.h"
+#include "test_util.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using ibn::test::throws_usage_error;
+
+class Hdf5Test : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("ibn_hdf5_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  fs::path dir_;
+};
+
+TEST_F(Hdf5Test, RoundTripsEveryTypeWithGroupsAndAttributes) {
+  torch::manual_seed(61);
+  const auto f32 = torch::randn({7, 3});
+  const auto f64 = torch::randn({4, 2, 3}, torch::kDouble);
+  const auto i32 = torch::randint(-5, 5, {6}, torch::kInt);
+  const auto i64 = torch::randint(0, 1000000, {5, 2}, torch::kLong);
+  const auto u8 = torch::randint(0, 255, {9}, torch::kByte);
+  const auto flags = torch::rand({4}) > 0.5;
+  const auto big = torch::randn({5000, 64});  // chunked and compressed
+  ibn::io::write_datasets(path("a.h5"),
+                          {{"/x", f32, {{"units", std::string("nats")}, {"beta", 0.5}, {"epoch", int64_t{3}}}},
+                           {"/deep/er/y", f64, {}},
+                           {"/i32", i32, {}},
+                           {"/i64", i64, {}},
+                           {"/u8", u8, {}},
+                           {"/flags", flags, {}},
+                           {"/big", big, {}}},
+                          {{"config", std::string("model=mlp\nseed=1")}, {"seed", int64_t{1}}});
+  const auto read = [&](const char* name) { return ibn::io::read_dataset(path("a.h5"), name); };
+  EXPECT_TRUE(read("/x").equal(f32));
+  EXPECT_EQ(read("/x").scalar_type(), torch::kFloat);
+  EXPECT_TRUE(read("/deep/er/y").equal(f64));
+  EXPECT_TRUE(read("/i32").equal(i32.to(torch::kLong)));
+  EXPECT_TRUE(read("/i64").equal(i64));
+  EXPECT_TRUE(read("/u8").equal(u8.to(torch::kLong)));
+  EXPECT_TRUE(read("/flags").equal(flags.to(torch::kLong)));
+  EXPECT_TRUE(read("/big").equal(big));
+  EXPECT_EQ(std::get<std::string>(ibn::io::read_attribute(path("a.h5"), "/x", "units")), "nats");
+  EXPECT_EQ(std::get<double>(ibn::io::read_attribute(path("a.h5"), "/x", "beta")), 0.5);
+  EXPECT_EQ(std::get<int64_t>(ibn::io::read_attribute(path("a.h5"), "/x", "epoch")), 3);
+  EXPECT_EQ(std::get<std::string>(ibn::io::read_attribute(path("a.h5"), "/", "config")), "model=mlp\nseed=1");
+  EXPECT_EQ(ibn::io::list_datasets(path("a.h5")),
+            (std::vector<std::string>{"/big", "/deep/er/y", "/flags", "/i32", "/i64", "/u8", "/x"}));
+}
+
+// Large arrays are chunked and deflated: a compressible one takes a fraction of its raw bytes.
+TEST_F(Hdf5Test, CompressesLargeArrays) {
+  const auto steps = torch::arange(200000, torch::kFloat).div(1000).floor().reshape({5000, 40});
+  ibn::io::write_datasets(path("z.h5"), {{"/steps", steps, {}}});
+  EXPECT_LT(fs::file_size(path("z.h5")), steps.numel() * 4 / 10);
+  EXPECT_TRUE(ibn::io::read_dataset(path("z.h5"), "/steps").equal(steps));
+}
+
+TEST_F(Hdf5Test, MissingThingsAreNamed) {
+  ibn::io::write_datasets(path("b.h5"), {{"/group/t", torch::zeros({2, 2}), {}}, {"/labels", torch::zeros({2}), {}}});
+  EXPECT_TRUE(throws_usage_error([&] { ibn::io::read_dataset(path("none.h5"), "/t"); }, "no such file"));
+  std::ofstream(path("text.h5")) << "not hdf5";
+  EXPECT_TRUE(throws_usage_error([&] { ibn::io::read_dataset(path("text.h5"), "/t"); }, "is not an HDF5 file"));
+  EXPECT_TRUE(throws_usage_error([&] { ibn::io::read_dataset(path("b.h5"), "/group/u"); },
+                                 "no dataset '/group/u' in '" + path("b.h5") + "' (datasets: /group/t, /labels)"));
+  EXPECT_TRUE(throws_usage_error([&] { ibn::io::read_dataset(path("b.h5"), "/nowhere/u"); }, "no dataset '/nowhere/u'"));
+  EXPECT_TRUE(throws_usage_error([&] { ibn::io::read_dataset(path("b.h5"), "/group"); }, "is a group, not a dataset"));
+}
+
+// A failed write leaves an existing file as it was and no temporary file behind.
+TEST_F(Hdf5Test, WritesAreAtomic) {
+  ibn::io::write_datasets(path("c.h5"), {{"/t", torch::ones({3}), {}}});
+  EXPECT_THROW(ibn::io::write_datasets(path("c.h5"), {{"/t", torch::zeros({3}), {}}, {"/bad", torch::zeros({2}, torch::kComplexFloat), {}}}),
+               std::runtime_error);
+  EXPECT_TRUE(ibn::io::read_dataset(path("c.h5"), "/t").equal(torch::ones({3})));
+  EXPECT_THROW(ibn::io::write_datasets(path("missing_dir/d.h5"), {{"/t", torch::ones({3}), {}}}), std::runtime_error);
+  int entries = 0;
+  for (const auto& entry : fs::directory_iterator(dir_)) {
+    ++entries;
+    EXPECT_EQ(entry.path().filename(), "c.h5");
+  }
+  EXPECT_EQ(entries, 1);
+}
+
+// Files ibn writes open in h5py with the same values and attributes; files h5py writes
+// (float16 and int8 included) read back here.
+TEST_F(Hdf5Test, InterchangeableWithH5py) {
+  const auto values = torch::arange(12, torch::kFloat).reshape({3, 4}).div(4);
+  ibn::io::write_datasets(path("ours.h5"), {{"/epochs/1/layer", values, {{"layer", std::string("fc1")}}}},
+                          {{"seed", int64_t{5}}});
+  const std::string check =
+      "/usr/bin/python3 -c \"import h5py, numpy as np, sys; f = h5py.File(sys.argv[1], 'r'); "
+      "d = f['/epochs/1/layer']; "
+      "assert d.dtype == np.float32 and d.shape == (3, 4), d; "
+      "assert np.allclose(d[...], np.arange(12).reshape(3, 4) / 4); "
+      "assert d.attrs['layer'] in (b'fc1', 'fc1'), d.attrs['layer']; assert f.attrs['seed'] == 5; "
+      "g = h5py.File(sys.argv[2], 'w'); g['half'] = np.arange(6, dtype=np.float16).reshape(3, 2) / 2; "
+      "g['labels'] = np.array([1, -2, 3], dtype=np.int8); g.close()\" " +
+      path("ours.h5") + " " + path("theirs.h5");
+  ASSERT_EQ(std::system(check.c_str()), 0) << "h5py could not read or write (is python3-h5py installed?)";
+  const auto half = ibn::io::read_dataset(path("theirs.h5"), "/half");
+  EXPECT_EQ(half.scalar_type(), torch::kFloat);
+  EXPECT_TRUE(half.equal(torch::arange(6, torch::kFloat).reshape({3, 2}).div(2)));
+  EXPECT_TRUE(ibn::io::read_dataset(path("theirs.h5"), "/labels").equal(torch::tensor({1, -2, 3}, torch::kLong)));
+}
+
+}  // namespace
