@@ -46,7 +46,7 @@ expect 0 "usage: ibn" -- --help
 expect 2 "usage: ibn" --
 expect 0 "^ibn [0-9]+\.[0-9]+\.[0-9]+ \(commit [0-9a-f]+|unknown\)" -- --version
 expect 0 "LibTorch [0-9]+\.[0-9]+.*built with CUDA: (yes|no)" -- --version
-expect 2 "unknown command 'frobnicate'; expected one of: norms, contraction, mi" -- frobnicate
+expect 2 "unknown command 'frobnicate'; expected one of: norms, contraction, mi, bench" -- frobnicate
 expect_one_line_error 2 frobnicate
 
 # ibn norms: the listing names every normalizer with its defaults.
@@ -153,6 +153,11 @@ if ls "$work"/x.* >/dev/null 2>&1; then
 else
   passes=$((passes + 1))
 fi
+
+# ibn bench: runs and prints one line per estimator and size; unknown targets are usage errors.
+expect 0 "ksg:k=3.* +300 +4 +[0-9.]+$" -- bench mi --n 300 --d 4 --runs 1 --device cpu --estimator ksg
+expect 0 "kde entropy H\(T\), one bound \(var=0.1\) +300 +4 " -- bench mi --n 300 --d 4 --runs 1 --device cpu --estimator ksg
+expect 2 "unknown benchmark 'disk'" -- bench disk
 
 echo "cli: $passes passed, $failures failed"
 [ "$failures" -eq 0 ]

@@ -6,12 +6,14 @@ namespace ibn::cli {
 int run_norms(const std::vector<std::string>& args);
 int run_contraction(const std::vector<std::string>& args);
 int run_mi(const std::vector<std::string>& args);
+int run_bench(const std::vector<std::string>& args);
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> entries{
       {"norms", "list the normalizers, or run one on random input (--spec, --shape)", run_norms},
       {"contraction", "variance contraction κ of every normalizer over a λ grid", run_contraction},
       {"mi", "estimate I(A;B) of two HDF5 datasets, or of a task with known truth", run_mi},
+      {"bench", "benchmarks: 'ibn bench mi' times the MI estimators over N x d", run_bench},
   };
   return entries;
 }
