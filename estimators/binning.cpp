@@ -22,8 +22,7 @@ constexpr int64_t kDefaultBins = 30;
 class Binning final : public Estimator {
  public:
   explicit Binning(KeyValueSpec& kv) {
-    bins_ = kv.integer("bins", kDefaultBins);
-    kv.require_at_least("bins", static_cast<double>(bins_), 1);
+    bins_ = kv.integer_at_least("bins", kDefaultBins, 1);
     if (kv.has("width")) {
       width_ = kv.number("width", 0);
       kv.require_above("width", *width_, 0);

@@ -27,8 +27,7 @@ class KernelDensity final : public Estimator {
     var_ = kv.number("var", kDefaultVar);
     kv.require_above("var", var_, 0);
     mode_ = kv.word("mode", "channel", {"channel", "joint"});
-    memory_mb_ = kv.integer("memory_mb", 0);
-    kv.require_at_least("memory_mb", static_cast<double>(memory_mb_), 0);
+    memory_mb_ = kv.integer_at_least("memory_mb", 0, 0);
   }
 
   std::string spec() const override {

@@ -48,14 +48,12 @@ at::Tensor chebyshev(const at::Tensor& rows, const at::Tensor& columns) {
 class KraskovStoegbauerGrassberger final : public Estimator {
  public:
   explicit KraskovStoegbauerGrassberger(KeyValueSpec& kv) {
-    k_ = kv.integer("k", kDefaultK);
-    kv.require_at_least("k", static_cast<double>(k_), 1);
+    k_ = kv.integer_at_least("k", kDefaultK, 1);
     jitter_ = kv.number("jitter", kDefaultJitter);
     kv.require_at_least("jitter", jitter_, 0);
     standardize_ = kv.boolean("standardize", true);
     seed_ = kv.integer("seed", 0);
-    memory_mb_ = kv.integer("memory_mb", 0);
-    kv.require_at_least("memory_mb", static_cast<double>(memory_mb_), 0);
+    memory_mb_ = kv.integer_at_least("memory_mb", 0, 0);
   }
 
   std::string spec() const override {

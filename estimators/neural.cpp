@@ -108,18 +108,12 @@ torch::Tensor features(const Variable& v, const torch::Tensor& train_rows) {
 Options read_options(KeyValueSpec& kv, Bound bound) {
   Options o;
   o.critic = kv.word("critic", bound == Bound::DonskerVaradhan ? "concat" : "separable", {"concat", "separable"});
-  o.hidden = kv.integer("hidden", o.hidden);
-  kv.require_at_least("hidden", static_cast<double>(o.hidden), 1);
-  o.layers = kv.integer("layers", o.layers);
-  kv.require_at_least("layers", static_cast<double>(o.layers), 1);
-  o.batch = kv.integer("batch", o.batch);
-  kv.require_at_least("batch", static_cast<double>(o.batch), 2);
-  o.steps = kv.integer("steps", o.steps);
-  kv.require_at_least("steps", static_cast<double>(o.steps), 1);
-  o.eval_every = kv.integer("eval_every", o.eval_every);
-  kv.require_at_least("eval_every", static_cast<double>(o.eval_every), 1);
-  o.patience = kv.integer("patience", o.patience);
-  kv.require_at_least("patience", static_cast<double>(o.patience), 1);
+  o.hidden = kv.integer_at_least("hidden", o.hidden, 1);
+  o.layers = kv.integer_at_least("layers", o.layers, 1);
+  o.batch = kv.integer_at_least("batch", o.batch, 2);
+  o.steps = kv.integer_at_least("steps", o.steps, 1);
+  o.eval_every = kv.integer_at_least("eval_every", o.eval_every, 1);
+  o.patience = kv.integer_at_least("patience", o.patience, 1);
   o.lr = kv.number("lr", o.lr);
   kv.require_above("lr", o.lr, 0);
   o.test = kv.number("test", o.test);

@@ -29,6 +29,9 @@ class KeyValueSpec {
                    const std::vector<std::string>& allowed);
   std::string text_value(const std::string& key, const std::string& fallback);
 
+  // An integer that must be at least `low`: the common case of counts and sizes.
+  int64_t integer_at_least(const std::string& key, int64_t fallback, int64_t low);
+
   // Range checks for a value already read, with the spec's wording.
   void require_at_least(const std::string& key, double value, double low);
   void require_above(const std::string& key, double value, double low);

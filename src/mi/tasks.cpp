@@ -33,12 +33,6 @@ Drawn draw_gaussian(const at::Tensor& covariance, int64_t dx, int64_t n, at::Gen
   return {x.slice(1, 0, dx).contiguous(), x.slice(1, dx).contiguous(), gaussian_mi(covariance, dx)};
 }
 
-int64_t dimension(KeyValueSpec& kv, const std::string& key, int64_t fallback) {
-  const int64_t d = kv.integer(key, fallback);
-  kv.require_at_least(key, static_cast<double>(d), 1);
-  return d;
-}
-
 }  // namespace
 
 double gaussian_mi(const at::Tensor& covariance, int64_t dx) {
@@ -65,7 +59,7 @@ TaskSample sample_task(const std::string& text, int64_t n, uint64_t seed) {
   std::string canonical;
   const std::string& name = kv.name();
   if (name == "gaussian" || name == "gaussian-dense") {
-    const int64_t dx = dimension(kv, "dx", 1), dy = dimension(kv, "dy", 1);
+    const int64_t dx = kv.integer_at_least("dx", 1, 1), dy = kv.integer_at_least("dy", 1, 1);
     const double rho = kv.number("rho", 0.5);
     const int64_t d = dx + dy;
     at::Tensor cov = at::eye(d, at::kDouble);
@@ -83,7 +77,7 @@ TaskSample sample_task(const std::string& text, int64_t n, uint64_t seed) {
     drawn = draw_gaussian(cov, dx, n, g);
     canonical = fmt::format("{}:dx={},dy={},rho={}", name, dx, dy, rho);
   } else if (name == "gaussian-random") {
-    const int64_t dx = dimension(kv, "dx", 2), dy = dimension(kv, "dy", 2);
+    const int64_t dx = kv.integer_at_least("dx", 2, 1), dy = kv.integer_at_least("dy", 2, 1);
     const int64_t cov_seed = kv.integer("seed", 0);
     at::Generator cov_g = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(cov_seed));
     // W Wᵀ/d + I/2, scaled to unit variances: a well-conditioned random correlation matrix.

@@ -48,8 +48,7 @@ NormSpec parse_norm_spec(const std::string& text) {
   }
   spec.lambda = kv.number("lambda", spec.lambda);
   kv.require_at_least("lambda", spec.lambda, 0);
-  spec.groups = kv.integer("groups", spec.groups);
-  kv.require_at_least("groups", static_cast<double>(spec.groups), 1);
+  spec.groups = kv.integer_at_least("groups", spec.groups, 1);
   spec.momentum = kv.number("momentum", spec.momentum);
   kv.require_within("momentum", spec.momentum, 0, 1);
   kv.finish(kAcceptedKeys);

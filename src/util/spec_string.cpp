@@ -71,6 +71,12 @@ int64_t KeyValueSpec::integer(const std::string& key, int64_t fallback) {
   return v;
 }
 
+int64_t KeyValueSpec::integer_at_least(const std::string& key, int64_t fallback, int64_t low) {
+  const int64_t v = integer(key, fallback);
+  require_at_least(key, static_cast<double>(v), static_cast<double>(low));
+  return v;
+}
+
 bool KeyValueSpec::boolean(const std::string& key, bool fallback) {
   const std::string* value = raw(key);
   if (value == nullptr) return fallback;
