@@ -46,7 +46,7 @@ expect 0 "usage: ibn" -- --help
 expect 2 "usage: ibn" --
 expect 0 "^ibn [0-9]+\.[0-9]+\.[0-9]+ \(commit [0-9a-f]+|unknown\)" -- --version
 expect 0 "LibTorch [0-9]+\.[0-9]+.*built with CUDA: (yes|no)" -- --version
-expect 2 "unknown command 'frobnicate'; expected one of: norms, contraction, mi, bench" -- frobnicate
+expect 2 "unknown command 'frobnicate'; expected one of: norms, contraction, train, mi, bench" -- frobnicate
 expect_one_line_error 2 frobnicate
 
 # ibn norms: the listing names every normalizer with its defaults.
@@ -153,6 +153,28 @@ if ls "$work"/x.* >/dev/null 2>&1; then
 else
   passes=$((passes + 1))
 fi
+
+# ibn train: a short run writes config, metrics and an activation store that h5py and ibn mi read.
+expect 0 "ibsgd12 +Shwartz-Ziv" -- train --help
+expect 0 "done: train acc 0\.[0-9]+, test acc" -- train --out "$work/run" --epochs 3 --norm ibnorm-l:lambda=0.5 --dump-epochs all --progress lines
+if /usr/bin/python3 -c "
+import sys, h5py
+f = h5py.File(sys.argv[1], 'r')
+assert f.attrs['complete'] == 1 and f.attrs['norm'] == 'ibnorm-l:lambda=0.5', dict(f.attrs)
+assert sorted(f['epochs'].keys(), key=int) == ['0', '1', '2', '3'], list(f['epochs'])
+assert f['epochs/3/fc1'].shape == (4096, 10) and f['data/labels'].shape == (4096,)
+assert list(f['metrics/epoch'][...]) == [0, 1, 2, 3]
+" "$work/run/activations.h5"; then
+  passes=$((passes + 1))
+else
+  echo "FAIL: h5py cannot read the activation store as documented"; failures=$((failures + 1))
+fi
+expect 0 "A discrete, B continuous" -- mi --input "$work/run/activations.h5" --a /data/inputs --b /epochs/3/fc2 --discrete a --estimator binning
+printf 'epochs = 2\n[train]\nnorm = rmsnorm\ndump-epochs = none\n' >"$work/train.ini"
+expect 0 "done: .* after 2 epochs; 0 epochs dumped" -- train --config "$work/train.ini" --out "$work/run2" --quiet
+expect 2 "unknown normalizer 'fancynorm'" -- train --out "$work/run3" --norm fancynorm
+expect 2 "--out RUN_DIR is required" -- train --epochs 1
+if [ -e "$work/run3" ]; then echo "FAIL: a rejected ibn train created its run directory"; failures=$((failures + 1)); else passes=$((passes + 1)); fi
 
 # ibn bench: runs and prints one line per estimator and size; unknown targets are usage errors.
 expect 0 "ksg:k=3.* +300 +4 +[0-9.]+$" -- bench mi --n 300 --d 4 --runs 1 --device cpu --estimator ksg

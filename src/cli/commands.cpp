@@ -7,11 +7,13 @@ int run_norms(const std::vector<std::string>& args);
 int run_contraction(const std::vector<std::string>& args);
 int run_mi(const std::vector<std::string>& args);
 int run_bench(const std::vector<std::string>& args);
+int run_train(const std::vector<std::string>& args);
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> entries{
       {"norms", "list the normalizers, or run one on random input (--spec, --shape)", run_norms},
       {"contraction", "variance contraction κ of every normalizer over a λ grid", run_contraction},
+      {"train", "train a model with any normalizer; dump activations to HDF5", run_train},
       {"mi", "estimate I(A;B) of two HDF5 datasets, or of a task with known truth", run_mi},
       {"bench", "benchmarks: 'ibn bench mi' times the MI estimators over N x d", run_bench},
   };

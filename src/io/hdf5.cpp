@@ -96,8 +96,10 @@ H5::Group ensure_groups(H5::H5File& file, const std::string& path) {
 void write_attribute(H5::H5Object& object, const Attribute& attribute) {
   const H5::DataSpace scalar(H5S_SCALAR);
   if (const auto* text = std::get_if<std::string>(&attribute.value)) {
-    const H5::StrType type(H5::PredType::C_S1, std::max<size_t>(1, text->size()));
-    object.createAttribute(attribute.name, type, scalar).write(type, text->c_str());
+    // Variable-length UTF-8, which h5py returns as str (fixed-length strings come back as bytes).
+    H5::StrType type(H5::PredType::C_S1, H5T_VARIABLE);
+    type.setCset(H5T_CSET_UTF8);
+    object.createAttribute(attribute.name, type, scalar).write(type, *text);
   } else if (const auto* number = std::get_if<double>(&attribute.value)) {
     object.createAttribute(attribute.name, H5::PredType::NATIVE_DOUBLE, scalar).write(H5::PredType::NATIVE_DOUBLE, number);
   } else {

@@ -1,0 +1,48 @@
+#pragma once
+// Datasets (SPEC §5), one registry; spec strings like every plug-in point:
+//   ibsgd12:test=0.15          gaussian-mixture:classes=2,informative=2,nuisance=8,n=4000
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace ibn {
+class KeyValueSpec;
+}
+
+namespace ibn::data {
+
+struct Split {
+  at::Tensor inputs;  // [N, ...] float32
+  at::Tensor labels;  // [N] int64 in 0..classes-1
+  at::Tensor index;   // [N] int64: each sample's row in the generated/loaded whole
+};
+
+// A classification dataset held in memory, split by seed and fraction.
+struct ClassificationData {
+  std::string spec;                  // canonical, every parameter resolved
+  std::string description;           // how it was made (label rule, source path)
+  Split train, test;
+  int64_t classes = 0;
+  std::vector<int64_t> sample_shape;  // per-sample input shape, e.g. {12} or {1, 28, 28}
+};
+
+struct DatasetEntry {
+  std::string name;
+  std::string summary;
+  std::string keys;  // accepted keys with defaults
+  ClassificationData (*load)(KeyValueSpec& spec, uint64_t seed);
+};
+
+const std::vector<DatasetEntry>& datasets();
+
+// Throws ibn::UsageError for an unknown dataset, key or value, or missing files (naming the
+// Debian package that provides them).
+ClassificationData load_dataset(const std::string& spec, uint64_t seed);
+
+// Splits inputs/labels into train and test by a seeded permutation; `test` in (0, 1).
+void split_by_fraction(ClassificationData& data, const at::Tensor& inputs, const at::Tensor& labels,
+                       double test, uint64_t seed);
+
+}  // namespace ibn::data

@@ -1,0 +1,57 @@
+#pragma once
+// Models (SPEC §6), one registry. Every normalization site takes a normalizer spec (`--norm`),
+// and every named layer can record its output into Taps during a forward pass (the activation
+// store dumps them; analysis reads them as T_l).
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+
+#include "ibn/norm/normalizer.h"
+
+namespace ibn {
+class KeyValueSpec;
+}
+
+namespace ibn::models {
+
+struct ModelContext {
+  std::vector<int64_t> sample_shape;  // one input's shape, e.g. {12}
+  int64_t classes = 0;
+  std::string norm = "layernorm";     // every normalization site; "none" for no normalizer
+};
+
+// Outputs of named layers, recorded when a forward pass is given a Taps to fill.
+using Taps = std::map<std::string, at::Tensor>;
+
+class ModelImpl : public torch::nn::Module {
+ public:
+  // x: [B, sample_shape...] -> logits [B, classes]. Records every tap it has into `taps`.
+  virtual at::Tensor forward(const at::Tensor& x, Taps* taps = nullptr) = 0;
+  // Every tap name, in forward order: "fc1", "norm1", ..., "logits".
+  virtual std::vector<std::string> tap_names() const = 0;
+  // The model's normalization layers with their tap names (for κ per layer).
+  const std::vector<std::pair<std::string, norm::Normalizer>>& normalizers() const { return normalizers_; }
+  // Canonical spec with every parameter resolved.
+  virtual std::string spec() const = 0;
+
+ protected:
+  std::vector<std::pair<std::string, norm::Normalizer>> normalizers_;
+};
+
+struct ModelEntry {
+  std::string name;
+  std::string summary;
+  std::string keys;
+  std::shared_ptr<ModelImpl> (*make)(KeyValueSpec& spec, const ModelContext& context);
+};
+
+const std::vector<ModelEntry>& models();
+
+// Throws ibn::UsageError for an unknown model, key or value, or a norm spec that does not fit.
+std::shared_ptr<ModelImpl> make_model(const std::string& spec, const ModelContext& context);
+
+}  // namespace ibn::models

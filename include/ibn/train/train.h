@@ -1,0 +1,53 @@
+#pragma once
+// Training a model with any normalizer on a classification dataset, with an activation store
+// (docs in README.md, "Run directory"). Scope so far: in-memory classification data (ibsgd12,
+// gaussian-mixture), the mlp model, SGD/Adam/AdamW with constant/cosine/warmup schedules.
+#include <cstdint>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace ibn::train {
+
+struct TrainConfig {
+  std::string data = "ibsgd12";
+  std::string model = "mlp";
+  std::string norm = "layernorm";  // every normalization site; "none" for none
+  std::string optimizer = "adam";  // sgd, adam, adamw
+  double lr = 1e-3;
+  double weight_decay = 0.0;
+  double momentum = 0.9;            // sgd
+  std::string schedule = "constant";  // constant or cosine (decay to 0 after the warmup)
+  int64_t warmup_epochs = 0;          // linear warmup from 0 over these epochs
+  int64_t epochs = 100;
+  int64_t batch = 256;
+  uint64_t seed = 0;
+  std::string device = "cpu";
+  int threads = 0;                  // 0: LibTorch's default
+  std::string out;                  // run directory (created)
+  std::string dump_epochs = "log:20";  // none, all, every:K, log:K, list:E,E,...
+  std::string dump_layers = "all";      // all, or tap names: fc1,fc2
+  std::string dump_samples = "all";     // all, or subset:N (seeded)
+  std::string progress = "auto";        // auto (bar on a terminal), lines, quiet
+};
+
+struct EpochMetrics {
+  int64_t epoch = 0;
+  double train_loss = 0, train_accuracy = 0, test_loss = 0, test_accuracy = 0, lr = 0, seconds = 0;
+};
+
+struct TrainResult {
+  std::string run_dir;
+  std::vector<EpochMetrics> metrics;  // epoch 0 is the untrained model
+  std::vector<int64_t> dumped_epochs;
+};
+
+// The epochs to dump for a spec and a run of `epochs` epochs (0 = initialization); throws
+// ibn::UsageError for a malformed spec.
+std::vector<int64_t> dump_schedule(const std::string& spec, int64_t epochs);
+
+// Throws ibn::UsageError for bad options (checked before any work) and std::runtime_error for
+// failures; writes RUN/config.ini, RUN/metrics.csv and RUN/activations.h5.
+TrainResult train(const TrainConfig& config, std::ostream& log);
+
+}  // namespace ibn::train

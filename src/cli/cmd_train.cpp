@@ -1,0 +1,58 @@
+// ibn train: train a model with any normalizer and dump its activations to HDF5.
+#include <iostream>
+
+#include <fmt/format.h>
+
+#include "command.h"
+#include "ibn/data/dataset.h"
+#include "ibn/models/model.h"
+#include "ibn/train/train.h"
+
+namespace ibn::cli {
+
+int run_train(const std::vector<std::string>& args) {
+  std::string text =
+      "Trains a classifier and writes RUN/config.ini, RUN/metrics.csv and RUN/activations.h5 (the\n"
+      "outputs of the chosen layers at the chosen epochs; schema in README.md). Options can come\n"
+      "from an .ini file (--config experiments/X.ini, keys at the top or under [train]).\n\n"
+      "  ibn train --data ibsgd12 --model mlp --norm ibnorm-t:lambda=1 --epochs 300 --out runs/t1\n\nDatasets:\n";
+  for (const auto& d : data::datasets()) text += fmt::format("  {:<17} {}\n                    keys: {}\n", d.name, d.summary, d.keys);
+  text += "Models:\n";
+  for (const auto& m : models::models()) text += fmt::format("  {:<17} {}\n                    keys: {}\n", m.name, m.summary, m.keys);
+  CommandOptions cmd("train", "ibn train --out RUN_DIR [--data SPEC] [--model SPEC] [--norm SPEC] [options]", text);
+  train::TrainConfig c;
+  cmd.options.add_options()
+      ("out", po::value<std::string>(&c.out)->value_name("RUN_DIR"), "run directory (created)")
+      ("data", po::value<std::string>(&c.data)->default_value(c.data), "dataset spec")
+      ("model", po::value<std::string>(&c.model)->default_value(c.model), "model spec")
+      ("norm", po::value<std::string>(&c.norm)->default_value(c.norm), "normalizer spec at every site, or none")
+      ("optimizer", po::value<std::string>(&c.optimizer)->default_value(c.optimizer), "sgd, adam or adamw")
+      ("lr", po::value<double>(&c.lr)->default_value(c.lr), "learning rate")
+      ("weight-decay", po::value<double>(&c.weight_decay)->default_value(c.weight_decay), "weight decay")
+      ("momentum", po::value<double>(&c.momentum)->default_value(c.momentum), "SGD momentum")
+      ("schedule", po::value<std::string>(&c.schedule)->default_value(c.schedule), "constant or cosine")
+      ("warmup-epochs", po::value<int64_t>(&c.warmup_epochs)->default_value(c.warmup_epochs), "linear warmup epochs")
+      ("epochs", po::value<int64_t>(&c.epochs)->default_value(c.epochs), "epochs")
+      ("batch", po::value<int64_t>(&c.batch)->default_value(c.batch), "batch size")
+      ("seed", po::value<uint64_t>(&c.seed)->default_value(c.seed), "seed of split, initialization and batches")
+      ("device", po::value<std::string>(&c.device)->default_value(c.device), "cpu, cuda, cuda:N or auto")
+      ("threads", po::value<int>(&c.threads)->default_value(c.threads), "CPU threads (0: LibTorch's default)")
+      ("dump-epochs", po::value<std::string>(&c.dump_epochs)->default_value(c.dump_epochs),
+       "epochs whose activations are stored: none, all, every:K, log:K, list:E,E,... (0 = before training)")
+      ("dump-layers", po::value<std::string>(&c.dump_layers)->default_value(c.dump_layers), "all, or tap names: fc1,fc2")
+      ("dump-samples", po::value<std::string>(&c.dump_samples)->default_value(c.dump_samples), "all, or subset:N")
+      ("progress", po::value<std::string>(&c.progress)->default_value(c.progress),
+       "auto (a bar on a terminal, lines otherwise), lines or quiet")
+      ("quiet", "same as --progress quiet");
+  const auto vm = cmd.parse(args);
+  if (!vm) return 0;
+  if (vm->count("quiet")) c.progress = "quiet";
+  const train::TrainResult result = train::train(c, std::cout);
+  const train::EpochMetrics& last = result.metrics.back();
+  std::cout << fmt::format("done: train acc {:.4f}, test acc {:.4f}, test loss {:.4f} after {} epochs; {} epochs dumped\n",
+                           last.train_accuracy, last.test_accuracy, last.test_loss, last.epoch, result.dumped_epochs.size());
+  std::cout << result.run_dir << "/activations.h5\n";
+  return 0;
+}
+
+}  // namespace ibn::cli

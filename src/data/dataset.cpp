@@ -1,0 +1,54 @@
+#include "ibn/data/dataset.h"
+
+#include <cmath>
+#include <tuple>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/Generator.h>
+#include <ATen/ops/randperm.h>
+#include <fmt/format.h>
+
+#include "ibn/error.h"
+#include "ibn/spec_string.h"
+
+namespace ibn::data {
+
+DatasetEntry ibsgd12_dataset();
+DatasetEntry gaussian_mixture_dataset();
+
+const std::vector<DatasetEntry>& datasets() {
+  static const std::vector<DatasetEntry> entries{
+      ibsgd12_dataset(),
+      gaussian_mixture_dataset(),
+  };
+  return entries;
+}
+
+ClassificationData load_dataset(const std::string& text, uint64_t seed) {
+  KeyValueSpec spec(text, "data spec");
+  std::string names;
+  for (const DatasetEntry& entry : datasets()) {
+    if (entry.name == spec.name()) {
+      ClassificationData data = entry.load(spec, seed);
+      spec.finish(entry.keys);
+      return data;
+    }
+    names += (names.empty() ? "" : ", ") + entry.name;
+  }
+  spec.fail(fmt::format("unknown dataset '{}'; expected one of: {}", spec.name(), names));
+}
+
+void split_by_fraction(ClassificationData& data, const at::Tensor& inputs, const at::Tensor& labels, double test,
+                       uint64_t seed) {
+  const int64_t n = inputs.size(0);
+  const int64_t n_test = std::max<int64_t>(1, static_cast<int64_t>(std::llround(test * static_cast<double>(n))));
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const at::Tensor order = at::randperm(n, generator, at::TensorOptions().dtype(at::kLong));
+  const at::Tensor test_rows = std::get<0>(order.slice(0, 0, n_test).sort());
+  const at::Tensor train_rows = std::get<0>(order.slice(0, n_test).sort());
+  data.test = {inputs.index_select(0, test_rows), labels.index_select(0, test_rows), test_rows};
+  data.train = {inputs.index_select(0, train_rows), labels.index_select(0, train_rows), train_rows};
+  data.sample_shape.assign(inputs.sizes().begin() + 1, inputs.sizes().end());
+}
+
+}  // namespace ibn::data

@@ -1,0 +1,286 @@
+#include "ibn/train/train.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <filesystem>
+#include <set>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/torch.h>
+
+#include "ibn/build_info.h"
+#include "ibn/data/dataset.h"
+#include "ibn/device.h"
+#include "ibn/error.h"
+#include "ibn/io/atomic_file.h"
+#include "ibn/io/hdf5.h"
+#include "ibn/models/model.h"
+
+namespace ibn::train {
+namespace {
+
+std::string now_utc() {
+  const std::time_t t = std::time(nullptr);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return text;
+}
+
+std::string config_text(const TrainConfig& c, const std::string& data_spec, const std::string& model_spec) {
+  return fmt::format(
+      "data = {}\nmodel = {}\nnorm = {}\noptimizer = {}\nlr = {}\nweight_decay = {}\nmomentum = {}\nschedule = {}\n"
+      "warmup_epochs = {}\nepochs = {}\nbatch = {}\nseed = {}\ndevice = {}\nthreads = {}\ndump_epochs = {}\n"
+      "dump_layers = {}\ndump_samples = {}\n",
+      data_spec, model_spec, c.norm, c.optimizer, c.lr, c.weight_decay, c.momentum, c.schedule, c.warmup_epochs,
+      c.epochs, c.batch, c.seed, c.device, c.threads, c.dump_epochs, c.dump_layers, c.dump_samples);
+}
+
+double scheduled_lr(const TrainConfig& c, int64_t epoch /* 1-based */) {
+  if (epoch <= c.warmup_epochs) return c.lr * static_cast<double>(epoch) / static_cast<double>(c.warmup_epochs);
+  if (c.schedule == "constant") return c.lr;
+  const double span = static_cast<double>(std::max<int64_t>(1, c.epochs - c.warmup_epochs));
+  const double progress = static_cast<double>(epoch - 1 - c.warmup_epochs) / span;
+  return 0.5 * c.lr * (1.0 + std::cos(M_PI * progress));
+}
+
+struct Evaluation {
+  double loss = 0, accuracy = 0;
+};
+
+Evaluation evaluate(models::ModelImpl& model, const data::Split& split, const c10::Device& device) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  const auto logits = model.forward(split.inputs.to(device));
+  const auto labels = split.labels.to(device);
+  Evaluation e{torch::nn::functional::cross_entropy(logits, labels).item<double>(),
+               logits.argmax(1).eq(labels).to(torch::kDouble).mean().item<double>()};
+  model.train();
+  return e;
+}
+
+void check_config(const TrainConfig& c) {
+  const auto one_of = [](const std::string& flag, const std::string& value, std::initializer_list<const char*> allowed) {
+    std::string list;
+    for (const char* a : allowed) {
+      if (value == a) return;
+      list += (list.empty() ? "" : ", ") + std::string(a);
+    }
+    throw UsageError(fmt::format("--{} '{}' must be one of: {}", flag, value, list));
+  };
+  one_of("optimizer", c.optimizer, {"sgd", "adam", "adamw"});
+  one_of("schedule", c.schedule, {"constant", "cosine"});
+  one_of("progress", c.progress, {"auto", "lines", "quiet"});
+  if (!(c.lr > 0)) throw UsageError(fmt::format("--lr {} must be > 0", c.lr));
+  if (c.epochs < 1) throw UsageError(fmt::format("--epochs {} must be at least 1", c.epochs));
+  if (c.batch < 1) throw UsageError(fmt::format("--batch {} must be at least 1", c.batch));
+  if (c.warmup_epochs < 0 || c.warmup_epochs > c.epochs) {
+    throw UsageError(fmt::format("--warmup-epochs {} must lie in [0, --epochs]", c.warmup_epochs));
+  }
+  if (c.out.empty()) throw UsageError("--out RUN_DIR is required");
+}
+
+}  // namespace
+
+std::vector<int64_t> dump_schedule(const std::string& spec, int64_t epochs) {
+  std::set<int64_t> chosen;
+  const auto fail = [&] {
+    throw UsageError(fmt::format("--dump-epochs '{}' must be none, all, every:K, log:K or list:E,E,...", spec));
+  };
+  const size_t colon = spec.find(':');
+  const std::string kind = spec.substr(0, colon);
+  const std::string arg = colon == std::string::npos ? "" : spec.substr(colon + 1);
+  const auto positive = [&](const std::string& word) {
+    char* end = nullptr;
+    const long long v = std::strtoll(word.c_str(), &end, 10);
+    if (word.empty() || *end != '\0' || v < 0) fail();
+    return static_cast<int64_t>(v);
+  };
+  if (kind == "none" && arg.empty()) return {};
+  if (kind == "all" && arg.empty()) {
+    for (int64_t e = 0; e <= epochs; ++e) chosen.insert(e);
+  } else if (kind == "every") {
+    const int64_t k = positive(arg);
+    if (k < 1) fail();
+    for (int64_t e = 0; e <= epochs; e += k) chosen.insert(e);
+    chosen.insert(epochs);
+  } else if (kind == "log") {
+    // K epochs spaced evenly in log(1 + e), as info-plane studies sample training.
+    const int64_t k = positive(arg);
+    if (k < 2) fail();
+    for (int64_t i = 0; i < k; ++i) {
+      const double t = static_cast<double>(i) / static_cast<double>(k - 1);
+      chosen.insert(static_cast<int64_t>(std::llround(std::exp(t * std::log(1.0 + epochs)) - 1.0)));
+    }
+  } else if (kind == "list") {
+    size_t start = 0;
+    while (start <= arg.size()) {
+      const size_t end = arg.find(',', start);
+      const int64_t e = positive(arg.substr(start, end == std::string::npos ? std::string::npos : end - start));
+      if (e > epochs) throw UsageError(fmt::format("--dump-epochs lists epoch {} of a {}-epoch run", e, epochs));
+      chosen.insert(e);
+      if (end == std::string::npos) break;
+      start = end + 1;
+    }
+  } else {
+    fail();
+  }
+  return {chosen.begin(), chosen.end()};
+}
+
+TrainResult train(const TrainConfig& c, std::ostream& log) {
+  check_config(c);
+  const std::vector<int64_t> dumps = dump_schedule(c.dump_epochs, c.epochs);
+  const c10::Device device = resolve_device(c.device);
+  if (c.threads > 0) torch::set_num_threads(c.threads);
+
+  data::ClassificationData data = data::load_dataset(c.data, c.seed);
+  torch::manual_seed(c.seed);
+  models::ModelContext context{data.sample_shape, data.classes, c.norm};
+  std::shared_ptr<models::ModelImpl> model = models::make_model(c.model, context);
+  model->to(device);
+
+  // Which taps and samples the store keeps, all checked before training starts.
+  std::vector<std::string> layers;
+  const std::vector<std::string> available = model->tap_names();
+  if (c.dump_layers == "all") {
+    layers = available;
+  } else {
+    for (size_t start = 0; start <= c.dump_layers.size();) {
+      const size_t end = c.dump_layers.find(',', start);
+      const std::string name = c.dump_layers.substr(start, end == std::string::npos ? std::string::npos : end - start);
+      if (std::find(available.begin(), available.end(), name) == available.end()) {
+        throw UsageError(fmt::format("--dump-layers: the model has no layer '{}'; it has: {}", name,
+                                     fmt::join(available, ", ")));
+      }
+      layers.push_back(name);
+      if (end == std::string::npos) break;
+      start = end + 1;
+    }
+  }
+  // Dumped samples: train then test rows (split 0/1), or a seeded subset of them.
+  at::Tensor dump_inputs = torch::cat({data.train.inputs, data.test.inputs});
+  at::Tensor dump_labels = torch::cat({data.train.labels, data.test.labels});
+  at::Tensor dump_index = torch::cat({data.train.index, data.test.index});
+  at::Tensor dump_split = torch::cat({torch::zeros({data.train.labels.size(0)}, torch::kLong),
+                                      torch::ones({data.test.labels.size(0)}, torch::kLong)});
+  if (c.dump_samples != "all") {
+    char* end = nullptr;
+    const long long n = c.dump_samples.rfind("subset:", 0) == 0 ? std::strtoll(c.dump_samples.c_str() + 7, &end, 10) : -1;
+    if (n < 1 || *end != '\0') throw UsageError(fmt::format("--dump-samples '{}' must be all or subset:N", c.dump_samples));
+    auto g = at::make_generator<at::CPUGeneratorImpl>(c.seed + 7);
+    const auto rows = std::get<0>(at::randperm(dump_inputs.size(0), g, at::TensorOptions().dtype(at::kLong))
+                                      .slice(0, 0, std::min<int64_t>(n, dump_inputs.size(0))).sort());
+    dump_inputs = dump_inputs.index_select(0, rows);
+    dump_labels = dump_labels.index_select(0, rows);
+    dump_index = dump_index.index_select(0, rows);
+    dump_split = dump_split.index_select(0, rows);
+  }
+
+  std::filesystem::create_directories(c.out);
+  const std::string config = config_text(c, data.spec, model->spec());
+  io::write_file_atomically(c.out + "/config.ini", config);
+  const std::string started = now_utc();
+
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  if (c.optimizer == "sgd") {
+    optimizer = std::make_unique<torch::optim::SGD>(model->parameters(),
+                                                    torch::optim::SGDOptions(c.lr).momentum(c.momentum).weight_decay(c.weight_decay));
+  } else if (c.optimizer == "adam") {
+    optimizer = std::make_unique<torch::optim::Adam>(model->parameters(), torch::optim::AdamOptions(c.lr).weight_decay(c.weight_decay));
+  } else {
+    optimizer = std::make_unique<torch::optim::AdamW>(model->parameters(), torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
+  }
+  const auto set_lr = [&](double lr) {
+    for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
+  };
+
+  TrainResult result;
+  result.run_dir = c.out;
+  std::vector<io::DatasetToWrite> store;
+  const auto dump = [&](int64_t epoch) {
+    torch::NoGradGuard no_grad;
+    model->eval();
+    models::Taps taps;
+    model->forward(dump_inputs.to(device), &taps);
+    model->train();
+    for (const std::string& layer : layers) {
+      const at::Tensor t = taps.at(layer).detach().to(torch::kFloat).cpu();
+      store.push_back({fmt::format("/epochs/{}/{}", epoch, layer), t.reshape({t.size(0), -1}), {}});
+    }
+    result.dumped_epochs.push_back(epoch);
+  };
+
+  const bool terminal = c.progress == "auto" && ::isatty(::fileno(stdout));
+  const bool quiet = c.progress == "quiet";
+  const auto record = [&](int64_t epoch, double lr, double seconds) {
+    const Evaluation tr = evaluate(*model, data.train, device), te = evaluate(*model, data.test, device);
+    result.metrics.push_back({epoch, tr.loss, tr.accuracy, te.loss, te.accuracy, lr, seconds});
+  };
+  record(0, 0.0, 0.0);
+  if (!dumps.empty() && dumps.front() == 0) dump(0);
+
+  auto shuffle = at::make_generator<at::CPUGeneratorImpl>(c.seed + 1);
+  const int64_t n_train = data.train.inputs.size(0);
+  const auto train_inputs = data.train.inputs.to(device), train_labels = data.train.labels.to(device);
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t epoch = 1; epoch <= c.epochs; ++epoch) {
+    const double lr = scheduled_lr(c, epoch);
+    set_lr(lr);
+    const auto order = at::randperm(n_train, shuffle, at::TensorOptions().dtype(at::kLong)).to(device);
+    for (int64_t s = 0; s < n_train; s += c.batch) {
+      const auto rows = order.slice(0, s, std::min(n_train, s + c.batch));
+      const auto loss = torch::nn::functional::cross_entropy(model->forward(train_inputs.index_select(0, rows)),
+                                                             train_labels.index_select(0, rows));
+      optimizer->zero_grad();
+      loss.backward();
+      optimizer->step();
+    }
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    record(epoch, lr, elapsed);
+    if (std::binary_search(dumps.begin(), dumps.end(), epoch)) dump(epoch);
+    const EpochMetrics& m = result.metrics.back();
+    const double eta = elapsed / static_cast<double>(epoch) * static_cast<double>(c.epochs - epoch);
+    const std::string line = fmt::format("epoch {}/{}  loss {:.4f}  train acc {:.3f}  test acc {:.3f}  {:.1f} epochs/s  ETA {:.0f}s",
+                                         epoch, c.epochs, m.train_loss, m.train_accuracy, m.test_accuracy,
+                                         static_cast<double>(epoch) / std::max(elapsed, 1e-9), eta);
+    if (terminal) {
+      log << "\r" << line << "\033[K" << (epoch == c.epochs ? "\n" : "") << std::flush;
+    } else if (!quiet && (epoch == c.epochs || epoch % std::max<int64_t>(1, c.epochs / 10) == 0)) {
+      log << line << "\n" << std::flush;
+    }
+  }
+
+  // Metrics as CSV and as /metrics columns of the store.
+  std::string csv = "epoch,train_loss,train_accuracy,test_loss,test_accuracy,lr,seconds\n";
+  std::vector<double> columns[7];
+  for (const EpochMetrics& m : result.metrics) {
+    csv += fmt::format("{},{:.8g},{:.8g},{:.8g},{:.8g},{:.8g},{:.4f}\n", m.epoch, m.train_loss, m.train_accuracy,
+                       m.test_loss, m.test_accuracy, m.lr, m.seconds);
+    const double row[7] = {static_cast<double>(m.epoch), m.train_loss, m.train_accuracy, m.test_loss, m.test_accuracy, m.lr, m.seconds};
+    for (int i = 0; i < 7; ++i) columns[i].push_back(row[i]);
+  }
+  io::write_file_atomically(c.out + "/metrics.csv", csv);
+  const char* names[7] = {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds"};
+  for (int i = 0; i < 7; ++i) store.push_back({std::string("/metrics/") + names[i], torch::tensor(columns[i], torch::kDouble), {}});
+  store.push_back({"/data/inputs", dump_inputs, {}});
+  store.push_back({"/data/labels", dump_labels, {}});
+  store.push_back({"/data/index", dump_index, {}});
+  store.push_back({"/data/split", dump_split, {{"meaning", std::string("0 = train, 1 = test")}}});
+  store.push_back({"/meta/dumped_epochs", torch::tensor(result.dumped_epochs, torch::kLong), {}});
+  const BuildInfo& info = build_info();
+  io::write_datasets(c.out + "/activations.h5", store,
+                     {{"config", config}, {"seed", static_cast<int64_t>(c.seed)}, {"git_commit", info.git_commit},
+                      {"ibn_version", info.version}, {"torch_version", info.torch_version}, {"device", device.str()},
+                      {"data", data.spec}, {"data_description", data.description}, {"model", model->spec()},
+                      {"norm", c.norm}, {"layers", fmt::format("{}", fmt::join(layers, ","))},
+                      {"start_time", started}, {"end_time", now_utc()}, {"complete", int64_t{1}}});
+  return result;
+}
+
+}  // namespace ibn::train

@@ -1,0 +1,176 @@
+// Data, models and `ibn train`: the ibsgd12 rule's statistics, taps, loss going down with each
+// normalizer, the 12-10-7-5-4-3-2 net learning ibsgd12, determinism, the activation store's
+// schema, and the errors of bad options.
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "ibn/data/dataset.h"
+#include "ibn/error.h"
+#include "ibn/io/hdf5.h"
+#include "ibn/mi/entropy.h"
+#include "ibn/models/model.h"
+#include "ibn/train/train.h"
+#include "test_util.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using ibn::test::throws_usage_error;
+
+std::string temp_run(const std::string& name) {
+  return (fs::temp_directory_path() / ("ibn_train_" + std::to_string(::getpid()) + "_" + name)).string();
+}
+
+TEST(Data, Ibsgd12HasTheDocumentedStatistics) {
+  const auto data = ibn::data::load_dataset("ibsgd12", 0);
+  const auto inputs = torch::cat({data.train.inputs, data.test.inputs});
+  const auto labels = torch::cat({data.train.labels, data.test.labels});
+  ASSERT_EQ(inputs.size(0), 4096);
+  EXPECT_EQ(data.test.inputs.size(0), 614);  // 15 %
+  EXPECT_EQ(ibn::mi::row_ids(inputs.to(torch::kLong)).max().item<int64_t>(), 4095);  // all distinct
+  EXPECT_EQ(labels.sum().item<int64_t>(), 2276);
+  EXPECT_NEAR(ibn::mi::discrete_entropy(labels) / std::log(2.0), 0.991, 0.0005);
+  // Flipping every bit maps v to −v: the label, a function of |v|², must not change.
+  const auto index = torch::cat({data.train.index, data.test.index});
+  auto by_code = torch::empty({4096}, torch::kLong);
+  by_code.index_put_({index}, labels);
+  EXPECT_TRUE(by_code.equal(by_code.flip(0)));  // code r and 4095 − r are complements
+  // The split depends on the seed, and only on it.
+  EXPECT_TRUE(ibn::data::load_dataset("ibsgd12", 0).test.index.equal(data.test.index));
+  EXPECT_FALSE(ibn::data::load_dataset("ibsgd12", 1).test.index.equal(data.test.index));
+}
+
+TEST(Data, SpecErrors) {
+  EXPECT_TRUE(throws_usage_error([] { ibn::data::load_dataset("mnist", 0); }, "unknown dataset 'mnist'; expected one of: ibsgd12"));
+  EXPECT_TRUE(throws_usage_error([] { ibn::data::load_dataset("ibsgd12:test=2", 0); }, "test=2 must lie in [0.01, 0.9]"));
+  EXPECT_TRUE(throws_usage_error([] { ibn::data::load_dataset("gaussian-mixture:classes=1", 0); }, "classes=1 must be >= 2"));
+}
+
+TEST(Models, MlpTapsAndNormalizers) {
+  const ibn::models::ModelContext context{{12}, 2, "ibnorm-t:lambda=2"};
+  const auto mlp = ibn::models::make_model("mlp", context);
+  EXPECT_EQ(mlp->spec(), "mlp:widths=10-7-5-4-3:act=tanh");
+  EXPECT_EQ(mlp->tap_names(), (std::vector<std::string>{"norm1", "fc1", "norm2", "fc2", "norm3", "fc3", "norm4", "fc4",
+                                                        "norm5", "fc5", "logits"}));
+  ASSERT_EQ(mlp->normalizers().size(), 5u);
+  EXPECT_EQ(mlp->normalizers()[2].second->spec().str(), "ibnorm-t:area=token:lambda=2:eps=1e-05:affine=true");
+  ibn::models::Taps taps;
+  const auto logits = mlp->forward(torch::rand({8, 12}), &taps);
+  EXPECT_EQ(logits.sizes(), torch::IntArrayRef({8, 2}));
+  EXPECT_EQ(taps.at("fc3").sizes(), torch::IntArrayRef({8, 5}));
+  EXPECT_TRUE(taps.at("logits").equal(logits));
+  // fc_i = tanh(norm_i): the taps are what the forward pass computed.
+  EXPECT_TRUE(taps.at("fc2").equal(taps.at("norm2").tanh()));
+  const auto plain = ibn::models::make_model("mlp:widths=6-4:act=relu", {{12}, 3, "none"});
+  EXPECT_EQ(plain->normalizers().size(), 0u);
+  EXPECT_EQ(plain->tap_names(), (std::vector<std::string>{"fc1", "fc2", "logits"}));
+  EXPECT_TRUE(throws_usage_error([] { ibn::models::make_model("mlp:widths=4-x", {{12}, 2, "layernorm"}); },
+                                 "widths='4-x' is not a list of positive integers"));
+  EXPECT_TRUE(throws_usage_error([] { ibn::models::make_model("mlp:widths=12", {{12}, 2, "groupnorm:groups=5"}); },
+                                 "groups=5 cannot split 12 channels"));
+  EXPECT_TRUE(throws_usage_error([] { ibn::models::make_model("transformer", {{12}, 2, "layernorm"}); }, "unknown model 'transformer'"));
+}
+
+TEST(Train, DumpSchedules) {
+  using ibn::train::dump_schedule;
+  EXPECT_EQ(dump_schedule("none", 10), (std::vector<int64_t>{}));
+  EXPECT_EQ(dump_schedule("all", 3), (std::vector<int64_t>{0, 1, 2, 3}));
+  EXPECT_EQ(dump_schedule("every:4", 10), (std::vector<int64_t>{0, 4, 8, 10}));
+  EXPECT_EQ(dump_schedule("list:5,1,5", 10), (std::vector<int64_t>{1, 5}));
+  const auto log = dump_schedule("log:6", 1000);
+  EXPECT_EQ(log.front(), 0);
+  EXPECT_EQ(log.back(), 1000);
+  EXPECT_EQ(log.size(), 6u);
+  EXPECT_LT(log[2], 100);  // denser early on
+  EXPECT_TRUE(throws_usage_error([] { dump_schedule("log:1", 10); }, "--dump-epochs 'log:1' must be"));
+  EXPECT_TRUE(throws_usage_error([] { dump_schedule("list:3,20", 10); }, "lists epoch 20 of a 10-epoch run"));
+  EXPECT_TRUE(throws_usage_error([] { dump_schedule("sometimes", 10); }, "must be none, all, every:K"));
+}
+
+// Every normalizer trains: the loss after a few epochs is below the untrained model's.
+TEST(Train, LossGoesDownWithEachNormalizer) {
+  for (const char* norm : {"layernorm", "batchnorm", "rmsnorm", "ibnorm-t:lambda=1", "ibnorm-s:lambda=0.5:area=batch"}) {
+    ibn::train::TrainConfig c;
+    c.data = "gaussian-mixture:classes=3,n=600";
+    c.model = "mlp:widths=16-16";
+    c.norm = norm;
+    c.epochs = 5;
+    c.batch = 32;
+    c.lr = 0.01;
+    c.dump_epochs = "none";
+    c.progress = "quiet";
+    c.out = temp_run(std::string("loss_") + std::to_string(std::hash<std::string>()(norm)));
+    std::ostringstream log;
+    const auto result = ibn::train::train(c, log);
+    EXPECT_LT(result.metrics.back().train_loss, 0.7 * result.metrics.front().train_loss) << norm;
+    fs::remove_all(c.out);
+  }
+}
+
+// Shwartz-Ziv & Tishby's network learns the task on the CPU in a few seconds; the same seed
+// gives the same run bit for bit, and the store holds what the schema says.
+TEST(Train, Ibsgd12NetworkLearnsDeterministicallyAndStoresActivations) {
+  ibn::train::TrainConfig c;
+  c.norm = "ibnorm-t:lambda=1";
+  c.epochs = 80;
+  c.batch = 64;
+  c.lr = 0.01;
+  c.dump_epochs = "list:0,40,80";
+  c.progress = "quiet";
+  c.out = temp_run("ibsgd12_a");
+  std::ostringstream log;
+  const auto first = ibn::train::train(c, log);
+  EXPECT_GT(first.metrics.back().train_accuracy, 0.90);
+  c.out = temp_run("ibsgd12_b");
+  const auto second = ibn::train::train(c, log);
+  ASSERT_EQ(first.metrics.size(), second.metrics.size());
+  for (size_t i = 0; i < first.metrics.size(); ++i) EXPECT_EQ(first.metrics[i].train_loss, second.metrics[i].train_loss) << i;
+
+  const std::string a = temp_run("ibsgd12_a") + "/activations.h5";
+  const std::string b = temp_run("ibsgd12_b") + "/activations.h5";
+  EXPECT_TRUE(ibn::io::read_dataset(a, "/epochs/80/fc3").equal(ibn::io::read_dataset(b, "/epochs/80/fc3")));
+  EXPECT_EQ(ibn::io::read_dataset(a, "/data/inputs").sizes(), torch::IntArrayRef({4096, 12}));
+  EXPECT_EQ(ibn::io::read_dataset(a, "/epochs/0/fc1").sizes(), torch::IntArrayRef({4096, 10}));
+  EXPECT_EQ(ibn::io::read_dataset(a, "/epochs/40/logits").sizes(), torch::IntArrayRef({4096, 2}));
+  EXPECT_TRUE(ibn::io::read_dataset(a, "/meta/dumped_epochs").equal(torch::tensor({0, 40, 80}, torch::kLong)));
+  EXPECT_EQ(ibn::io::read_dataset(a, "/metrics/train_accuracy").size(0), 81);
+  EXPECT_DOUBLE_EQ(ibn::io::read_dataset(a, "/metrics/train_accuracy")[80].item<double>(), first.metrics.back().train_accuracy);
+  EXPECT_EQ(std::get<int64_t>(ibn::io::read_attribute(a, "/", "complete")), 1);
+  EXPECT_EQ(std::get<std::string>(ibn::io::read_attribute(a, "/", "model")), "mlp:widths=10-7-5-4-3:act=tanh");
+  EXPECT_NE(std::get<std::string>(ibn::io::read_attribute(a, "/", "config")).find("norm = ibnorm-t:lambda=1"), std::string::npos);
+  // Samples are the training rows, then the 614 test rows.
+  const auto split = ibn::io::read_dataset(a, "/data/split");
+  EXPECT_EQ(split.sum().item<int64_t>(), 614);
+  EXPECT_EQ(split[0].item<int64_t>(), 0);
+  std::ifstream csv(temp_run("ibsgd12_a") + "/metrics.csv");
+  std::string header;
+  std::getline(csv, header);
+  EXPECT_EQ(header, "epoch,train_loss,train_accuracy,test_loss,test_accuracy,lr,seconds");
+  fs::remove_all(temp_run("ibsgd12_a"));
+  fs::remove_all(temp_run("ibsgd12_b"));
+}
+
+TEST(Train, BadOptionsFailBeforeAnyWork) {
+  ibn::train::TrainConfig c;
+  c.out = temp_run("bad");
+  std::ostringstream log;
+  const auto expect = [&](auto change, const std::string& needle) {
+    ibn::train::TrainConfig bad = c;
+    change(bad);
+    EXPECT_TRUE(throws_usage_error([&] { ibn::train::train(bad, log); }, needle)) << needle;
+  };
+  expect([](auto& x) { x.optimizer = "lion"; }, "--optimizer 'lion' must be one of: sgd, adam, adamw");
+  expect([](auto& x) { x.norm = "fancynorm"; }, "unknown normalizer 'fancynorm'");
+  expect([](auto& x) { x.model = "mlp:depth=3"; }, "unknown key 'depth'; mlp accepts");
+  expect([](auto& x) { x.data = "cifar"; }, "unknown dataset 'cifar'");
+  expect([](auto& x) { x.dump_layers = "fc1,fc9"; }, "the model has no layer 'fc9'");
+  expect([](auto& x) { x.epochs = 0; }, "--epochs 0 must be at least 1");
+  expect([](auto& x) { x.out = ""; }, "--out RUN_DIR is required");
+  EXPECT_FALSE(fs::exists(c.out));  // nothing was created
+}
+
+}  // namespace
