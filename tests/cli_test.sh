@@ -62,7 +62,7 @@ expect 0 "eval mode" -- norms --spec batchnorm --shape 1,6 --mode eval
 expect 2 "unknown key 'lamda'" -- norms --spec ibnorm-t:lamda=2 --shape 4,8
 expect 2 "lambda=-1 must be >= 0" -- norms --spec ibnorm-t:lambda=-1 --shape 4,8
 expect 2 "groups=8 cannot split 12 channels" -- norms --spec groupnorm:groups=8 --shape 4,12
-expect 2 "area 'token' got feature maps" -- norms --spec layernorm --shape 2,3,4,4
+expect 0 "output +mean [+-]0\.000000 +std 1\.0" -- norms --spec layernorm --shape 2,3,4,4
 expect 2 "--shape '4,x' is not a list of positive integers" -- norms --spec layernorm --shape 4,x
 expect 2 "--spec and --shape go together" -- norms --spec layernorm
 expect 2 "unrecognised option '--frob'" -- norms --frob

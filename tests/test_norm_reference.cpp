@@ -79,6 +79,21 @@ TEST(NormReference, LayerNormMatchesLibTorch) {
   }
 }
 
+// On feature maps the token area normalizes each pixel over its channels: LibTorch's layer_norm
+// over C after moving C last.
+TEST(NormReference, TokenAreaOnFeatureMapsIsChannelLayerNorm) {
+  torch::manual_seed(9);
+  for (int64_t c : kWidths) {
+    Normalizer ours("layernorm", c);
+    randomize_affine(ours);
+    const auto lib = [&](const torch::Tensor& x) {
+      return torch::layer_norm(x.permute({0, 2, 3, 1}), {c}, ours->weight.to(x.scalar_type()),
+                               ours->bias.to(x.scalar_type()), 1e-5).permute({0, 3, 1, 2});
+    };
+    EXPECT_TRUE(same_layer(as_function(ours), lib, torch::randn({2, c, 3, 4}).mul(2))) << c;
+  }
+}
+
 TEST(NormReference, RMSNormMatchesFormulaAndLibTorch) {
   torch::manual_seed(2);
   for (int64_t d : kWidths) {

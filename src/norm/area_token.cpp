@@ -1,9 +1,8 @@
-// area=token (LayerNorm, RMSNorm): per sample (per token), over the feature dimension.
+// area=token (LayerNorm, RMSNorm): per sample (per token), over the feature dimension. On
+// feature maps [N, C, H, W] every pixel is a token: statistics over C at each (n, h, w), as
+// ConvNeXt's channels-first LayerNorm.
 #include <memory>
 
-#include <fmt/format.h>
-
-#include "ibn/error.h"
 #include "ibn/norm/area.h"
 #include "ibn/norm/registry.h"
 
@@ -15,12 +14,6 @@ class TokenArea final : public Area {
   std::string name() const override { return "token"; }
 
   AreaPlan plan(c10::IntArrayRef shape, int64_t num_features, bool) const override {
-    if (shape.size() >= 4) {
-      throw UsageError(fmt::format(
-          "area 'token' got feature maps {}: it takes [N, D] or [N, T, D]; for per-sample "
-          "statistics over [N, C, H, W] use area=group with groups=1",
-          shape_str(shape)));
-    }
     const int64_t channel = channel_dim(shape, num_features, name());
     AreaPlan plan;
     plan.grouped_shape = shape.vec();
