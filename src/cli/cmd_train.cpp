@@ -26,6 +26,9 @@ int run_train(const std::vector<std::string>& args) {
       ("data", po::value<std::string>(&c.data)->default_value(c.data), "dataset spec")
       ("model", po::value<std::string>(&c.model)->default_value(c.model), "model spec")
       ("norm", po::value<std::string>(&c.norm)->default_value(c.norm), "normalizer spec at every site, or none")
+      ("norm-attn", po::value<std::string>(&c.norm_attn), "transformer: the norm before attention (default --norm)")
+      ("norm-mlp", po::value<std::string>(&c.norm_mlp), "transformer: the norm before the MLP (default --norm)")
+      ("norm-final", po::value<std::string>(&c.norm_final), "transformer: the final norm (default --norm)")
       ("optimizer", po::value<std::string>(&c.optimizer)->default_value(c.optimizer), "sgd, adam or adamw")
       ("lr", po::value<double>(&c.lr)->default_value(c.lr), "learning rate")
       ("weight-decay", po::value<double>(&c.weight_decay)->default_value(c.weight_decay), "weight decay")
@@ -41,6 +44,8 @@ int run_train(const std::vector<std::string>& args) {
        "epochs whose activations are stored: none, all, every:K, log:K, list:E,E,... (0 = before training)")
       ("dump-layers", po::value<std::string>(&c.dump_layers)->default_value(c.dump_layers), "all, or tap names: fc1,fc2")
       ("dump-samples", po::value<std::string>(&c.dump_samples)->default_value(c.dump_samples), "all, or subset:N")
+      ("dump-maps", po::value<std::string>(&c.dump_maps)->default_value(c.dump_maps),
+       "feature maps and token sequences: pool (mean over pixels/tokens) or flatten")
       ("progress", po::value<std::string>(&c.progress)->default_value(c.progress),
        "auto (a bar on a terminal, lines otherwise), lines or quiet")
       ("quiet", "same as --progress quiet");

@@ -15,11 +15,13 @@ namespace ibn::data {
 
 DatasetEntry ibsgd12_dataset();
 DatasetEntry gaussian_mixture_dataset();
+DatasetEntry fashion_mnist_dataset();
 
 const std::vector<DatasetEntry>& datasets() {
   static const std::vector<DatasetEntry> entries{
       ibsgd12_dataset(),
       gaussian_mixture_dataset(),
+      fashion_mnist_dataset(),
   };
   return entries;
 }

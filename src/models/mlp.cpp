@@ -12,6 +12,7 @@
 #include "ibn/error.h"
 #include "ibn/models/model.h"
 #include "ibn/spec_string.h"
+#include "widths.h"
 
 namespace ibn::models {
 namespace {
@@ -25,10 +26,7 @@ class MlpImpl final : public ModelImpl {
     for (size_t i = 0; i < widths_.size(); ++i) {
       const std::string index = std::to_string(i + 1);
       linears_.push_back(register_module("linear" + index, torch::nn::Linear(in, widths_[i])));
-      if (norm_ != "none") {
-        norm::Normalizer n(norm_, widths_[i]);
-        normalizers_.emplace_back("norm" + index, register_module("norm" + index, n));
-      }
+      norms_.push_back(norm_site("norm" + index, norm_, widths_[i]));
       in = widths_[i];
     }
     output_ = register_module("output", torch::nn::Linear(in, context.classes));
@@ -39,8 +37,8 @@ class MlpImpl final : public ModelImpl {
     for (size_t i = 0; i < linears_.size(); ++i) {
       const std::string index = std::to_string(i + 1);
       h = linears_[i]->forward(h);
-      if (!normalizers_.empty()) {
-        h = normalizers_[i].second->forward(h);
+      if (norm_ != "none") {
+        h = norms_[i](h);
         if (taps != nullptr) (*taps)["norm" + index] = h;
       }
       h = activation_ == "tanh" ? h.tanh() : h.relu();
@@ -54,7 +52,7 @@ class MlpImpl final : public ModelImpl {
   std::vector<std::string> tap_names() const override {
     std::vector<std::string> names;
     for (size_t i = 1; i <= linears_.size(); ++i) {
-      if (!normalizers_.empty()) names.push_back("norm" + std::to_string(i));
+      if (norm_ != "none") names.push_back("norm" + std::to_string(i));
       names.push_back("fc" + std::to_string(i));
     }
     names.push_back("logits");
@@ -70,27 +68,9 @@ class MlpImpl final : public ModelImpl {
   std::string activation_;
   std::string norm_;
   std::vector<torch::nn::Linear> linears_;
+  std::vector<NormSite> norms_;
   torch::nn::Linear output_{nullptr};
 };
-
-std::vector<int64_t> parse_widths(KeyValueSpec& kv) {
-  const std::string text = kv.text_value("widths", "10-7-5-4-3");
-  std::vector<int64_t> widths;
-  size_t start = 0;
-  while (start <= text.size()) {
-    const size_t end = text.find('-', start);
-    const std::string word = text.substr(start, end == std::string::npos ? std::string::npos : end - start);
-    char* stop = nullptr;
-    const long long w = std::strtoll(word.c_str(), &stop, 10);
-    if (word.empty() || *stop != '\0' || w < 1) {
-      kv.fail(fmt::format("widths='{}' is not a list of positive integers like 10-7-5", text));
-    }
-    widths.push_back(w);
-    if (end == std::string::npos) break;
-    start = end + 1;
-  }
-  return widths;
-}
 
 }  // namespace
 
@@ -98,7 +78,7 @@ ModelEntry mlp_model() {
   return {"mlp", "fully connected: Linear → norm → activation per hidden layer (12-10-7-5-4-3-2 tanh by default)",
           "widths (10-7-5-4-3), act (tanh or relu)",
           [](KeyValueSpec& kv, const ModelContext& context) -> std::shared_ptr<ModelImpl> {
-            std::vector<int64_t> widths = parse_widths(kv);
+            std::vector<int64_t> widths = parse_widths(kv, "10-7-5-4-3");
             const std::string act = kv.word("act", "tanh", {"tanh", "relu"});
             return std::make_shared<MlpImpl>(std::move(widths), act, context);
           }};

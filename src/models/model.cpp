@@ -6,11 +6,22 @@
 
 namespace ibn::models {
 
+NormSite::NormSite(torch::nn::Module& owner, std::vector<std::pair<std::string, norm::Normalizer>>& sites,
+                   const std::string& name, const std::string& spec, int64_t features) {
+  if (spec == "none") return;
+  norm_ = owner.register_module(name, norm::Normalizer(spec, features));
+  sites.emplace_back(name, norm_);
+}
+
 ModelEntry mlp_model();
+ModelEntry resnet_model();
+ModelEntry vit_model();
 
 const std::vector<ModelEntry>& models() {
   static const std::vector<ModelEntry> entries{
       mlp_model(),
+      resnet_model(),
+      vit_model(),
   };
   return entries;
 }

@@ -32,13 +32,19 @@ std::string now_utc() {
   return text;
 }
 
+// The resolved configuration as an .ini file whose keys are `ibn train`'s options, so
+// `ibn train --config RUN/config.ini --out OTHER` repeats the run.
 std::string config_text(const TrainConfig& c, const std::string& data_spec, const std::string& model_spec) {
-  return fmt::format(
-      "data = {}\nmodel = {}\nnorm = {}\noptimizer = {}\nlr = {}\nweight_decay = {}\nmomentum = {}\nschedule = {}\n"
-      "warmup_epochs = {}\nepochs = {}\nbatch = {}\nseed = {}\ndevice = {}\nthreads = {}\ndump_epochs = {}\n"
-      "dump_layers = {}\ndump_samples = {}\n",
+  std::string text = fmt::format(
+      "data = {}\nmodel = {}\nnorm = {}\noptimizer = {}\nlr = {}\nweight-decay = {}\nmomentum = {}\nschedule = {}\n"
+      "warmup-epochs = {}\nepochs = {}\nbatch = {}\nseed = {}\ndevice = {}\nthreads = {}\ndump-epochs = {}\n"
+      "dump-layers = {}\ndump-samples = {}\ndump-maps = {}\n",
       data_spec, model_spec, c.norm, c.optimizer, c.lr, c.weight_decay, c.momentum, c.schedule, c.warmup_epochs,
-      c.epochs, c.batch, c.seed, c.device, c.threads, c.dump_epochs, c.dump_layers, c.dump_samples);
+      c.epochs, c.batch, c.seed, c.device, c.threads, c.dump_epochs, c.dump_layers, c.dump_samples, c.dump_maps);
+  if (!c.norm_attn.empty()) text += fmt::format("norm-attn = {}\n", c.norm_attn);
+  if (!c.norm_mlp.empty()) text += fmt::format("norm-mlp = {}\n", c.norm_mlp);
+  if (!c.norm_final.empty()) text += fmt::format("norm-final = {}\n", c.norm_final);
+  return text;
 }
 
 double scheduled_lr(const TrainConfig& c, int64_t epoch /* 1-based */) {
@@ -76,6 +82,7 @@ void check_config(const TrainConfig& c) {
   one_of("optimizer", c.optimizer, {"sgd", "adam", "adamw"});
   one_of("schedule", c.schedule, {"constant", "cosine"});
   one_of("progress", c.progress, {"auto", "lines", "quiet"});
+  one_of("dump-maps", c.dump_maps, {"pool", "flatten"});
   if (!(c.lr > 0)) throw UsageError(fmt::format("--lr {} must be > 0", c.lr));
   if (c.epochs < 1) throw UsageError(fmt::format("--epochs {} must be at least 1", c.epochs));
   if (c.batch < 1) throw UsageError(fmt::format("--batch {} must be at least 1", c.batch));
@@ -141,7 +148,10 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
 
   data::ClassificationData data = data::load_dataset(c.data, c.seed);
   torch::manual_seed(c.seed);
-  models::ModelContext context{data.sample_shape, data.classes, c.norm};
+  models::ModelContext context(data.sample_shape, data.classes, c.norm);
+  context.norm_attn = c.norm_attn;
+  context.norm_mlp = c.norm_mlp;
+  context.norm_final = c.norm_final;
   std::shared_ptr<models::ModelImpl> model = models::make_model(c.model, context);
   model->to(device);
 
@@ -210,8 +220,12 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
     model->forward(dump_inputs.to(device), &taps);
     model->train();
     for (const std::string& layer : layers) {
-      const at::Tensor t = taps.at(layer).detach().to(torch::kFloat).cpu();
-      store.push_back({fmt::format("/epochs/{}/{}", epoch, layer), t.reshape({t.size(0), -1}), {}});
+      at::Tensor t = taps.at(layer).detach().to(torch::kFloat);
+      // Feature maps [N, C, H, W] and tokens [N, T, D] become [N, C] / [N, D] by their mean
+      // (dump_maps=pool) or [N, C·H·W] / [N, T·D] (flatten).
+      if (c.dump_maps == "pool" && t.dim() == 4) t = t.mean({2, 3});
+      if (c.dump_maps == "pool" && t.dim() == 3) t = t.mean(1);
+      store.push_back({fmt::format("/epochs/{}/{}", epoch, layer), t.reshape({t.size(0), -1}).cpu(), {}});
     }
     result.dumped_epochs.push_back(epoch);
   };

@@ -45,4 +45,8 @@ ClassificationData load_dataset(const std::string& spec, uint64_t seed);
 void split_by_fraction(ClassificationData& data, const at::Tensor& inputs, const at::Tensor& labels,
                        double test, uint64_t seed);
 
+// One gzip'd IDX file of unsigned bytes (MNIST's format) as a uint8 tensor; ibn::DataError for
+// a file that is not one or whose length disagrees with its header.
+at::Tensor read_idx(const std::string& path);
+
 }  // namespace ibn::data

@@ -19,9 +19,33 @@ class KeyValueSpec;
 namespace ibn::models {
 
 struct ModelContext {
+  ModelContext() = default;
+  ModelContext(std::vector<int64_t> shape, int64_t classes_, std::string norm_)
+      : sample_shape(std::move(shape)), classes(classes_), norm(std::move(norm_)) {}
+
   std::vector<int64_t> sample_shape;  // one input's shape, e.g. {12}
   int64_t classes = 0;
   std::string norm = "layernorm";     // every normalization site; "none" for no normalizer
+  // Transformer sites; empty means `norm`.
+  std::string norm_attn, norm_mlp, norm_final;
+
+  const std::string& attn() const { return norm_attn.empty() ? norm : norm_attn; }
+  const std::string& mlp() const { return norm_mlp.empty() ? norm : norm_mlp; }
+  const std::string& final() const { return norm_final.empty() ? norm : norm_final; }
+};
+
+// A normalization site: the normalizer of `spec` over `features`, or the identity for "none".
+// Registers it on `owner` under `name` and lists it in `sites` (for κ per layer).
+class NormSite {
+ public:
+  NormSite() = default;
+  NormSite(torch::nn::Module& owner, std::vector<std::pair<std::string, norm::Normalizer>>& sites,
+           const std::string& name, const std::string& spec, int64_t features);
+  // Const like a function call; the normalizer itself may still update running statistics.
+  at::Tensor operator()(const at::Tensor& x) const { return norm_ ? norm_.ptr()->forward(x) : x; }
+
+ private:
+  norm::Normalizer norm_{nullptr};
 };
 
 // Outputs of named layers, recorded when a forward pass is given a Taps to fill.
@@ -33,8 +57,11 @@ class ModelImpl : public torch::nn::Module {
   virtual at::Tensor forward(const at::Tensor& x, Taps* taps = nullptr) = 0;
   // Every tap name, in forward order: "fc1", "norm1", ..., "logits".
   virtual std::vector<std::string> tap_names() const = 0;
-  // The model's normalization layers with their tap names (for κ per layer).
+  // The model's normalization layers with their names (for κ per layer).
   const std::vector<std::pair<std::string, norm::Normalizer>>& normalizers() const { return normalizers_; }
+  NormSite norm_site(const std::string& name, const std::string& spec, int64_t features) {
+    return NormSite(*this, normalizers_, name, spec, features);
+  }
   // Canonical spec with every parameter resolved.
   virtual std::string spec() const = 0;
 

@@ -28,6 +28,8 @@ struct TrainConfig {
   std::string dump_epochs = "log:20";  // none, all, every:K, log:K, list:E,E,...
   std::string dump_layers = "all";      // all, or tap names: fc1,fc2
   std::string dump_samples = "all";     // all, or subset:N (seeded)
+  std::string dump_maps = "pool";       // feature maps and token sequences: pool (mean) or flatten
+  std::string norm_attn, norm_mlp, norm_final;  // transformer sites; empty: `norm`
   std::string progress = "auto";        // auto (bar on a terminal), lines, quiet
 };
 
