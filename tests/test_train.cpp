@@ -15,6 +15,7 @@
 #include "ibn/io/hdf5.h"
 #include "ibn/mi/entropy.h"
 #include "ibn/models/model.h"
+#include "ibn/models/attention.h"
 #include "ibn/train/train.h"
 #include "test_util.h"
 
@@ -121,20 +122,27 @@ TEST(Models, MlpTapsAndNormalizers) {
 TEST(Models, EveryModelLearnsTinyDataWithEachNormalizer) {
   const auto images = ibn::data::load_dataset("fashion-mnist:train_n=64:test_n=1", 0).train;
   const auto vectors = ibn::data::load_dataset("gaussian-mixture:classes=4,n=80", 0).train;
+  auto text = ibn::data::load_dataset("text:max_bytes=20000:context=16", 0).train;
+  text.inputs = text.inputs.slice(0, 0, 32);
+  text.labels = text.labels.slice(0, 0, 32);
   const std::vector<std::pair<std::string, const ibn::data::Split*>> cases = {
       {"mlp:widths=32-16", &vectors},
       {"resnet:widths=8-16:blocks=1", &images},
       {"vit:patch=7:dim=32:depth=2:heads=4", &images},
+      {"gpt:dim=32:depth=2:heads=4", &text},
+      {"llama:dim=32:depth=2:heads=4", &text},
   };
   for (const auto& [spec, data] : cases) {
     const std::vector<int64_t> shape(data->inputs.sizes().begin() + 1, data->inputs.sizes().end());
     for (const char* norm : {"layernorm", "batchnorm", "rmsnorm", "ibnorm-t:lambda=1"}) {
       torch::manual_seed(71);
-      auto model = ibn::models::make_model(spec, ibn::models::ModelContext(shape, 10, norm));
+      const int64_t classes = data == &text ? 256 : 10;
+      auto model = ibn::models::make_model(spec, ibn::models::ModelContext(shape, classes, norm));
       torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(3e-3));
       double first = 0, last = 0;
       for (int step = 0; step < 40; ++step) {
-        const auto loss = torch::nn::functional::cross_entropy(model->forward(data->inputs), data->labels);
+        const auto logits = model->forward(data->inputs);
+        const auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), data->labels.reshape({-1}));
         if (step == 0) first = loss.item<double>();
         last = loss.item<double>();
         optimizer.zero_grad();
@@ -144,6 +152,53 @@ TEST(Models, EveryModelLearnsTinyDataWithEachNormalizer) {
       EXPECT_LT(last, 0.7 * first) << spec << " with " << norm;
     }
   }
+}
+
+// Decoders are causal: changing later tokens leaves earlier logits as they were.
+TEST(Models, DecodersAreCausalAndHaveTheirDefaultNorms) {
+  for (const char* spec : {"gpt:dim=16:depth=2:heads=2", "llama:dim=16:depth=2:heads=2"}) {
+    torch::manual_seed(72);
+    const auto model = ibn::models::make_model(spec, ibn::models::ModelContext({12}, 256, ""));
+    model->eval();
+    auto tokens = torch::randint(0, 256, {2, 12}, torch::kLong);
+    const auto before = model->forward(tokens);
+    tokens.slice(1, 7).random_(0, 256);
+    const auto after = model->forward(tokens);
+    EXPECT_TRUE(before.slice(1, 0, 7).allclose(after.slice(1, 0, 7), 1e-5, 1e-6)) << spec;
+    EXPECT_FALSE(before.slice(1, 7).allclose(after.slice(1, 7))) << spec;
+  }
+  EXPECT_EQ(ibn::models::resolve_norm("llama:dim=8", ""), "rmsnorm");
+  EXPECT_EQ(ibn::models::resolve_norm("gpt", ""), "layernorm");
+  EXPECT_EQ(ibn::models::resolve_norm("llama", "ibnorm-t"), "ibnorm-t");
+  const auto llama = ibn::models::make_model("llama:dim=16:depth=1:heads=2", ibn::models::ModelContext({8}, 256, ""));
+  EXPECT_EQ(llama->normalizers().front().second->spec().name, "rmsnorm");
+}
+
+// Rotary embeddings turn pairs of coordinates: norms are kept, and q_m·k_n depends on m − n only.
+TEST(Models, RotaryEmbeddingRotatesByPosition) {
+  torch::manual_seed(73);
+  const auto q = torch::randn({1, 1, 1, 8}, torch::kDouble).expand({1, 1, 6, 8}).contiguous();
+  const auto k = torch::randn({1, 1, 1, 8}, torch::kDouble).expand({1, 1, 6, 8}).contiguous();
+  const auto rq = ibn::models::rotary_embedding(q), rk = ibn::models::rotary_embedding(k);
+  EXPECT_TRUE(rq.norm(2, {-1}).allclose(q.norm(2, {-1})));
+  EXPECT_TRUE(rq[0][0][0].equal(q[0][0][0]));  // position 0 is not turned
+  const auto dot = [&](int64_t m, int64_t n) { return rq[0][0][m].dot(rk[0][0][n]).item<double>(); };
+  EXPECT_NEAR(dot(3, 1), dot(4, 2), 1e-12);
+  EXPECT_NEAR(dot(5, 2), dot(3, 0), 1e-12);
+  EXPECT_GT(std::abs(dot(3, 1) - dot(3, 2)), 1e-6);
+}
+
+TEST(Data, TextWindowsPredictTheNextByte) {
+  const auto data = ibn::data::load_dataset("text:max_bytes=50000:context=32:valid=0.2", 0);
+  EXPECT_TRUE(data.sequence);
+  EXPECT_EQ(data.classes, 256);
+  EXPECT_EQ(data.train.inputs.size(1), 32);
+  EXPECT_EQ(data.train.inputs.size(0), (40000 - 1) / 32);
+  // Labels are the inputs shifted by one byte, across window boundaries too.
+  EXPECT_TRUE(data.train.labels.select(1, 0).equal(data.train.inputs.select(1, 1)));
+  EXPECT_TRUE(data.train.labels.slice(0, 0, -1).select(1, 31).equal(data.train.inputs.slice(0, 1).select(1, 0)));
+  EXPECT_TRUE(throws_usage_error([] { ibn::data::load_dataset("text:path=/nonexistent/corpus", 0); },
+                                 "text: no such file or directory '/nonexistent/corpus'"));
 }
 
 TEST(Models, TransformerSitesTakeTheirOwnNorms) {

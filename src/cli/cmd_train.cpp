@@ -1,4 +1,5 @@
 // ibn train: train a model with any normalizer and dump its activations to HDF5.
+#include <cmath>
 #include <iostream>
 
 #include <fmt/format.h>
@@ -25,7 +26,8 @@ int run_train(const std::vector<std::string>& args) {
       ("out", po::value<std::string>(&c.out)->value_name("RUN_DIR"), "run directory (created)")
       ("data", po::value<std::string>(&c.data)->default_value(c.data), "dataset spec")
       ("model", po::value<std::string>(&c.model)->default_value(c.model), "model spec")
-      ("norm", po::value<std::string>(&c.norm)->default_value(c.norm), "normalizer spec at every site, or none")
+      ("norm", po::value<std::string>(&c.norm), "normalizer spec at every site, or none (default: the model's, "
+                                                "layernorm; rmsnorm for llama)")
       ("norm-attn", po::value<std::string>(&c.norm_attn), "transformer: the norm before attention (default --norm)")
       ("norm-mlp", po::value<std::string>(&c.norm_mlp), "transformer: the norm before the MLP (default --norm)")
       ("norm-final", po::value<std::string>(&c.norm_final), "transformer: the final norm (default --norm)")
@@ -36,6 +38,8 @@ int run_train(const std::vector<std::string>& args) {
       ("schedule", po::value<std::string>(&c.schedule)->default_value(c.schedule), "constant or cosine")
       ("warmup-epochs", po::value<int64_t>(&c.warmup_epochs)->default_value(c.warmup_epochs), "linear warmup epochs")
       ("epochs", po::value<int64_t>(&c.epochs)->default_value(c.epochs), "epochs")
+      ("steps-per-epoch", po::value<int64_t>(&c.steps_per_epoch)->default_value(c.steps_per_epoch),
+       "0: an epoch is one pass over the training set; N: N random batches (for large corpora)")
       ("batch", po::value<int64_t>(&c.batch)->default_value(c.batch), "batch size")
       ("seed", po::value<uint64_t>(&c.seed)->default_value(c.seed), "seed of split, initialization and batches")
       ("device", po::value<std::string>(&c.device)->default_value(c.device), "cpu, cuda, cuda:N or auto")
@@ -54,8 +58,10 @@ int run_train(const std::vector<std::string>& args) {
   if (vm->count("quiet")) c.progress = "quiet";
   const train::TrainResult result = train::train(c, std::cout);
   const train::EpochMetrics& last = result.metrics.back();
-  std::cout << fmt::format("done: train acc {:.4f}, test acc {:.4f}, test loss {:.4f} after {} epochs; {} epochs dumped\n",
-                           last.train_accuracy, last.test_accuracy, last.test_loss, last.epoch, result.dumped_epochs.size());
+  std::cout << fmt::format("done: train acc {:.4f}, test acc {:.4f}, test loss {:.4f}{} after {} epochs; {} epochs dumped\n",
+                           last.train_accuracy, last.test_accuracy, last.test_loss,
+                           result.sequence ? fmt::format(" ({:.4f} bits/byte)", last.test_loss / std::log(2.0)) : "",
+                           last.epoch, result.dumped_epochs.size());
   std::cout << result.run_dir << "/activations.h5\n";
   return 0;
 }

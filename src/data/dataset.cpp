@@ -16,12 +16,14 @@ namespace ibn::data {
 DatasetEntry ibsgd12_dataset();
 DatasetEntry gaussian_mixture_dataset();
 DatasetEntry fashion_mnist_dataset();
+DatasetEntry text_dataset();
 
 const std::vector<DatasetEntry>& datasets() {
   static const std::vector<DatasetEntry> entries{
       ibsgd12_dataset(),
       gaussian_mixture_dataset(),
       fashion_mnist_dataset(),
+      text_dataset(),
   };
   return entries;
 }

@@ -76,7 +76,7 @@ class MlpImpl final : public ModelImpl {
 
 ModelEntry mlp_model() {
   return {"mlp", "fully connected: Linear → norm → activation per hidden layer (12-10-7-5-4-3-2 tanh by default)",
-          "widths (10-7-5-4-3), act (tanh or relu)",
+          "widths (10-7-5-4-3), act (tanh or relu)", "layernorm",
           [](KeyValueSpec& kv, const ModelContext& context) -> std::shared_ptr<ModelImpl> {
             std::vector<int64_t> widths = parse_widths(kv, "10-7-5-4-3");
             const std::string act = kv.word("act", "tanh", {"tanh", "relu"});

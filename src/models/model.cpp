@@ -16,14 +16,27 @@ NormSite::NormSite(torch::nn::Module& owner, std::vector<std::pair<std::string, 
 ModelEntry mlp_model();
 ModelEntry resnet_model();
 ModelEntry vit_model();
+ModelEntry gpt_model();
+ModelEntry llama_model();
 
 const std::vector<ModelEntry>& models() {
   static const std::vector<ModelEntry> entries{
       mlp_model(),
       resnet_model(),
       vit_model(),
+      gpt_model(),
+      llama_model(),
   };
   return entries;
+}
+
+std::string resolve_norm(const std::string& model_spec, const std::string& norm) {
+  if (!norm.empty()) return norm;
+  const std::string name = model_spec.substr(0, model_spec.find(':'));
+  for (const ModelEntry& entry : models()) {
+    if (entry.name == name) return entry.default_norm;
+  }
+  return norm;  // make_model reports the unknown model
 }
 
 std::shared_ptr<ModelImpl> make_model(const std::string& text, const ModelContext& context) {
@@ -31,7 +44,9 @@ std::shared_ptr<ModelImpl> make_model(const std::string& text, const ModelContex
   std::string names;
   for (const ModelEntry& entry : models()) {
     if (entry.name == spec.name()) {
-      std::shared_ptr<ModelImpl> model = entry.make(spec, context);
+      ModelContext resolved = context;
+      if (resolved.norm.empty()) resolved.norm = entry.default_norm;
+      std::shared_ptr<ModelImpl> model = entry.make(spec, resolved);
       spec.finish(entry.keys);
       return model;
     }

@@ -98,7 +98,7 @@ class ResNetImpl final : public ModelImpl {
 
 ModelEntry resnet_model() {
   return {"resnet", "basic-block ResNet for 28x28 / 32x32 images (stages of widths, blocks per stage)",
-          "widths (16-32-64), blocks (2 per stage)",
+          "widths (16-32-64), blocks (2 per stage)", "layernorm",
           [](KeyValueSpec& kv, const ModelContext& context) -> std::shared_ptr<ModelImpl> {
             if (context.sample_shape.size() < 2) kv.fail("resnet needs image inputs [C, H, W] or [H, W]");
             std::vector<int64_t> widths = parse_widths(kv, "16-32-64");

@@ -11,6 +11,7 @@
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 
+#include "ibn/models/attention.h"
 #include "ibn/models/model.h"
 #include "ibn/spec_string.h"
 
@@ -82,9 +83,8 @@ class VitImpl final : public ModelImpl {
   at::Tensor attention(Block& b, const at::Tensor& x) const {
     const int64_t n = x.size(0), t = x.size(1), head_dim = dim_ / heads_;
     const at::Tensor qkv = b.qkv->forward(x).reshape({n, t, 3, heads_, head_dim}).permute({2, 0, 3, 1, 4});
-    const at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];  // [N, H, T, hd]
-    const at::Tensor weights = q.matmul(k.transpose(-2, -1)).div(std::sqrt(static_cast<double>(head_dim))).softmax(-1);
-    return b.proj->forward(weights.matmul(v).transpose(1, 2).reshape({n, t, dim_}));
+    const at::Tensor out = scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], /*causal=*/false);  // [N, H, T, hd]
+    return b.proj->forward(out.transpose(1, 2).reshape({n, t, dim_}));
   }
 
   int64_t patch_, dim_, depth_, heads_, mlp_ratio_;
@@ -99,7 +99,7 @@ class VitImpl final : public ModelImpl {
 
 ModelEntry vit_model() {
   return {"vit", "Vision Transformer: patch embedding, pre-norm blocks (norm-attn, norm-mlp), final norm",
-          "patch (4), dim (64), depth (2), heads (4), mlp (ratio, 2)",
+          "patch (4), dim (64), depth (2), heads (4), mlp (ratio, 2)", "layernorm",
           [](KeyValueSpec& kv, const ModelContext& context) -> std::shared_ptr<ModelImpl> {
             if (context.sample_shape.size() < 2) kv.fail("vit needs image inputs [C, H, W] or [H, W]");
             const int64_t patch = kv.integer_at_least("patch", 4, 1);

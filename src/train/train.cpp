@@ -37,10 +37,11 @@ std::string now_utc() {
 std::string config_text(const TrainConfig& c, const std::string& data_spec, const std::string& model_spec) {
   std::string text = fmt::format(
       "data = {}\nmodel = {}\nnorm = {}\noptimizer = {}\nlr = {}\nweight-decay = {}\nmomentum = {}\nschedule = {}\n"
-      "warmup-epochs = {}\nepochs = {}\nbatch = {}\nseed = {}\ndevice = {}\nthreads = {}\ndump-epochs = {}\n"
-      "dump-layers = {}\ndump-samples = {}\ndump-maps = {}\n",
+      "warmup-epochs = {}\nepochs = {}\nsteps-per-epoch = {}\nbatch = {}\nseed = {}\ndevice = {}\nthreads = {}\n"
+      "dump-epochs = {}\ndump-layers = {}\ndump-samples = {}\ndump-maps = {}\n",
       data_spec, model_spec, c.norm, c.optimizer, c.lr, c.weight_decay, c.momentum, c.schedule, c.warmup_epochs,
-      c.epochs, c.batch, c.seed, c.device, c.threads, c.dump_epochs, c.dump_layers, c.dump_samples, c.dump_maps);
+      c.epochs, c.steps_per_epoch, c.batch, c.seed, c.device, c.threads, c.dump_epochs, c.dump_layers, c.dump_samples,
+      c.dump_maps);
   if (!c.norm_attn.empty()) text += fmt::format("norm-attn = {}\n", c.norm_attn);
   if (!c.norm_mlp.empty()) text += fmt::format("norm-mlp = {}\n", c.norm_mlp);
   if (!c.norm_final.empty()) text += fmt::format("norm-final = {}\n", c.norm_final);
@@ -59,15 +60,29 @@ struct Evaluation {
   double loss = 0, accuracy = 0;
 };
 
-Evaluation evaluate(models::ModelImpl& model, const data::Split& split, const c10::Device& device) {
+// Per-prediction cross-entropy summed, and correct predictions counted: logits [B, C] against
+// labels [B], or [B, T, C] against [B, T] (next-token prediction).
+std::pair<at::Tensor, at::Tensor> loss_and_correct(const at::Tensor& logits, const at::Tensor& labels) {
+  const at::Tensor flat_logits = logits.reshape({-1, logits.size(-1)});
+  const at::Tensor flat_labels = labels.reshape({-1});
+  return {torch::nn::functional::cross_entropy(flat_logits, flat_labels,
+                                               torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)),
+          flat_logits.argmax(1).eq(flat_labels).sum()};
+}
+
+Evaluation evaluate(models::ModelImpl& model, const data::Split& split, const c10::Device& device, int64_t batch) {
   torch::NoGradGuard no_grad;
   model.eval();
-  const auto logits = model.forward(split.inputs.to(device));
-  const auto labels = split.labels.to(device);
-  Evaluation e{torch::nn::functional::cross_entropy(logits, labels).item<double>(),
-               logits.argmax(1).eq(labels).to(torch::kDouble).mean().item<double>()};
+  double loss = 0, correct = 0;
+  for (int64_t s = 0; s < split.inputs.size(0); s += batch) {
+    const auto [l, c] = loss_and_correct(model.forward(split.inputs.slice(0, s, s + batch).to(device)),
+                                         split.labels.slice(0, s, s + batch).to(device));
+    loss += l.item<double>();
+    correct += c.item<double>();
+  }
   model.train();
-  return e;
+  const double predictions = static_cast<double>(split.labels.numel());
+  return {loss / predictions, correct / predictions};
 }
 
 void check_config(const TrainConfig& c) {
@@ -85,6 +100,7 @@ void check_config(const TrainConfig& c) {
   one_of("dump-maps", c.dump_maps, {"pool", "flatten"});
   if (!(c.lr > 0)) throw UsageError(fmt::format("--lr {} must be > 0", c.lr));
   if (c.epochs < 1) throw UsageError(fmt::format("--epochs {} must be at least 1", c.epochs));
+  if (c.steps_per_epoch < 0) throw UsageError(fmt::format("--steps-per-epoch {} must be >= 0", c.steps_per_epoch));
   if (c.batch < 1) throw UsageError(fmt::format("--batch {} must be at least 1", c.batch));
   if (c.warmup_epochs < 0 || c.warmup_epochs > c.epochs) {
     throw UsageError(fmt::format("--warmup-epochs {} must lie in [0, --epochs]", c.warmup_epochs));
@@ -140,8 +156,10 @@ std::vector<int64_t> dump_schedule(const std::string& spec, int64_t epochs) {
   return {chosen.begin(), chosen.end()};
 }
 
-TrainResult train(const TrainConfig& c, std::ostream& log) {
-  check_config(c);
+TrainResult train(const TrainConfig& options, std::ostream& log) {
+  check_config(options);
+  TrainConfig c = options;
+  c.norm = models::resolve_norm(c.model, c.norm);
   const std::vector<int64_t> dumps = dump_schedule(c.dump_epochs, c.epochs);
   const c10::Device device = resolve_device(c.device);
   if (c.threads > 0) torch::set_num_threads(c.threads);
@@ -212,6 +230,7 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
 
   TrainResult result;
   result.run_dir = c.out;
+  result.sequence = data.sequence;
   std::vector<io::DatasetToWrite> store;
   const auto dump = [&](int64_t epoch) {
     torch::NoGradGuard no_grad;
@@ -233,7 +252,7 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   const bool terminal = c.progress == "auto" && ::isatty(::fileno(stdout));
   const bool quiet = c.progress == "quiet";
   const auto record = [&](int64_t epoch, double lr, double seconds) {
-    const Evaluation tr = evaluate(*model, data.train, device), te = evaluate(*model, data.test, device);
+    const Evaluation tr = evaluate(*model, data.train, device, c.batch), te = evaluate(*model, data.test, device, c.batch);
     result.metrics.push_back({epoch, tr.loss, tr.accuracy, te.loss, te.accuracy, lr, seconds});
   };
   record(0, 0.0, 0.0);
@@ -246,11 +265,15 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   for (int64_t epoch = 1; epoch <= c.epochs; ++epoch) {
     const double lr = scheduled_lr(c, epoch);
     set_lr(lr);
-    const auto order = at::randperm(n_train, shuffle, at::TensorOptions().dtype(at::kLong)).to(device);
-    for (int64_t s = 0; s < n_train; s += c.batch) {
-      const auto rows = order.slice(0, s, std::min(n_train, s + c.batch));
-      const auto loss = torch::nn::functional::cross_entropy(model->forward(train_inputs.index_select(0, rows)),
-                                                             train_labels.index_select(0, rows));
+    // One pass over a shuffled training set, or steps_per_epoch batches drawn at random.
+    const auto order = c.steps_per_epoch > 0
+                           ? at::randint(n_train, {c.steps_per_epoch * c.batch}, shuffle, at::TensorOptions().dtype(at::kLong)).to(device)
+                           : at::randperm(n_train, shuffle, at::TensorOptions().dtype(at::kLong)).to(device);
+    for (int64_t s = 0; s < order.size(0); s += c.batch) {
+      const auto rows = order.slice(0, s, std::min(order.size(0), s + c.batch));
+      const auto logits = model->forward(train_inputs.index_select(0, rows));
+      const auto labels = train_labels.index_select(0, rows);
+      const auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), labels.reshape({-1}));
       optimizer->zero_grad();
       loss.backward();
       optimizer->step();
@@ -260,8 +283,9 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
     if (std::binary_search(dumps.begin(), dumps.end(), epoch)) dump(epoch);
     const EpochMetrics& m = result.metrics.back();
     const double eta = elapsed / static_cast<double>(epoch) * static_cast<double>(c.epochs - epoch);
-    const std::string line = fmt::format("epoch {}/{}  loss {:.4f}  train acc {:.3f}  test acc {:.3f}  {:.1f} epochs/s  ETA {:.0f}s",
+    const std::string line = fmt::format("epoch {}/{}  loss {:.4f}  train acc {:.3f}  test acc {:.3f}{}  {:.1f} epochs/s  ETA {:.0f}s",
                                          epoch, c.epochs, m.train_loss, m.train_accuracy, m.test_accuracy,
+                                         data.sequence ? fmt::format("  test {:.3f} bits/byte", m.test_loss / std::log(2.0)) : "",
                                          static_cast<double>(epoch) / std::max(elapsed, 1e-9), eta);
     if (terminal) {
       log << "\r" << line << "\033[K" << (epoch == c.epochs ? "\n" : "") << std::flush;

@@ -19,13 +19,17 @@ struct Split {
   at::Tensor index;   // [N] int64: each sample's row in the generated/loaded whole
 };
 
-// A classification dataset held in memory, split by seed and fraction.
+// A classification dataset held in memory, split by seed and fraction (or, for text, the
+// next-token prediction of byte windows).
 struct ClassificationData {
   std::string spec;                  // canonical, every parameter resolved
   std::string description;           // how it was made (label rule, source path)
   Split train, test;
   int64_t classes = 0;
   std::vector<int64_t> sample_shape;  // per-sample input shape, e.g. {12} or {1, 28, 28}
+  // Sequence data (text): inputs [N, T] token ids, labels [N, T] the next tokens; models emit
+  // logits [N, T, classes] and losses are per token (bits per byte for bytes).
+  bool sequence = false;
 };
 
 struct DatasetEntry {

@@ -25,7 +25,7 @@ struct ModelContext {
 
   std::vector<int64_t> sample_shape;  // one input's shape, e.g. {12}
   int64_t classes = 0;
-  std::string norm = "layernorm";     // every normalization site; "none" for no normalizer
+  std::string norm;                   // every site; "none": no normalizer; empty: the model's default
   // Transformer sites; empty means `norm`.
   std::string norm_attn, norm_mlp, norm_final;
 
@@ -73,10 +73,14 @@ struct ModelEntry {
   std::string name;
   std::string summary;
   std::string keys;
+  std::string default_norm;  // used where ModelContext::norm is empty
   std::shared_ptr<ModelImpl> (*make)(KeyValueSpec& spec, const ModelContext& context);
 };
 
 const std::vector<ModelEntry>& models();
+
+// The normalizer spec a model gets for `norm`: `norm` itself, or the model's default if empty.
+std::string resolve_norm(const std::string& model_spec, const std::string& norm);
 
 // Throws ibn::UsageError for an unknown model, key or value, or a norm spec that does not fit.
 std::shared_ptr<ModelImpl> make_model(const std::string& spec, const ModelContext& context);

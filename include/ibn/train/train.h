@@ -12,7 +12,7 @@ namespace ibn::train {
 struct TrainConfig {
   std::string data = "ibsgd12";
   std::string model = "mlp";
-  std::string norm = "layernorm";  // every normalization site; "none" for none
+  std::string norm;                // every normalization site; "none"; empty: the model's default
   std::string optimizer = "adam";  // sgd, adam, adamw
   double lr = 1e-3;
   double weight_decay = 0.0;
@@ -20,6 +20,7 @@ struct TrainConfig {
   std::string schedule = "constant";  // constant or cosine (decay to 0 after the warmup)
   int64_t warmup_epochs = 0;          // linear warmup from 0 over these epochs
   int64_t epochs = 100;
+  int64_t steps_per_epoch = 0;      // 0: one pass over the training set; else this many random batches
   int64_t batch = 256;
   uint64_t seed = 0;
   std::string device = "cpu";
@@ -33,6 +34,7 @@ struct TrainConfig {
   std::string progress = "auto";        // auto (bar on a terminal), lines, quiet
 };
 
+// Losses are mean cross-entropies in nats per prediction (per byte for text; bits = nats/ln 2).
 struct EpochMetrics {
   int64_t epoch = 0;
   double train_loss = 0, train_accuracy = 0, test_loss = 0, test_accuracy = 0, lr = 0, seconds = 0;
@@ -42,6 +44,7 @@ struct TrainResult {
   std::string run_dir;
   std::vector<EpochMetrics> metrics;  // epoch 0 is the untrained model
   std::vector<int64_t> dumped_epochs;
+  bool sequence = false;  // text: losses are per byte
 };
 
 // The epochs to dump for a spec and a run of `epochs` epochs (0 = initialization); throws
