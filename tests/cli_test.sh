@@ -176,6 +176,35 @@ expect 2 "unknown normalizer 'fancynorm'" -- train --out "$work/run3" --norm fan
 expect 2 "--out RUN_DIR is required" -- train --epochs 1
 if [ -e "$work/run3" ]; then echo "FAIL: a rejected ibn train created its run directory"; failures=$((failures + 1)); else passes=$((passes + 1)); fi
 
+# A run killed with SIGKILL leaves its last checkpoint and no activation store; --resume then
+# ends exactly as the uninterrupted run (every metric but wall time, every stored array).
+run_args=(train --epochs 200 --norm ibnorm-t:lambda=1 --checkpoint-every 1 --dump-epochs every:20 --progress quiet)
+"$IBN" "${run_args[@]}" --out "$work/whole" >/dev/null
+"$IBN" "${run_args[@]}" --out "$work/killed" >/dev/null 2>&1 &
+victim=$!
+for _ in $(seq 1 200); do [ -e "$work/killed/checkpoint.pt" ] && break; sleep 0.05; done
+kill -9 "$victim" 2>/dev/null
+wait "$victim" 2>/dev/null
+if [ ! -e "$work/killed/checkpoint.pt" ] || [ -e "$work/killed/activations.h5" ] || [ -e "$work/killed/metrics.csv" ]; then
+  echo "FAIL: the killed run should leave a checkpoint and no finished files:"; ls "$work/killed"; failures=$((failures + 1))
+else
+  passes=$((passes + 1))
+fi
+expect 0 "resuming .*killed after epoch [0-9]+" -- train --resume "$work/killed" --progress lines
+if diff <(cut -d, -f1-6 "$work/whole/metrics.csv") <(cut -d, -f1-6 "$work/killed/metrics.csv") >/dev/null &&
+   /usr/bin/python3 -c "
+import sys, h5py, numpy as np
+a, b = h5py.File(sys.argv[1], 'r'), h5py.File(sys.argv[2], 'r')
+names = []
+a.visit(lambda k: names.append(k) if isinstance(a[k], h5py.Dataset) and not k.endswith('seconds') else None)
+assert len(names) > 50 and all(np.array_equal(a[k][...], b[k][...]) for k in names)
+" "$work/whole/activations.h5" "$work/killed/activations.h5"; then
+  passes=$((passes + 1))
+else
+  echo "FAIL: the resumed run differs from the uninterrupted one"; failures=$((failures + 1))
+fi
+expect 2 "--resume '.*nowhere': no config.ini there" -- train --resume "$work/nowhere"
+
 # ibn bench: runs and prints one line per estimator and size; unknown targets are usage errors.
 expect 0 "ksg:k=3.* +300 +4 +[0-9.]+$" -- bench mi --n 300 --d 4 --runs 1 --device cpu --estimator ksg
 expect 0 "kde entropy H\(T\), one bound \(var=0.1\) +300 +4 " -- bench mi --n 300 --d 4 --runs 1 --device cpu --estimator ksg

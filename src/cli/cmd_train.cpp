@@ -1,10 +1,12 @@
 // ibn train: train a model with any normalizer and dump its activations to HDF5.
 #include <cmath>
+#include <filesystem>
 #include <iostream>
 
 #include <fmt/format.h>
 
 #include "command.h"
+#include "ibn/error.h"
 #include "ibn/data/dataset.h"
 #include "ibn/models/model.h"
 #include "ibn/train/train.h"
@@ -52,9 +54,30 @@ int run_train(const std::vector<std::string>& args) {
        "feature maps and token sequences: pool (mean over pixels/tokens) or flatten")
       ("progress", po::value<std::string>(&c.progress)->default_value(c.progress),
        "auto (a bar on a terminal, lines otherwise), lines or quiet")
-      ("quiet", "same as --progress quiet");
-  const auto vm = cmd.parse(args);
+      ("quiet", "same as --progress quiet")
+      ("checkpoint-every", po::value<int64_t>(&c.checkpoint_every)->default_value(c.checkpoint_every),
+       "epochs between checkpoints (RUN/checkpoint.pt); 0: only at the end")
+      ("resume", po::value<std::string>()->value_name("RUN_DIR"),
+       "continue a killed run from its last checkpoint, with the options in RUN_DIR/config.ini");
+  auto vm = cmd.parse(args);
   if (!vm) return 0;
+  if (vm->count("resume")) {
+    // The run's own options, from its config.ini; only how progress is shown may differ.
+    const std::string run = (*vm)["resume"].as<std::string>();
+    if (!std::filesystem::exists(run + "/config.ini")) {
+      throw UsageError(fmt::format("--resume '{}': no config.ini there; is it a run directory?", run));
+    }
+    std::vector<std::string> again{"--config", run + "/config.ini", "--out", run};
+    for (const char* keep : {"progress", "quiet"}) {
+      if (vm->count(keep) && !(*vm)[keep].defaulted()) {
+        again.push_back(std::string("--") + keep);
+        if (std::string(keep) != "quiet") again.push_back((*vm)[keep].as<std::string>());
+      }
+    }
+    c = train::TrainConfig();
+    vm = cmd.parse(again);
+    c.resume = true;
+  }
   if (vm->count("quiet")) c.progress = "quiet";
   const train::TrainResult result = train::train(c, std::cout);
   const train::EpochMetrics& last = result.metrics.back();

@@ -212,7 +212,9 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
 
   std::filesystem::create_directories(c.out);
   const std::string config = config_text(c, data.spec, model->spec());
-  io::write_file_atomically(c.out + "/config.ini", config);
+  const std::string checkpoint_path = c.out + "/checkpoint.pt";
+  const bool resuming = c.resume && std::filesystem::exists(checkpoint_path);
+  if (!resuming) io::write_file_atomically(c.out + "/config.ini", config);
   const std::string started = now_utc();
 
   std::unique_ptr<torch::optim::Optimizer> optimizer;
@@ -255,14 +257,70 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
     const Evaluation tr = evaluate(*model, data.train, device, c.batch), te = evaluate(*model, data.test, device, c.batch);
     result.metrics.push_back({epoch, tr.loss, tr.accuracy, te.loss, te.accuracy, lr, seconds});
   };
-  record(0, 0.0, 0.0);
-  if (!dumps.empty() && dumps.front() == 0) dump(0);
-
   auto shuffle = at::make_generator<at::CPUGeneratorImpl>(c.seed + 1);
+  // Everything a later epoch depends on: weights, optimizer moments, the batch order's RNG,
+  // the metrics so far and the activations dumped so far (in dump order: epochs × layers).
+  const auto save_checkpoint = [&](int64_t epoch) {
+    torch::serialize::OutputArchive archive;
+    model->save(archive);
+    torch::serialize::OutputArchive optimizer_archive;
+    optimizer->save(optimizer_archive);
+    archive.write("optimizer", optimizer_archive);
+    archive.write("epoch", torch::tensor(epoch));
+    archive.write("shuffle_rng", shuffle.get_state());
+    std::vector<double> rows;
+    for (const EpochMetrics& m : result.metrics) {
+      rows.insert(rows.end(), {static_cast<double>(m.epoch), m.train_loss, m.train_accuracy, m.test_loss, m.test_accuracy, m.lr, m.seconds});
+    }
+    archive.write("metrics", torch::tensor(rows, torch::kDouble).reshape({-1, 7}));
+    archive.write("dumped_epochs", torch::tensor(result.dumped_epochs, torch::kLong));
+    for (size_t i = 0; i < store.size(); ++i) archive.write(fmt::format("dump{}", i), store[i].tensor);
+    const std::string temp = checkpoint_path + ".tmp";
+    archive.save_to(temp);
+    std::filesystem::rename(temp, checkpoint_path);
+  };
+
+  int64_t first_epoch = 1;
+  double elapsed_before = 0;
+  if (resuming) {
+    torch::serialize::InputArchive archive;
+    archive.load_from(checkpoint_path);
+    model->load(archive);
+    torch::serialize::InputArchive optimizer_archive;
+    archive.read("optimizer", optimizer_archive);
+    optimizer->load(optimizer_archive);
+    // InputArchive::read fills the tensor it is given, so each value gets its own.
+    const auto read = [&archive](const std::string& key) {
+      at::Tensor value;
+      archive.read(key, value);
+      return value;
+    };
+    first_epoch = read("epoch").item<int64_t>() + 1;
+    shuffle.set_state(read("shuffle_rng"));
+    const at::Tensor metrics = read("metrics");
+    for (int64_t r = 0; r < metrics.size(0); ++r) {
+      const auto m = metrics[r];
+      result.metrics.push_back({static_cast<int64_t>(m[0].item<double>()), m[1].item<double>(), m[2].item<double>(),
+                                m[3].item<double>(), m[4].item<double>(), m[5].item<double>(), m[6].item<double>()});
+    }
+    elapsed_before = result.metrics.back().seconds;
+    const at::Tensor dumped = read("dumped_epochs");
+    for (int64_t e = 0; e < dumped.size(0); ++e) {
+      const int64_t epoch = dumped[e].item<int64_t>();
+      result.dumped_epochs.push_back(epoch);
+      for (const std::string& layer : layers) {
+        store.push_back({fmt::format("/epochs/{}/{}", epoch, layer), read(fmt::format("dump{}", store.size())), {}});
+      }
+    }
+    if (!quiet) log << fmt::format("resuming {} after epoch {}\n", c.out, first_epoch - 1) << std::flush;
+  } else {
+    record(0, 0.0, 0.0);
+    if (!dumps.empty() && dumps.front() == 0) dump(0);
+  }
   const int64_t n_train = data.train.inputs.size(0);
   const auto train_inputs = data.train.inputs.to(device), train_labels = data.train.labels.to(device);
   const auto start = std::chrono::steady_clock::now();
-  for (int64_t epoch = 1; epoch <= c.epochs; ++epoch) {
+  for (int64_t epoch = first_epoch; epoch <= c.epochs; ++epoch) {
     const double lr = scheduled_lr(c, epoch);
     set_lr(lr);
     // One pass over a shuffled training set, or steps_per_epoch batches drawn at random.
@@ -278,9 +336,10 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
       loss.backward();
       optimizer->step();
     }
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double elapsed = elapsed_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     record(epoch, lr, elapsed);
     if (std::binary_search(dumps.begin(), dumps.end(), epoch)) dump(epoch);
+    if (epoch == c.epochs || (c.checkpoint_every > 0 && epoch % c.checkpoint_every == 0)) save_checkpoint(epoch);
     const EpochMetrics& m = result.metrics.back();
     const double eta = elapsed / static_cast<double>(epoch) * static_cast<double>(c.epochs - epoch);
     const std::string line = fmt::format("epoch {}/{}  loss {:.4f}  train acc {:.3f}  test acc {:.3f}{}  {:.1f} epochs/s  ETA {:.0f}s",

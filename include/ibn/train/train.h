@@ -32,6 +32,8 @@ struct TrainConfig {
   std::string dump_maps = "pool";       // feature maps and token sequences: pool (mean) or flatten
   std::string norm_attn, norm_mlp, norm_final;  // transformer sites; empty: `norm`
   std::string progress = "auto";        // auto (bar on a terminal), lines, quiet
+  int64_t checkpoint_every = 10;        // epochs between checkpoints (RUN/checkpoint.pt); 0: only at the end
+  bool resume = false;                  // continue from RUN/checkpoint.pt if there is one
 };
 
 // Losses are mean cross-entropies in nats per prediction (per byte for text; bits = nats/ln 2).
@@ -52,7 +54,10 @@ struct TrainResult {
 std::vector<int64_t> dump_schedule(const std::string& spec, int64_t epochs);
 
 // Throws ibn::UsageError for bad options (checked before any work) and std::runtime_error for
-// failures; writes RUN/config.ini, RUN/metrics.csv and RUN/activations.h5.
+// failures; writes RUN/config.ini, RUN/checkpoint.pt (every checkpoint_every epochs and at the
+// end), then RUN/metrics.csv and RUN/activations.h5, each file whole or not at all. A run
+// killed at any point leaves its last checkpoint; with `resume` it continues from there and
+// ends bit for bit as the uninterrupted run would on the CPU.
 TrainResult train(const TrainConfig& config, std::ostream& log);
 
 }  // namespace ibn::train
