@@ -208,7 +208,8 @@ expect 2 "--resume '.*nowhere': no config.ini there" -- train --resume "$work/no
 # ibn bench: runs and prints one line per estimator and size; unknown targets are usage errors.
 expect 0 "ksg:k=3.* +300 +4 +[0-9.]+$" -- bench mi --n 300 --d 4 --runs 1 --device cpu --estimator ksg
 expect 0 "kde entropy H\(T\), one bound \(var=0.1\) +300 +4 " -- bench mi --n 300 --d 4 --runs 1 --device cpu --estimator ksg
-expect 2 "unknown benchmark 'disk'" -- bench disk
+expect 2 "unknown benchmark 'disk'; expected one of: mi, train" -- bench disk
+expect 0 "usage: ibn bench train" -- bench train --help
 
 echo "cli: $passes passed, $failures failed"
 [ "$failures" -eq 0 ]

@@ -1,7 +1,10 @@
 // ibn bench: benchmarks that print numbers (speed targets live here, never in timed tests).
-//   ibn bench mi   wall time per MI estimator over N × d on the current device
+//   ibn bench mi      wall time per MI estimator over N × d on the current device
+//   ibn bench train   training steps/s per model, and the activation-dump overhead
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <sstream>
 #include <iostream>
 #include <memory>
 
@@ -14,6 +17,9 @@
 #include "ibn/io/atomic_file.h"
 #include "ibn/mi/entropy.h"
 #include "ibn/mi/estimator.h"
+#include "ibn/data/dataset.h"
+#include "ibn/models/model.h"
+#include "ibn/train/train.h"
 
 namespace ibn::cli {
 namespace {
@@ -99,16 +105,98 @@ int bench_mi(const std::vector<std::string>& args) {
   return 0;
 }
 
+// Steps per second of each model at a fixed small configuration, and the cost of dumping
+// activations: the same training run with and without the store.
+int bench_train(const std::vector<std::string>& args) {
+  CommandOptions cmd("bench", "ibn bench train [--steps N] [--device D]",
+                     "Training steps per second (Adam, batch 64) of each model on its usual data, and\n"
+                     "the activation-dump overhead: the same ibsgd12 run (100 epochs) without dumps and\n"
+                     "with the default schedule (log:20, every layer, all 4096 samples).");
+  cmd.options.add_options()
+      ("steps", po::value<int64_t>()->default_value(30), "timed steps per model (after 5 warm-up steps)")
+      ("device", po::value<std::string>()->default_value("auto"), "cpu, cuda, cuda:N or auto")
+      ("threads", po::value<int>()->default_value(0), "CPU threads for LibTorch (0: its default)");
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  const auto vm = cmd.parse(rest);
+  if (!vm) return 0;
+  const c10::Device device = resolve_device((*vm)["device"].as<std::string>());
+  if ((*vm)["threads"].as<int>() > 0) torch::set_num_threads((*vm)["threads"].as<int>());
+  const int64_t steps = (*vm)["steps"].as<int64_t>();
+  if (steps < 1) throw UsageError("--steps must be at least 1");
+  std::cout << fmt::format("ibn bench train on {} ({} CPU threads), batch 64, Adam\n", device.str(), torch::get_num_threads());
+  std::cout << fmt::format("{:<42} {:<34} {:>9} {:>11}\n", "model", "data", "steps/s", "samples/s");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"mlp", "ibsgd12"},
+      {"resnet:widths=16-32-64:blocks=2", "fashion-mnist:train_n=2000:test_n=100"},
+      {"vit:patch=4:dim=64:depth=2:heads=4", "fashion-mnist:train_n=2000:test_n=100"},
+      {"gpt:dim=64:depth=2:heads=4", "text:max_bytes=400000:context=64"},
+      {"llama:dim=64:depth=2:heads=4", "text:max_bytes=400000:context=64"},
+  };
+  for (const auto& [model_spec, data_spec] : cases) {
+    const data::ClassificationData data = data::load_dataset(data_spec, 0);
+    torch::manual_seed(0);
+    auto model = models::make_model(model_spec, models::ModelContext(data.sample_shape, data.classes, ""));
+    model->to(device);
+    torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(1e-3));
+    const auto inputs = data.train.inputs.slice(0, 0, 64).to(device);
+    const auto labels = data.train.labels.slice(0, 0, 64).to(device);
+    const auto step = [&] {
+      const auto logits = model->forward(inputs);
+      const auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), labels.reshape({-1}));
+      optimizer.zero_grad();
+      loss.backward();
+      optimizer.step();
+    };
+    for (int i = 0; i < 5; ++i) step();
+    if (device.is_cuda()) torch::cuda::synchronize();
+    const auto start = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < steps; ++i) step();
+    if (device.is_cuda()) torch::cuda::synchronize();
+    const double rate = static_cast<double>(steps) / seconds_since(start);
+    std::cout << fmt::format("{:<42} {:<34} {:>9.1f} {:>11.0f}\n", model->spec(), data_spec, rate, rate * 64) << std::flush;
+  }
+
+  const std::string dir = fmt::format("{}/ibn_bench_train_{}", std::filesystem::temp_directory_path().string(), ::getpid());
+  const auto timed_run = [&](const std::string& dumps) {
+    train::TrainConfig c;
+    c.epochs = 100;
+    c.batch = 64;
+    c.device = device.str();
+    c.dump_epochs = dumps;
+    c.progress = "quiet";
+    c.checkpoint_every = 0;
+    c.out = dir + "/" + (dumps == "none" ? "plain" : "dumped");
+    std::ostringstream log;
+    const auto start = std::chrono::steady_clock::now();
+    train::train(c, log);
+    return seconds_since(start);
+  };
+  // Alternating runs, medians: single runs of a few seconds drift with the machine's load.
+  std::vector<double> plain, dumped;
+  for (int i = 0; i < 3; ++i) {
+    plain.push_back(timed_run("none"));
+    dumped.push_back(timed_run("log:20"));
+  }
+  std::filesystem::remove_all(dir);
+  std::sort(plain.begin(), plain.end());
+  std::sort(dumped.begin(), dumped.end());
+  std::cout << fmt::format("dump overhead (mlp on ibsgd12, 100 epochs, median of 3): {:.2f} s without, {:.2f} s with "
+                           "log:20 dumps: {:+.1f} %\n", plain[1], dumped[1], 100.0 * (dumped[1] - plain[1]) / plain[1]);
+  return 0;
+}
+
 }  // namespace
 
 int run_bench(const std::vector<std::string>& args) {
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-    std::cout << "usage: ibn bench <target> [options]\n\nTargets:\n  mi    wall time of the MI estimators over N x d\n"
+    std::cout << "usage: ibn bench <target> [options]\n\nTargets:\n  mi      wall time of the MI estimators over N x d\n"
+                 "  train   training steps per second per model, and the activation-dump overhead\n"
                  "\n'ibn bench <target> --help' lists a target's options.\n";
     return args.empty() ? 2 : 0;
   }
   if (args[0] == "mi") return bench_mi(args);
-  throw UsageError(fmt::format("unknown benchmark '{}'; expected one of: mi (see 'ibn bench --help')", args[0]));
+  if (args[0] == "train") return bench_train(args);
+  throw UsageError(fmt::format("unknown benchmark '{}'; expected one of: mi, train (see 'ibn bench --help')", args[0]));
 }
 
 }  // namespace ibn::cli

@@ -15,7 +15,7 @@ const std::vector<Command>& commands() {
       {"contraction", "variance contraction κ of every normalizer over a λ grid", run_contraction},
       {"train", "train a model with any normalizer; dump activations to HDF5", run_train},
       {"mi", "estimate I(A;B) of two HDF5 datasets, or of a task with known truth", run_mi},
-      {"bench", "benchmarks: 'ibn bench mi' times the MI estimators over N x d", run_bench},
+      {"bench", "benchmarks: 'ibn bench mi' (MI estimators), 'ibn bench train' (models, dumps)", run_bench},
   };
   return entries;
 }

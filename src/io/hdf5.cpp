@@ -115,7 +115,8 @@ void write_one(H5::H5File& file, const DatasetToWrite& d) {
   std::vector<hsize_t> dims(t.sizes().begin(), t.sizes().end());
   const H5::DataSpace space(static_cast<int>(dims.size()), dims.data());
   H5::DSetCreatPropList properties;
-  // Chunk and compress arrays of more than 64 KiB: rows of up to 1 MiB per chunk.
+  // Chunk and compress arrays of more than 64 KiB: rows of up to 1 MiB per chunk. Byte shuffle
+  // then deflate level 1: floats compress nearly as well as at level 4, several times faster.
   constexpr int64_t kCompressAbove = 64 * 1024;
   constexpr int64_t kChunkBytes = 1 << 20;
   if (t.dim() > 0 && t.numel() * t.element_size() > kCompressAbove) {
@@ -123,7 +124,8 @@ void write_one(H5::H5File& file, const DatasetToWrite& d) {
     const int64_t row_bytes = std::max<int64_t>(1, t.numel() / t.size(0) * t.element_size());
     chunk[0] = static_cast<hsize_t>(std::clamp<int64_t>(kChunkBytes / row_bytes, 1, t.size(0)));
     properties.setChunk(static_cast<int>(chunk.size()), chunk.data());
-    properties.setDeflate(4);
+    properties.setShuffle();
+    properties.setDeflate(1);
   }
   const H5::PredType type = memory_type_of(t);
   H5::DataSet dataset = file.createDataSet(d.path, type, space, properties);
