@@ -42,6 +42,18 @@ class KeyValueSpec {
 
   [[noreturn]] void fail(const std::string& what) const;
 
+  // The registry entry named by name(); otherwise fails with "unknown <what> 'x'; expected one
+  // of: a, b, c". Entry needs a `name` member.
+  template <typename Entry>
+  const Entry& find_entry(const std::vector<Entry>& entries, const std::string& what) const {
+    std::string names;
+    for (const Entry& entry : entries) {
+      if (entry.name == name_) return entry;
+      names += (names.empty() ? "" : ", ") + entry.name;
+    }
+    fail("unknown " + what + " '" + name_ + "'; expected one of: " + names);
+  }
+
  private:
   const std::string* raw(const std::string& key);
 

@@ -30,16 +30,10 @@ const std::vector<DatasetEntry>& datasets() {
 
 ClassificationData load_dataset(const std::string& text, uint64_t seed) {
   KeyValueSpec spec(text, "data spec");
-  std::string names;
-  for (const DatasetEntry& entry : datasets()) {
-    if (entry.name == spec.name()) {
-      ClassificationData data = entry.load(spec, seed);
-      spec.finish(entry.keys);
-      return data;
-    }
-    names += (names.empty() ? "" : ", ") + entry.name;
-  }
-  spec.fail(fmt::format("unknown dataset '{}'; expected one of: {}", spec.name(), names));
+  const DatasetEntry& entry = spec.find_entry(datasets(), "dataset");
+  ClassificationData data = entry.load(spec, seed);
+  spec.finish(entry.keys);
+  return data;
 }
 
 void split_by_fraction(ClassificationData& data, const at::Tensor& inputs, const at::Tensor& labels, double test,

@@ -14,16 +14,10 @@ const std::vector<EstimatorEntry>& estimators() { return estimator_registry(); }
 
 std::unique_ptr<Estimator> make_estimator(const std::string& text) {
   KeyValueSpec spec(text, "estimator spec");
-  std::string names;
-  for (const EstimatorEntry& entry : estimators()) {
-    if (entry.name == spec.name()) {
-      std::unique_ptr<Estimator> estimator = entry.make(spec);
-      spec.finish(entry.keys);
-      return estimator;
-    }
-    names += (names.empty() ? "" : ", ") + entry.name;
-  }
-  spec.fail(fmt::format("unknown estimator '{}'; expected one of: {}", spec.name(), names));
+  const EstimatorEntry& entry = spec.find_entry(estimators(), "estimator");
+  std::unique_ptr<Estimator> estimator = entry.make(spec);
+  spec.finish(entry.keys);
+  return estimator;
 }
 
 namespace {

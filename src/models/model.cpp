@@ -41,18 +41,12 @@ std::string resolve_norm(const std::string& model_spec, const std::string& norm)
 
 std::shared_ptr<ModelImpl> make_model(const std::string& text, const ModelContext& context) {
   KeyValueSpec spec(text, "model spec");
-  std::string names;
-  for (const ModelEntry& entry : models()) {
-    if (entry.name == spec.name()) {
-      ModelContext resolved = context;
-      if (resolved.norm.empty()) resolved.norm = entry.default_norm;
-      std::shared_ptr<ModelImpl> model = entry.make(spec, resolved);
-      spec.finish(entry.keys);
-      return model;
-    }
-    names += (names.empty() ? "" : ", ") + entry.name;
-  }
-  spec.fail(fmt::format("unknown model '{}'; expected one of: {}", spec.name(), names));
+  const ModelEntry& entry = spec.find_entry(models(), "model");
+  ModelContext resolved = context;
+  if (resolved.norm.empty()) resolved.norm = entry.default_norm;
+  std::shared_ptr<ModelImpl> model = entry.make(spec, resolved);
+  spec.finish(entry.keys);
+  return model;
 }
 
 }  // namespace ibn::models
