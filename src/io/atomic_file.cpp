@@ -19,10 +19,11 @@ void write_file_atomically(const std::string& path, const std::string& content) 
   }
   const bool written = std::fwrite(content.data(), 1, content.size(), file) == content.size() &&
                        std::fflush(file) == 0 && ::fsync(::fileno(file)) == 0;
-  const int write_errno = errno;
-  if (std::fclose(file) != 0 || !written) {
+  int error = written ? 0 : errno;
+  if (std::fclose(file) != 0 && error == 0) error = errno;  // a full disk can surface only here
+  if (error != 0) {
     std::remove(temp.c_str());
-    throw std::runtime_error(fmt::format("cannot write '{}': {}", path, std::strerror(write_errno)));
+    throw std::runtime_error(fmt::format("cannot write '{}': {}", path, std::strerror(error)));
   }
   if (std::rename(temp.c_str(), path.c_str()) != 0) {
     const int rename_errno = errno;
