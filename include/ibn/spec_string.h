@@ -10,7 +10,24 @@
 #include <utility>
 #include <vector>
 
+#include "ibn/error.h"
+
 namespace ibn {
+
+// text split at every `separator`, empty parts kept ("a,,b" -> {"a", "", "b"}).
+std::vector<std::string> split(const std::string& text, char separator);
+
+// The registry entry called `name`; otherwise ibn::UsageError "unknown <what> 'x'; expected one
+// of: a, b, c". Entry needs a `name` member. Every registry's lookup goes through here.
+template <typename Entry>
+const Entry& find_named(const std::vector<Entry>& entries, const std::string& name, const std::string& what) {
+  std::string names;
+  for (const Entry& entry : entries) {
+    if (entry.name == name) return entry;
+    names += (names.empty() ? "" : ", ") + entry.name;
+  }
+  throw UsageError("unknown " + what + " '" + name + "'; expected one of: " + names);
+}
 
 class KeyValueSpec {
  public:
@@ -42,16 +59,19 @@ class KeyValueSpec {
 
   [[noreturn]] void fail(const std::string& what) const;
 
-  // The registry entry named by name(); otherwise fails with "unknown <what> 'x'; expected one
-  // of: a, b, c". Entry needs a `name` member.
+  // find_named for this spec's name (or another name read from it), failing with the spec in
+  // the message.
   template <typename Entry>
   const Entry& find_entry(const std::vector<Entry>& entries, const std::string& what) const {
-    std::string names;
-    for (const Entry& entry : entries) {
-      if (entry.name == name_) return entry;
-      names += (names.empty() ? "" : ", ") + entry.name;
+    return find_entry(entries, what, name_);
+  }
+  template <typename Entry>
+  const Entry& find_entry(const std::vector<Entry>& entries, const std::string& what, const std::string& name) const {
+    try {
+      return find_named(entries, name, what);
+    } catch (const UsageError& e) {
+      fail(e.what());
     }
-    fail("unknown " + what + " '" + name_ + "'; expected one of: " + names);
   }
 
  private:

@@ -4,11 +4,11 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include <fmt/format.h>
 
 #include "ibn/error.h"
+#include "ibn/spec_string.h"
 
 namespace ibn::cli {
 
@@ -82,10 +82,8 @@ std::optional<po::variables_map> CommandOptions::parse(const std::vector<std::st
 
 std::vector<std::string> parse_words(const std::string& text) {
   std::vector<std::string> words;
-  std::stringstream stream(text);
-  std::string word;
-  while (std::getline(stream, word, ',')) {
-    if (!word.empty()) words.push_back(word);
+  for (std::string& word : split(text, ',')) {
+    if (!word.empty()) words.push_back(std::move(word));
   }
   return words;
 }

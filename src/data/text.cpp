@@ -58,10 +58,7 @@ ClassificationData load(KeyValueSpec& kv, uint64_t) {
   kv.require_within("valid", valid, 0.01, 0.5);
   const int64_t max_bytes = kv.integer_at_least("max_bytes", 0, 0);
   std::vector<uint8_t> bytes;
-  size_t start = 0;
-  while (start <= paths.size()) {
-    const size_t bar = paths.find('|', start);
-    const fs::path path = paths.substr(start, bar == std::string::npos ? std::string::npos : bar - start);
+  for (const fs::path path : split(paths, '|')) {
     if (!fs::exists(path)) {
       throw UsageError(fmt::format("text: no such file or directory '{}'{}", path.string(),
                                    path == kFortunes ? " (install Debian's fortunes: apt-get install fortunes)" : ""));
@@ -71,12 +68,10 @@ ClassificationData load(KeyValueSpec& kv, uint64_t) {
     } else {
       append_file(path, bytes);
     }
-    if (bar == std::string::npos) break;
-    start = bar + 1;
   }
   if (max_bytes > 0 && bytes.size() > static_cast<size_t>(max_bytes)) bytes.resize(static_cast<size_t>(max_bytes));
-  const size_t split = static_cast<size_t>(static_cast<double>(bytes.size()) * (1.0 - valid));
-  if (split < static_cast<size_t>(context) + 1 || bytes.size() - split < static_cast<size_t>(context) + 1) {
+  const size_t boundary = static_cast<size_t>(static_cast<double>(bytes.size()) * (1.0 - valid));
+  if (boundary < static_cast<size_t>(context) + 1 || bytes.size() - boundary < static_cast<size_t>(context) + 1) {
     throw DataError(fmt::format("text: {} bytes are too few for windows of {} in both parts", bytes.size(), context));
   }
   ClassificationData data;
@@ -84,8 +79,8 @@ ClassificationData load(KeyValueSpec& kv, uint64_t) {
   data.description = fmt::format("{} bytes of {}; byte tokens; last {} held out", bytes.size(), paths, valid);
   data.classes = 256;
   data.sequence = true;
-  data.train = windows(bytes, 0, split, context);
-  data.test = windows(bytes, split, bytes.size(), context);
+  data.train = windows(bytes, 0, boundary, context);
+  data.test = windows(bytes, boundary, bytes.size(), context);
   data.sample_shape = {context};
   return data;
 }

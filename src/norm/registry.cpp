@@ -8,6 +8,7 @@
 #include "ibn/norm/area.h"
 #include "ibn/norm/compression.h"
 #include "ibn/norm/operation.h"
+#include "ibn/spec_string.h"
 
 namespace ibn::norm {
 
@@ -62,23 +63,13 @@ const std::vector<Preset>& presets() {
   return entries;
 }
 
-namespace {
-template <typename Entry>
-const Entry& find_in(const std::vector<Entry>& entries, const std::string& name, const char* what) {
-  for (const auto& e : entries) {
-    if (e.name == name) return e;
-  }
-  throw UsageError(fmt::format("unknown {} '{}'; expected one of: {}", what, name, names_of(entries)));
-}
-}  // namespace
-
-const Preset& find_preset(const std::string& name) { return find_in(presets(), name, "normalizer"); }
-const AreaEntry& find_area(const std::string& name) { return find_in(areas(), name, "area"); }
+const Preset& find_preset(const std::string& name) { return find_named(presets(), name, "normalizer"); }
+const AreaEntry& find_area(const std::string& name) { return find_named(areas(), name, "area"); }
 const OperationEntry& find_operation(const std::string& name) {
-  return find_in(operations(), name, "operation");
+  return find_named(operations(), name, "operation");
 }
 const Compression& find_compression(const std::string& name) {
-  return find_in(compressions(), name, "compression");
+  return find_named(compressions(), name, "compression");
 }
 
 }  // namespace ibn::norm

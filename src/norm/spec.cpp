@@ -18,20 +18,12 @@ constexpr const char* kAcceptedKeys =
 NormSpec parse_norm_spec(const std::string& text) {
   KeyValueSpec kv(text, "norm spec");
   if (kv.name().empty()) kv.fail(fmt::format("missing normalizer name; expected one of: {}", names_of(presets())));
-  // A registry lookup whose error also names this spec.
-  const auto lookup = [&kv](auto find, const std::string& name) -> decltype(find(name)) {
-    try {
-      return find(name);
-    } catch (const UsageError& e) {
-      kv.fail(e.what());
-    }
-  };
-  const Preset& preset = lookup(find_preset, kv.name());
+  const Preset& preset = kv.find_entry(presets(), "normalizer");
   NormSpec spec;
   spec.name = preset.name;
   spec.operation = preset.operation;
   spec.compression = preset.compression;
-  spec.area = lookup(find_area, kv.text_value("area", preset.area)).name;
+  spec.area = kv.find_entry(areas(), "area", kv.text_value("area", preset.area)).name;
   spec.eps = kv.number("eps", spec.eps);
   kv.require_at_least("eps", spec.eps, 0);
   spec.affine = kv.boolean("affine", spec.affine);

@@ -21,6 +21,7 @@
 #include "ibn/io/atomic_file.h"
 #include "ibn/io/hdf5.h"
 #include "ibn/models/model.h"
+#include "ibn/spec_string.h"
 
 namespace ibn::train {
 namespace {
@@ -141,14 +142,10 @@ std::vector<int64_t> dump_schedule(const std::string& spec, int64_t epochs) {
       chosen.insert(static_cast<int64_t>(std::llround(std::exp(t * std::log(1.0 + epochs)) - 1.0)));
     }
   } else if (kind == "list") {
-    size_t start = 0;
-    while (start <= arg.size()) {
-      const size_t end = arg.find(',', start);
-      const int64_t e = positive(arg.substr(start, end == std::string::npos ? std::string::npos : end - start));
+    for (const std::string& word : split(arg, ',')) {
+      const int64_t e = positive(word);
       if (e > epochs) throw UsageError(fmt::format("--dump-epochs lists epoch {} of a {}-epoch run", e, epochs));
       chosen.insert(e);
-      if (end == std::string::npos) break;
-      start = end + 1;
     }
   } else {
     fail();
@@ -179,16 +176,12 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
   if (c.dump_layers == "all") {
     layers = available;
   } else {
-    for (size_t start = 0; start <= c.dump_layers.size();) {
-      const size_t end = c.dump_layers.find(',', start);
-      const std::string name = c.dump_layers.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    for (const std::string& name : split(c.dump_layers, ',')) {
       if (std::find(available.begin(), available.end(), name) == available.end()) {
         throw UsageError(fmt::format("--dump-layers: the model has no layer '{}'; it has: {}", name,
                                      fmt::join(available, ", ")));
       }
       layers.push_back(name);
-      if (end == std::string::npos) break;
-      start = end + 1;
     }
   }
   // Dumped samples: train then test rows (split 0/1), or a seeded subset of them.

@@ -11,6 +11,17 @@
 
 namespace ibn {
 
+std::vector<std::string> split(const std::string& text, char separator) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (true) {
+    const size_t end = text.find(separator, start);
+    parts.push_back(text.substr(start, end == std::string::npos ? std::string::npos : end - start));
+    if (end == std::string::npos) return parts;
+    start = end + 1;
+  }
+}
+
 KeyValueSpec::KeyValueSpec(std::string text, std::string what)
     : text_(std::move(text)), what_(std::move(what)) {
   const size_t colon = text_.find(':');
