@@ -47,7 +47,7 @@ Row measure(const nm::NormSpec& spec, const torch::Tensor& x) {
   torch::NoGradGuard no_grad;
   const torch::Tensor y = norm(x);
   // Per-group output moments under the layer's own area (affine is the identity at init).
-  const nm::AreaPlan plan = nm::find_area(spec.area).make(spec)->plan(x.sizes(), norm->num_features(), true);
+  const nm::AreaPlan plan = norm->plan(x.sizes());
   const torch::Tensor grouped = y.reshape(plan.grouped_shape);
   Row row{spec};
   row.kappa = norm->contraction(x).item<double>();

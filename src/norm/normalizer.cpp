@@ -56,8 +56,10 @@ void NormalizerImpl::reset_running_stats() {
   if (num_batches_tracked.defined()) num_batches_tracked.zero_();
 }
 
+AreaPlan NormalizerImpl::plan(c10::IntArrayRef shape) const { return area_->plan(shape, num_features_, is_training()); }
+
 at::Tensor NormalizerImpl::forward(const at::Tensor& x) {
-  const AreaPlan plan = area_->plan(x.sizes(), num_features_, is_training());
+  const AreaPlan plan = this->plan(x.sizes());
   // Running buffers are kept in fp32 (or the module's dtype); statistics follow the input.
   std::vector<RunningBuffer>* running = running_.empty() ? nullptr : &running_;
   if (running != nullptr && is_training()) {

@@ -28,6 +28,10 @@ class NormalizerImpl : public torch::nn::Module {
   // ibn::UsageError for a shape the area cannot handle.
   at::Tensor forward(const at::Tensor& x);
 
+  // How this layer's area groups an input of this shape (for per-group analysis of its output).
+  // Throws ibn::UsageError for a shape the area cannot handle.
+  AreaPlan plan(c10::IntArrayRef shape) const;
+
   // Variance contraction κ = mean over groups of var(ψ_λ(z)), z the unit-scale centred input
   // under this layer's area (SPEC §3), from the batch's own statistics; running estimates are
   // neither used nor updated. A 0-dim tensor: 1 for variance-centric operations (up to ε).
