@@ -7,6 +7,8 @@
 // `nats` is the estimate from the upper bounds, `lower_nats` the one from the lower bounds.
 #include <cmath>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include <ATen/ops/cat.h>
 #include <fmt/format.h>
@@ -42,22 +44,32 @@ class KernelDensity final : public Estimator {
       throw UsageError("kde needs a continuous side; for two discrete variables use binning");
     }
     const int64_t memory = memory_mb_ > 0 ? memory_mb_ : default_memory_mb(a.values);
+    // The matrices (and class subsets) are the same for both bounds; only the entropy differs.
+    std::vector<std::pair<double, at::Tensor>> parts;  // I = Σ weight · H(matrix)
+    if (a.discrete || b.discrete) {
+      // I(T;Y) = H(T) − Σ_y p(y)·H(T | Y = y)
+      const at::Tensor t = as_matrix(a.discrete ? b : a);
+      const at::Tensor ids = row_ids((a.discrete ? a : b).values);
+      parts.emplace_back(1.0, t);
+      const double n = static_cast<double>(t.size(0));
+      for (int64_t c = 0, classes = ids.max().item<int64_t>() + 1; c < classes; ++c) {
+        const at::Tensor members = t.index_select(0, ids.eq(c).nonzero().squeeze(1));
+        parts.emplace_back(-static_cast<double>(members.size(0)) / n, members);
+      }
+    } else if (mode_ == "channel") {
+      parts.emplace_back(1.0, as_matrix(b));  // minus H(noise), below
+    } else {
+      const at::Tensor ta = as_matrix(a), tb = as_matrix(b);
+      parts = {{1.0, ta}, {1.0, tb}, {-1.0, at::cat({ta, tb.to(ta.scalar_type())}, 1)}};
+    }
+    const bool channel = !a.discrete && !b.discrete && mode_ == "channel";
+    const double noise_entropy =
+        channel ? 0.5 * static_cast<double>(parts[0].second.size(1)) * std::log(2.0 * M_PI * M_E * var_) : 0.0;
     Estimate e{spec(), 0, {}, {}, {}};
     for (const bool upper : {true, false}) {
-      const auto entropy = [&](const at::Tensor& t) {
-        return upper ? kde_entropy_upper(t, var_, memory) : kde_entropy_lower(t, var_, memory);
-      };
-      double mi = 0;
-      if (a.discrete || b.discrete) {
-        const Variable& labels = a.discrete ? a : b;
-        const at::Tensor t = as_matrix(a.discrete ? b : a);
-        mi = entropy(t) - conditional_entropy(t, labels.values, entropy);
-      } else if (mode_ == "channel") {
-        const at::Tensor t = as_matrix(b);
-        mi = entropy(t) - 0.5 * static_cast<double>(t.size(1)) * std::log(2.0 * M_PI * M_E * var_);
-      } else {
-        const at::Tensor ta = as_matrix(a), tb = as_matrix(b);
-        mi = entropy(ta) + entropy(tb) - entropy(at::cat({ta, tb.to(ta.scalar_type())}, 1));
+      double mi = -noise_entropy;
+      for (const auto& [weight, t] : parts) {
+        mi += weight * (upper ? kde_entropy_upper(t, var_, memory) : kde_entropy_lower(t, var_, memory));
       }
       (upper ? e.upper_nats : e.lower_nats) = mi;
     }
@@ -66,20 +78,6 @@ class KernelDensity final : public Estimator {
   }
 
  private:
-  // Σ_y p(y)·H(T | Y = y), one mixture entropy per distinct label row.
-  template <typename Entropy>
-  static double conditional_entropy(const at::Tensor& t, const at::Tensor& labels, const Entropy& entropy) {
-    const at::Tensor ids = row_ids(labels);
-    const int64_t classes = ids.max().item<int64_t>() + 1;
-    const double n = static_cast<double>(t.size(0));
-    double total = 0;
-    for (int64_t c = 0; c < classes; ++c) {
-      const at::Tensor members = t.index_select(0, ids.eq(c).nonzero().squeeze(1));
-      total += static_cast<double>(members.size(0)) / n * entropy(members);
-    }
-    return total;
-  }
-
   double var_ = kDefaultVar;
   std::string mode_;
   int64_t memory_mb_ = 0;
