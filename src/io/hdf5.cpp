@@ -1,9 +1,12 @@
 #include "ibn/io/hdf5.h"
 
-#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <memory>
 #include <filesystem>
 
 #include <H5Cpp.h>
@@ -12,6 +15,7 @@
 #include <fmt/ranges.h>
 
 #include "ibn/error.h"
+#include "ibn/io/atomic_file.h"
 
 namespace ibn::io {
 namespace {
@@ -73,48 +77,96 @@ std::string some_datasets(const H5::H5File& file) {
   return "datasets: " + shown;
 }
 
-H5::PredType memory_type_of(const at::Tensor& t) {
+// The write path uses HDF5's C API: the C++ wrappers close objects in destructors that print
+// to stderr when the close fails, which is exactly what happens when a disk fills up.
+class Handle {
+ public:
+  Handle(hid_t id, herr_t (*close)(hid_t), const char* what) : id_(id), close_(close) {
+    if (id_ < 0) fail(what);
+  }
+  ~Handle() {
+    if (id_ >= 0) close_(id_);  // on the error path only: close() reports failures otherwise
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  hid_t get() const { return id_; }
+  // Closes now, reporting failure (a close flushes, so a full disk can surface here).
+  void close(const char* what) {
+    const hid_t id = id_;
+    id_ = -1;
+    if (close_(id) < 0) fail(what);
+  }
+  // Why a call failed: errno when the system refused a write (HDF5 probes files on its own,
+  // so other errno values can be stale), else the HDF5 call that failed.
+  [[noreturn]] static void fail(const char* what) {
+    const int error = errno;
+    const bool refused = error == ENOSPC || error == EFBIG || error == EDQUOT || error == EROFS || error == EIO || error == EACCES;
+    throw std::runtime_error(refused ? std::strerror(error) : std::string(what) + " failed");
+  }
+
+ private:
+  hid_t id_;
+  herr_t (*close_)(hid_t);
+};
+
+void check(herr_t status, const char* what) {
+  if (status < 0) Handle::fail(what);
+}
+
+hid_t memory_type_of(const at::Tensor& t) {
   switch (t.scalar_type()) {
-    case at::kFloat: return H5::PredType::NATIVE_FLOAT;
-    case at::kDouble: return H5::PredType::NATIVE_DOUBLE;
-    case at::kInt: return H5::PredType::NATIVE_INT32;
-    case at::kLong: return H5::PredType::NATIVE_INT64;
-    case at::kByte: return H5::PredType::NATIVE_UINT8;
+    case at::kFloat: return H5T_NATIVE_FLOAT;
+    case at::kDouble: return H5T_NATIVE_DOUBLE;
+    case at::kInt: return H5T_NATIVE_INT32;
+    case at::kLong: return H5T_NATIVE_INT64;
+    case at::kByte: return H5T_NATIVE_UINT8;
     default: throw std::runtime_error(fmt::format("cannot write tensors of type {} to HDF5", c10::toString(t.scalar_type())));
   }
 }
 
-H5::Group ensure_groups(H5::H5File& file, const std::string& path) {
+// Creates the groups along `path` ("/a/b/name" creates /a and /a/b).
+void ensure_groups(hid_t file, const std::string& path) {
   size_t pos = 0;
   while ((pos = path.find('/', pos + 1)) != std::string::npos) {
     const std::string prefix = path.substr(0, pos);
-    if (!file.nameExists(prefix)) file.createGroup(prefix);
+    if (H5Lexists(file, prefix.c_str(), H5P_DEFAULT) <= 0) {
+      Handle(H5Gcreate2(file, prefix.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose, "H5Gcreate").close("H5Gclose");
+    }
   }
-  return file.openGroup("/");
 }
 
-void write_attribute(H5::H5Object& object, const Attribute& attribute) {
-  const H5::DataSpace scalar(H5S_SCALAR);
+void write_attribute(hid_t object, const Attribute& attribute) {
+  const Handle scalar(H5Screate(H5S_SCALAR), H5Sclose, "H5Screate");
   if (const auto* text = std::get_if<std::string>(&attribute.value)) {
     // Variable-length UTF-8, which h5py returns as str (fixed-length strings come back as bytes).
-    H5::StrType type(H5::PredType::C_S1, H5T_VARIABLE);
-    type.setCset(H5T_CSET_UTF8);
-    object.createAttribute(attribute.name, type, scalar).write(type, *text);
+    const Handle type(H5Tcopy(H5T_C_S1), H5Tclose, "H5Tcopy");
+    check(H5Tset_size(type.get(), H5T_VARIABLE), "H5Tset_size");
+    check(H5Tset_cset(type.get(), H5T_CSET_UTF8), "H5Tset_cset");
+    Handle a(H5Acreate2(object, attribute.name.c_str(), type.get(), scalar.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose, "H5Acreate");
+    const char* data = text->c_str();
+    check(H5Awrite(a.get(), type.get(), &data), "H5Awrite");
+    a.close("H5Aclose");
   } else if (const auto* number = std::get_if<double>(&attribute.value)) {
-    object.createAttribute(attribute.name, H5::PredType::NATIVE_DOUBLE, scalar).write(H5::PredType::NATIVE_DOUBLE, number);
+    Handle a(H5Acreate2(object, attribute.name.c_str(), H5T_NATIVE_DOUBLE, scalar.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose, "H5Acreate");
+    check(H5Awrite(a.get(), H5T_NATIVE_DOUBLE, number), "H5Awrite");
+    a.close("H5Aclose");
   } else {
     const int64_t integer = std::get<int64_t>(attribute.value);
-    object.createAttribute(attribute.name, H5::PredType::NATIVE_INT64, scalar).write(H5::PredType::NATIVE_INT64, &integer);
+    Handle a(H5Acreate2(object, attribute.name.c_str(), H5T_NATIVE_INT64, scalar.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose, "H5Acreate");
+    check(H5Awrite(a.get(), H5T_NATIVE_INT64, &integer), "H5Awrite");
+    a.close("H5Aclose");
   }
 }
 
-void write_one(H5::H5File& file, const DatasetToWrite& d) {
+void write_one(hid_t file, const DatasetToWrite& d) {
   at::Tensor t = d.tensor.cpu().contiguous();
   if (t.scalar_type() == at::kBool) t = t.to(at::kByte);
+  if (d.float16 && t.is_floating_point()) t = t.to(at::kHalf);
   ensure_groups(file, d.path);
   std::vector<hsize_t> dims(t.sizes().begin(), t.sizes().end());
-  const H5::DataSpace space(static_cast<int>(dims.size()), dims.data());
-  H5::DSetCreatPropList properties;
+  const Handle space(t.dim() == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
+                     H5Sclose, "H5Screate");
+  const Handle properties(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "H5Pcreate");
   // Chunk and compress arrays of more than 64 KiB: rows of up to 1 MiB per chunk. Byte shuffle
   // then deflate level 1: floats compress nearly as well as at level 4, several times faster.
   constexpr int64_t kCompressAbove = 64 * 1024;
@@ -123,14 +175,24 @@ void write_one(H5::H5File& file, const DatasetToWrite& d) {
     std::vector<hsize_t> chunk = dims;
     const int64_t row_bytes = std::max<int64_t>(1, t.numel() / t.size(0) * t.element_size());
     chunk[0] = static_cast<hsize_t>(std::clamp<int64_t>(kChunkBytes / row_bytes, 1, t.size(0)));
-    properties.setChunk(static_cast<int>(chunk.size()), chunk.data());
-    properties.setShuffle();
-    properties.setDeflate(1);
+    check(H5Pset_chunk(properties.get(), static_cast<int>(chunk.size()), chunk.data()), "H5Pset_chunk");
+    check(H5Pset_shuffle(properties.get()), "H5Pset_shuffle");
+    check(H5Pset_deflate(properties.get(), 1), "H5Pset_deflate");
   }
-  const H5::PredType type = memory_type_of(t);
-  H5::DataSet dataset = file.createDataSet(d.path, type, space, properties);
-  if (t.numel() > 0) dataset.write(t.data_ptr(), type);
-  for (const Attribute& a : d.attributes) write_attribute(dataset, a);
+  // Half tensors (float16): IEEE half as h5py writes it (HDF5 1.10 has no predefined half type).
+  std::unique_ptr<Handle> half;
+  if (t.scalar_type() == at::kHalf) {
+    half = std::make_unique<Handle>(H5Tcopy(H5T_IEEE_F32LE), H5Tclose, "H5Tcopy");
+    check(H5Tset_fields(half->get(), 15, 10, 5, 0, 10), "H5Tset_fields");
+    check(H5Tset_size(half->get(), 2), "H5Tset_size");
+    check(H5Tset_ebias(half->get(), 15), "H5Tset_ebias");
+  }
+  const hid_t type = half ? half->get() : memory_type_of(t);
+  Handle dataset(H5Dcreate2(file, d.path.c_str(), type, space.get(), H5P_DEFAULT, properties.get(), H5P_DEFAULT), H5Dclose,
+                 "H5Dcreate");
+  if (t.numel() > 0) check(H5Dwrite(dataset.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr()), "H5Dwrite");
+  for (const Attribute& a : d.attributes) write_attribute(dataset.get(), a);
+  dataset.close("H5Dclose");
 }
 
 }  // namespace
@@ -194,27 +256,56 @@ AttributeValue read_attribute(const std::string& path, const std::string& object
 }
 
 void write_datasets(const std::string& path, const std::vector<DatasetToWrite>& datasets,
-                    const std::vector<Attribute>& root) {
+                    const std::vector<Attribute>& root, const std::vector<std::string>& copy_from) {
   silence_hdf5();
-  const std::string temp = fmt::format("{}.tmp.{}", path, ::getpid());
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // the error stack is per thread: writers run on their own
+  // The file is built in memory (HDF5's core driver) and written out by write_file_atomically.
+  // HDF5 1.10 cannot close a file whose flush failed: it keeps the broken file and crashes on
+  // it at exit. In memory nothing can fail that way, and a full disk is an ordinary write error.
+  std::unique_ptr<char[]> image;
+  size_t image_size = 0;
   try {
-    H5::H5File file(temp, H5F_ACC_TRUNC);
-    H5::Group top = file.openGroup("/");
-    for (const Attribute& a : root) write_attribute(top, a);
-    for (const DatasetToWrite& d : datasets) write_one(file, d);
-    file.flush(H5F_SCOPE_GLOBAL);
-    file.close();
-  } catch (const H5::Exception& e) {
-    std::remove(temp.c_str());
-    throw std::runtime_error(fmt::format("cannot write '{}': {}", path, e.getDetailMsg()));
-  } catch (...) {
-    std::remove(temp.c_str());
-    throw;
+    // The core driver grows its buffer by `increment` and zeroes each new piece: a fixed 16 MiB
+    // zeroed 16 MiB for every 1 MiB part file. An eighth of the expected size wastes little.
+    size_t expected = 0;
+    for (const DatasetToWrite& d : datasets) expected += static_cast<size_t>(d.tensor.numel() * d.tensor.element_size());
+    for (const std::string& source : copy_from) {
+      std::error_code error;
+      const std::uintmax_t size = std::filesystem::file_size(source, error);
+      if (!error) expected += static_cast<size_t>(size);
+    }
+    const size_t increment = std::max<size_t>(64 << 10, expected / 8);
+    const Handle access(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, "H5Pcreate");
+    check(H5Pset_fapl_core(access.get(), increment, /*backing_store=*/false), "H5Pset_fapl_core");
+    // A name of its own: HDF5 refuses to create a file under the name of one it has open.
+    static std::atomic<int64_t> images{0};
+    const std::string name = fmt::format("{}.in-memory.{}", path, images++);
+    Handle file(H5Fcreate(name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access.get()), H5Fclose, "H5Fcreate");
+    {
+      Handle top(H5Gopen2(file.get(), "/", H5P_DEFAULT), H5Gclose, "H5Gopen");
+      for (const Attribute& a : root) write_attribute(top.get(), a);
+      top.close("H5Gclose");
+    }
+    for (const DatasetToWrite& d : datasets) write_one(file.get(), d);
+    for (const std::string& source_path : copy_from) {
+      Handle source(H5Fopen(source_path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose, "H5Fopen (of a file to copy)");
+      for (const std::string& name : datasets_of(open_for_reading(source_path))) {
+        ensure_groups(file.get(), name);
+        check(H5Ocopy(source.get(), name.c_str(), file.get(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT), "H5Ocopy");
+      }
+      source.close("H5Fclose");
+    }
+    check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "H5Fflush");
+    const ssize_t size = H5Fget_file_image(file.get(), nullptr, 0);
+    if (size < 0) Handle::fail("H5Fget_file_image");
+    image_size = static_cast<size_t>(size);
+    image.reset(new char[image_size]);  // uninitialized: the image overwrites every byte
+    if (H5Fget_file_image(file.get(), image.get(), image_size) != size) Handle::fail("H5Fget_file_image");
+    file.close("H5Fclose");
+  } catch (const std::exception& e) {
+    throw std::runtime_error(fmt::format("cannot write '{}': {}", path, e.what()));
   }
-  if (std::rename(temp.c_str(), path.c_str()) != 0) {
-    std::remove(temp.c_str());
-    throw std::runtime_error(fmt::format("cannot write '{}': rename failed", path));
-  }
+  write_file_atomically(path, image.get(), image_size);
 }
 
 }  // namespace ibn::io

@@ -19,8 +19,9 @@ struct Attribute {
 
 struct DatasetToWrite {
   std::string path;               // "/group/name"; groups are created as needed
-  at::Tensor tensor;              // any device; float32/64, int32/64, uint8 or bool
+  at::Tensor tensor;              // any device; float16/32/64, int32/64, uint8 or bool
   std::vector<Attribute> attributes;
+  bool float16 = false;           // store floats as IEEE half (h5py's float16): half the bytes
 };
 
 // A CPU tensor holding the dataset: float64 -> kDouble, other floats (float16, float32) ->
@@ -35,10 +36,11 @@ std::vector<std::string> list_datasets(const std::string& file);
 // Reads a string or numeric attribute of an object ("/" for the file); throws if absent.
 AttributeValue read_attribute(const std::string& file, const std::string& object, const std::string& name);
 
-// Writes a new file holding `datasets` (chunked and compressed when large) and `root` attributes
-// on "/". The file appears complete or not at all; an existing file of that name is replaced
-// only on success. Throws std::runtime_error naming the path on failure.
+// Writes a new file holding `datasets` (chunked and compressed when large), `root` attributes
+// on "/", and every dataset of the files in `copy_from` at the same path (copied as stored, so
+// compressed chunks are not recompressed). The file appears complete or not at all; an existing
+// file of that name is replaced only on success. Throws std::runtime_error naming the path.
 void write_datasets(const std::string& file, const std::vector<DatasetToWrite>& datasets,
-                    const std::vector<Attribute>& root = {});
+                    const std::vector<Attribute>& root = {}, const std::vector<std::string>& copy_from = {});
 
 }  // namespace ibn::io
