@@ -169,6 +169,14 @@ assert list(f['metrics/epoch'][...]) == [0, 1, 2, 3]
 else
   echo "FAIL: h5py cannot read the activation store as documented"; failures=$((failures + 1))
 fi
+expect 0 "done: .* after 1 epochs; 2 epochs dumped" -- train --out "$work/run_half" --epochs 1 --dump-epochs all --dump-dtype float16 --quiet
+if /usr/bin/python3 -c "
+import sys, h5py, numpy as np
+half, full = h5py.File(sys.argv[1] + '/activations.h5', 'r'), h5py.File(sys.argv[2] + '/activations.h5', 'r')
+a, b = half['epochs/1/fc1'], full['epochs/1/fc1']
+assert a.dtype == np.float16 and b.dtype == np.float32, (a.dtype, b.dtype)
+" "$work/run_half" "$work/run"; then passes=$((passes + 1)); else echo "FAIL: --dump-dtype float16 should store h5py float16"; failures=$((failures + 1)); fi
+expect 2 "--dump-dtype 'bfloat16' must be one of: float32, float16" -- train --out "$work/run_bf" --dump-dtype bfloat16
 expect 0 "A discrete, B continuous" -- mi --input "$work/run/activations.h5" --a /data/inputs --b /epochs/3/fc2 --discrete a --estimator binning
 printf 'epochs = 2\n[train]\nnorm = rmsnorm\ndump-epochs = none\n' >"$work/train.ini"
 expect 0 "done: .* after 2 epochs; 0 epochs dumped" -- train --config "$work/train.ini" --out "$work/run2" --quiet
@@ -190,7 +198,17 @@ if [ ! -e "$work/killed/checkpoint.pt" ] || [ -e "$work/killed/activations.h5" ]
 else
   passes=$((passes + 1))
 fi
+# What was written before the kill is whole: every part file opens, and ibn says how to resume.
+if /usr/bin/python3 -c "
+import sys, glob, h5py
+parts = glob.glob(sys.argv[1] + '/activations.parts/epoch-*.h5')
+for p in parts:
+    with h5py.File(p, 'r') as f: assert len(f['epochs']) == 1
+" "$work/killed"; then passes=$((passes + 1)); else echo "FAIL: a part file of the killed run is broken"; failures=$((failures + 1)); fi
+expect 1 "killed: incomplete, trained to epoch [0-9]+ of 200; resume with: ibn train --resume .*killed" -- train --status "$work/killed"
 expect 0 "resuming .*killed after epoch [0-9]+" -- train --resume "$work/killed" --progress lines
+expect 0 "killed: complete \(200 epochs\)" -- train --status "$work/killed"
+expect 2 "'.*nowhere' is not a run directory \(no config.ini\)" -- train --status "$work/nowhere"
 if diff <(cut -d, -f1-6 "$work/whole/metrics.csv") <(cut -d, -f1-6 "$work/killed/metrics.csv") >/dev/null &&
    /usr/bin/python3 -c "
 import sys, h5py, numpy as np
@@ -204,6 +222,35 @@ else
   echo "FAIL: the resumed run differs from the uninterrupted one"; failures=$((failures + 1))
 fi
 expect 2 "--resume '.*nowhere': no config.ini there" -- train --resume "$work/nowhere"
+
+# A full disk (here a file-size limit, which fails writes the same way) stops training with a
+# one-line error and the state checkpointed; once there is room, --resume finishes the run with
+# the same arrays as an uninterrupted one.
+full_args=(train --epochs 12 --dump-epochs list:0,5,12 --checkpoint-every 5 --progress quiet)
+"$IBN" "${full_args[@]}" --out "$work/roomy" >/dev/null
+(ulimit -f 100; trap '' XFSZ; exec "$IBN" "${full_args[@]}" --out "$work/full") >"$work/full.out" 2>&1
+code=$?
+if [ "$code" -eq 1 ] && [ "$(wc -l <"$work/full.out")" -eq 1 ] &&
+   grep -q "cannot write '.*full/activations.parts/epoch-0.h5': File too large; training state checkpointed at epoch 0; resume with: ibn train --resume" "$work/full.out"; then
+  passes=$((passes + 1))
+else
+  echo "FAIL: a full disk should give one clear line and exit 1 (got $code):"; cat "$work/full.out"; failures=$((failures + 1))
+fi
+expect 1 "full: incomplete, trained to epoch 0 of 12" -- train --status "$work/full"
+expect 0 "done: .* after 12 epochs; 3 epochs dumped" -- train --resume "$work/full" --quiet
+if /usr/bin/python3 -c "
+import sys, h5py, numpy as np
+a, b = h5py.File(sys.argv[1], 'r'), h5py.File(sys.argv[2], 'r')
+assert sorted(a['epochs']) == sorted(b['epochs']) == ['0', '12', '5']
+for e in a['epochs']:
+    for l in a['epochs'][e]: assert np.array_equal(a['epochs'][e][l][...], b['epochs'][e][l][...]), (e, l)
+" "$work/roomy/activations.h5" "$work/full/activations.h5"; then
+  passes=$((passes + 1))
+else
+  echo "FAIL: the run resumed after a full disk differs from the uninterrupted one"; failures=$((failures + 1))
+fi
+expect 1 "cannot create the run directory '.*roomy/metrics.csv': Not a directory" -- train --out "$work/roomy/metrics.csv" --epochs 1
+expect_one_line_error 1 train --out /proc/ibn-run --epochs 1
 
 # ibn bench: runs and prints one line per estimator and size; unknown targets are usage errors.
 expect 0 "ksg:k=3.* +300 +4 +[0-9.]+$" -- bench mi --n 300 --d 4 --runs 1 --device cpu --estimator ksg

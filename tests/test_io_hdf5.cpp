@@ -1,15 +1,21 @@
 // The HDF5 layer: round trips of every supported type, compression of large arrays, errors that
 // name what is missing, atomic writes, and files that h5py (Debian's python3-h5py) reads.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "ibn/error.h"
+#include "ibn/io/background_writer.h"
 #include "ibn/io/hdf5.h"
 #include "test_util.h"
 
@@ -46,7 +52,8 @@ TEST_F(Hdf5Test, RoundTripsEveryTypeWithGroupsAndAttributes) {
                            {"/i64", i64, {}},
                            {"/u8", u8, {}},
                            {"/flags", flags, {}},
-                           {"/big", big, {}}},
+                           {"/big", big, {}},
+                           {"/half", big, {}, /*float16=*/true}},
                           {{"config", std::string("model=mlp\nseed=1")}, {"seed", int64_t{1}}});
   const auto read = [&](const char* name) { return ibn::io::read_dataset(path("a.h5"), name); };
   EXPECT_TRUE(read("/x").equal(f32));
@@ -57,12 +64,13 @@ TEST_F(Hdf5Test, RoundTripsEveryTypeWithGroupsAndAttributes) {
   EXPECT_TRUE(read("/u8").equal(u8.to(torch::kLong)));
   EXPECT_TRUE(read("/flags").equal(flags.to(torch::kLong)));
   EXPECT_TRUE(read("/big").equal(big));
+  EXPECT_TRUE(read("/half").equal(big.to(torch::kHalf).to(torch::kFloat)));  // rounded to half, read back exactly
   EXPECT_EQ(std::get<std::string>(ibn::io::read_attribute(path("a.h5"), "/x", "units")), "nats");
   EXPECT_EQ(std::get<double>(ibn::io::read_attribute(path("a.h5"), "/x", "beta")), 0.5);
   EXPECT_EQ(std::get<int64_t>(ibn::io::read_attribute(path("a.h5"), "/x", "epoch")), 3);
   EXPECT_EQ(std::get<std::string>(ibn::io::read_attribute(path("a.h5"), "/", "config")), "model=mlp\nseed=1");
   EXPECT_EQ(ibn::io::list_datasets(path("a.h5")),
-            (std::vector<std::string>{"/big", "/deep/er/y", "/flags", "/i32", "/i64", "/u8", "/x"}));
+            (std::vector<std::string>{"/big", "/deep/er/y", "/flags", "/half", "/i32", "/i64", "/u8", "/x"}));
 }
 
 // Large arrays are chunked and deflated: a compressible one takes a fraction of its raw bytes.
@@ -97,6 +105,74 @@ TEST_F(Hdf5Test, WritesAreAtomic) {
     EXPECT_EQ(entry.path().filename(), "c.h5");
   }
   EXPECT_EQ(entries, 1);
+}
+
+// copy_from gathers other files' datasets at the same paths, next to the new ones.
+TEST_F(Hdf5Test, CopiesTheDatasetsOfOtherFiles) {
+  const auto big = torch::randn({3000, 40});  // compressed, chunked: copied as stored
+  ibn::io::write_datasets(path("part1.h5"), {{"/epochs/1/fc1", big, {}}, {"/epochs/1/fc2", torch::arange(5), {}}});
+  ibn::io::write_datasets(path("part2.h5"), {{"/epochs/2/fc1", big * 2, {}}});
+  ibn::io::write_datasets(path("all.h5"), {{"/meta/x", torch::ones({2}), {}}}, {{"complete", int64_t{1}}},
+                          {path("part1.h5"), path("part2.h5")});
+  EXPECT_EQ(ibn::io::list_datasets(path("all.h5")),
+            (std::vector<std::string>{"/epochs/1/fc1", "/epochs/1/fc2", "/epochs/2/fc1", "/meta/x"}));
+  EXPECT_TRUE(ibn::io::read_dataset(path("all.h5"), "/epochs/2/fc1").equal(big * 2));
+  EXPECT_TRUE(ibn::io::read_dataset(path("all.h5"), "/epochs/1/fc2").equal(torch::arange(5)));
+  // Two sources with the same dataset: an error, and the target is not written.
+  EXPECT_THROW(ibn::io::write_datasets(path("clash.h5"), {}, {}, {path("part1.h5"), path("part1.h5")}), std::runtime_error);
+  EXPECT_FALSE(fs::exists(path("clash.h5")));
+}
+
+// The background writer writes every queued file, in order, and hands a failed write's error
+// to the producer at its next call; later files are not written.
+TEST_F(Hdf5Test, BackgroundWriterWritesInOrderAndReportsFailures) {
+  {
+    ibn::io::BackgroundWriter writer(1);
+    for (int i = 0; i < 6; ++i) writer.write(path(fmt::format("f{}.h5", i)), {{"/v", torch::full({1000}, i), {}}});
+    writer.drain();
+    for (int i = 0; i < 6; ++i) EXPECT_EQ(ibn::io::read_dataset(path(fmt::format("f{}.h5", i)), "/v")[999].item<double>(), i);
+  }
+  ibn::io::BackgroundWriter writer(4);
+  writer.write(path("nowhere/a.h5"), {{"/v", torch::ones({3}), {}}});
+  writer.write(path("later.h5"), {{"/v", torch::ones({3}), {}}});  // queued or refused; never written
+  try {
+    writer.drain();
+    ADD_FAILURE() << "drain() after a failed write did not throw";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("nowhere/a.h5"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(writer.write(path("after.h5"), {{"/v", torch::ones({3}), {}}}), std::runtime_error);
+  EXPECT_FALSE(fs::exists(path("later.h5")));
+  EXPECT_FALSE(fs::exists(path("after.h5")));
+}
+
+// A writer killed with SIGKILL at any moment leaves the previous file whole (or none): never a
+// truncated file under the target's name.
+TEST_F(Hdf5Test, AKilledWriterLeavesThePreviousFileWhole) {
+  // Both payloads made here: the child does no tensor arithmetic (thread pools do not survive fork).
+  const auto payload = torch::randn({20000, 50}), payload_plus_one = payload + 1;
+  ibn::io::write_datasets(path("store.h5"), {{"/x", payload, {}}}, {{"complete", int64_t{1}}});
+  for (int attempt = 0; attempt < 6; ++attempt) {
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      try {
+        for (int i = 0;; ++i) {
+          ibn::io::write_datasets(path("store.h5"), {{"/x", i % 2 ? payload_plus_one : payload, {}}}, {{"complete", int64_t{1}}});
+        }
+      } catch (...) {
+        ::_exit(3);
+      }
+    }
+    ::usleep(50000 + 37000 * attempt);  // different moments of the write cycle
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status));
+    ASSERT_EQ(std::get<int64_t>(ibn::io::read_attribute(path("store.h5"), "/", "complete")), 1);
+    const auto x = ibn::io::read_dataset(path("store.h5"), "/x");
+    EXPECT_TRUE(x.equal(payload) || x.equal(payload_plus_one)) << "attempt " << attempt;
+  }
 }
 
 // Files ibn writes open in h5py with the same values and attributes; files h5py writes

@@ -19,4 +19,10 @@ std::string cuda_device_summary();
 // process's heap for reuse. Call once at start-up; the `ibn` binary and the tests do.
 void keep_freed_memory();
 
+// Sets LibTorch's CPU threads and, when the BLAS is OpenBLAS, its threads too (n <= 0: keep
+// LibTorch's count and bring OpenBLAS to it). OpenBLAS otherwise runs one thread per core for
+// large products, and its idle threads spin in sched_yield for a while after each: on two
+// cores that stole a core from the activation writer (dumps cost 3x more).
+void set_compute_threads(int n);
+
 }  // namespace ibn

@@ -52,15 +52,25 @@ int run_train(const std::vector<std::string>& args) {
       ("dump-samples", po::value<std::string>(&c.dump_samples)->default_value(c.dump_samples), "all, or subset:N")
       ("dump-maps", po::value<std::string>(&c.dump_maps)->default_value(c.dump_maps),
        "feature maps and token sequences: pool (mean over pixels/tokens) or flatten")
+      ("dump-dtype", po::value<std::string>(&c.dump_dtype)->default_value(c.dump_dtype),
+       "stored activations: float32, or float16 (half the disk)")
       ("progress", po::value<std::string>(&c.progress)->default_value(c.progress),
        "auto (a bar on a terminal, lines otherwise), lines or quiet")
       ("quiet", "same as --progress quiet")
       ("checkpoint-every", po::value<int64_t>(&c.checkpoint_every)->default_value(c.checkpoint_every),
        "epochs between checkpoints (RUN/checkpoint.pt); 0: only at the end")
       ("resume", po::value<std::string>()->value_name("RUN_DIR"),
-       "continue a killed run from its last checkpoint, with the options in RUN_DIR/config.ini");
+       "continue a killed run from its last checkpoint, with the options in RUN_DIR/config.ini")
+      ("status", po::value<std::string>()->value_name("RUN_DIR"),
+       "say whether RUN_DIR finished (exit 0) or stopped early (exit 1, with how to resume it)");
   auto vm = cmd.parse(args);
   if (!vm) return 0;
+  if (vm->count("status")) {
+    const train::RunStatus status = train::run_status((*vm)["status"].as<std::string>());
+    if (status.state == train::RunStatus::State::not_a_run) throw UsageError(status.summary);
+    std::cout << status.summary << "\n";
+    return status.state == train::RunStatus::State::complete ? 0 : 1;
+  }
   if (vm->count("resume")) {
     // The run's own options, from its config.ini; only how progress is shown may differ.
     const std::string run = (*vm)["resume"].as<std::string>();

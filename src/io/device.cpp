@@ -1,9 +1,11 @@
 #include "ibn/device.h"
 
+#include <dlfcn.h>
 #include <malloc.h>
 
 #include <stdexcept>
 
+#include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <torch/cuda.h>
 
@@ -41,6 +43,15 @@ void keep_freed_memory() {
   constexpr int kKeepBytes = 512 << 20;
   mallopt(M_MMAP_THRESHOLD, kKeepBytes);
   mallopt(M_TRIM_THRESHOLD, kKeepBytes);
+}
+
+void set_compute_threads(int n) {
+  if (n > 0) at::set_num_threads(n);
+  // Looked up at run time: the BLAS behind Debian's LibTorch is chosen by update-alternatives.
+  using SetThreads = void (*)(int);
+  if (const auto openblas = reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    openblas(at::get_num_threads());
+  }
 }
 
 std::string cuda_device_summary() {

@@ -7,7 +7,9 @@
 #include <cmath>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <set>
+#include <sstream>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
@@ -19,12 +21,18 @@
 #include "ibn/device.h"
 #include "ibn/error.h"
 #include "ibn/io/atomic_file.h"
+#include "ibn/io/background_writer.h"
 #include "ibn/io/hdf5.h"
 #include "ibn/models/model.h"
 #include "ibn/spec_string.h"
 
 namespace ibn::train {
 namespace {
+
+std::string parts_directory(const std::string& run) { return run + "/activations.parts"; }
+std::string part_path(const std::string& run, int64_t epoch) {
+  return fmt::format("{}/epoch-{}.h5", parts_directory(run), epoch);
+}
 
 std::string now_utc() {
   const std::time_t t = std::time(nullptr);
@@ -39,10 +47,10 @@ std::string config_text(const TrainConfig& c, const std::string& data_spec, cons
   std::string text = fmt::format(
       "data = {}\nmodel = {}\nnorm = {}\noptimizer = {}\nlr = {}\nweight-decay = {}\nmomentum = {}\nschedule = {}\n"
       "warmup-epochs = {}\nepochs = {}\nsteps-per-epoch = {}\nbatch = {}\nseed = {}\ndevice = {}\nthreads = {}\n"
-      "dump-epochs = {}\ndump-layers = {}\ndump-samples = {}\ndump-maps = {}\n",
+      "dump-epochs = {}\ndump-layers = {}\ndump-samples = {}\ndump-maps = {}\ndump-dtype = {}\n",
       data_spec, model_spec, c.norm, c.optimizer, c.lr, c.weight_decay, c.momentum, c.schedule, c.warmup_epochs,
       c.epochs, c.steps_per_epoch, c.batch, c.seed, c.device, c.threads, c.dump_epochs, c.dump_layers, c.dump_samples,
-      c.dump_maps);
+      c.dump_maps, c.dump_dtype);
   if (!c.norm_attn.empty()) text += fmt::format("norm-attn = {}\n", c.norm_attn);
   if (!c.norm_mlp.empty()) text += fmt::format("norm-mlp = {}\n", c.norm_mlp);
   if (!c.norm_final.empty()) text += fmt::format("norm-final = {}\n", c.norm_final);
@@ -99,6 +107,7 @@ void check_config(const TrainConfig& c) {
   one_of("schedule", c.schedule, {"constant", "cosine"});
   one_of("progress", c.progress, {"auto", "lines", "quiet"});
   one_of("dump-maps", c.dump_maps, {"pool", "flatten"});
+  one_of("dump-dtype", c.dump_dtype, {"float32", "float16"});
   if (!(c.lr > 0)) throw UsageError(fmt::format("--lr {} must be > 0", c.lr));
   if (c.epochs < 1) throw UsageError(fmt::format("--epochs {} must be at least 1", c.epochs));
   if (c.steps_per_epoch < 0) throw UsageError(fmt::format("--steps-per-epoch {} must be >= 0", c.steps_per_epoch));
@@ -153,13 +162,58 @@ std::vector<int64_t> dump_schedule(const std::string& spec, int64_t epochs) {
   return {chosen.begin(), chosen.end()};
 }
 
+RunStatus run_status(const std::string& run) {
+  RunStatus status;
+  std::ifstream config(run + "/config.ini");
+  if (!config) {
+    status.summary = fmt::format("'{}' is not a run directory (no config.ini)", run);
+    return status;
+  }
+  for (std::string line; std::getline(config, line);) {
+    if (line.rfind("epochs = ", 0) == 0) status.epochs = std::atoll(line.c_str() + 9);
+  }
+  const std::string checkpoint = run + "/checkpoint.pt";
+  if (std::filesystem::exists(checkpoint)) {
+    try {
+      torch::serialize::InputArchive archive;
+      archive.load_from(checkpoint);
+      at::Tensor epoch;
+      archive.read("epoch", epoch);
+      status.checkpoint_epoch = epoch.item<int64_t>();
+    } catch (const std::exception&) {
+      status.checkpoint_epoch = -1;  // unreadable: reported as no checkpoint
+    }
+  }
+  const std::string store = run + "/activations.h5";
+  bool complete = false;
+  if (std::filesystem::exists(store) && !std::filesystem::exists(parts_directory(run))) {
+    try {
+      complete = std::get<int64_t>(io::read_attribute(store, "/", "complete")) == 1;
+    } catch (const std::exception&) {
+      complete = false;
+    }
+  }
+  if (complete) {
+    status.state = RunStatus::State::complete;
+    status.summary = fmt::format("{}: complete ({} epochs)", run, status.epochs);
+  } else {
+    status.state = RunStatus::State::incomplete;
+    status.summary =
+        status.checkpoint_epoch >= 0
+            ? fmt::format("{}: incomplete, trained to epoch {} of {}; resume with: ibn train --resume {}", run,
+                          status.checkpoint_epoch, status.epochs, run)
+            : fmt::format("{}: incomplete, no checkpoint yet (killed early, or still running); start it again", run);
+  }
+  return status;
+}
+
 TrainResult train(const TrainConfig& options, std::ostream& log) {
   check_config(options);
   TrainConfig c = options;
   c.norm = models::resolve_norm(c.model, c.norm);
   const std::vector<int64_t> dumps = dump_schedule(c.dump_epochs, c.epochs);
   const c10::Device device = resolve_device(c.device);
-  if (c.threads > 0) torch::set_num_threads(c.threads);
+  set_compute_threads(c.threads);
 
   data::ClassificationData data = data::load_dataset(c.data, c.seed);
   torch::manual_seed(c.seed);
@@ -203,7 +257,12 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
     dump_split = dump_split.index_select(0, rows);
   }
 
-  std::filesystem::create_directories(c.out);
+  std::error_code error;
+  std::filesystem::create_directories(c.out, error);
+  if (error || !std::filesystem::is_directory(c.out)) {
+    throw std::runtime_error(fmt::format("cannot create the run directory '{}': {}", c.out,
+                                         error ? error.message() : "a file of that name exists"));
+  }
   const std::string config = config_text(c, data.spec, model->spec());
   const std::string checkpoint_path = c.out + "/checkpoint.pt";
   const bool resuming = c.resume && std::filesystem::exists(checkpoint_path);
@@ -226,12 +285,22 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
   TrainResult result;
   result.run_dir = c.out;
   result.sequence = data.sequence;
-  std::vector<io::DatasetToWrite> store;
-  const auto dump = [&](int64_t epoch) {
+  // Each dumped epoch goes to its own file RUN/activations.parts/epoch-E.h5, written atomically
+  // by a background thread; the end of the run gathers them into RUN/activations.h5.
+  const std::string parts = parts_directory(c.out);
+  io::BackgroundWriter writer(2);
+  // One forward pass over the dumped samples: the taps to store, and the logits (which give the
+  // epoch's metrics when the dump holds every sample: one pass instead of two).
+  struct Activations {
+    std::vector<io::DatasetToWrite> datasets;
+    at::Tensor logits;
+  };
+  const auto activations_at = [&](int64_t epoch) {
     torch::NoGradGuard no_grad;
     model->eval();
     models::Taps taps;
-    model->forward(dump_inputs.to(device), &taps);
+    Activations out;
+    out.logits = model->forward(dump_inputs.to(device), &taps);
     model->train();
     for (const std::string& layer : layers) {
       at::Tensor t = taps.at(layer).detach().to(torch::kFloat);
@@ -239,21 +308,52 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
       // (dump_maps=pool) or [N, C·H·W] / [N, T·D] (flatten).
       if (c.dump_maps == "pool" && t.dim() == 4) t = t.mean({2, 3});
       if (c.dump_maps == "pool" && t.dim() == 3) t = t.mean(1);
-      store.push_back({fmt::format("/epochs/{}/{}", epoch, layer), t.reshape({t.size(0), -1}).cpu(), {}});
+      out.datasets.push_back({fmt::format("/epochs/{}/{}", epoch, layer), t.reshape({t.size(0), -1}).cpu(), {},
+                              c.dump_dtype == "float16"});
     }
+    return out;
+  };
+  // Queues the part file; the epoch counts as dumped once queued (a failed write is reported
+  // by a later call, and the part files on disk say what was written).
+  const auto queue_dump = [&](int64_t epoch, Activations& activations) {
+    writer.write(part_path(c.out, epoch), std::move(activations.datasets));
     result.dumped_epochs.push_back(epoch);
   };
 
   const bool terminal = c.progress == "auto" && ::isatty(::fileno(stdout));
   const bool quiet = c.progress == "quiet";
-  const auto record = [&](int64_t epoch, double lr, double seconds) {
-    const Evaluation tr = evaluate(*model, data.train, device, c.batch), te = evaluate(*model, data.test, device, c.batch);
+  const int64_t n_train_rows = data.train.labels.size(0);
+  const auto record = [&](int64_t epoch, double lr, double seconds, const at::Tensor& all_logits) {
+    Evaluation tr, te;
+    if (all_logits.defined()) {
+      const auto of = [&](int64_t begin, int64_t end) {
+        const auto [loss, correct] = loss_and_correct(all_logits.slice(0, begin, end), dump_labels.slice(0, begin, end).to(device));
+        const double predictions = static_cast<double>(dump_labels.slice(0, begin, end).numel());
+        return Evaluation{loss.item<double>() / predictions, correct.item<double>() / predictions};
+      };
+      tr = of(0, n_train_rows);
+      te = of(n_train_rows, dump_labels.size(0));
+    } else {
+      tr = evaluate(*model, data.train, device, c.batch);
+      te = evaluate(*model, data.test, device, c.batch);
+    }
     result.metrics.push_back({epoch, tr.loss, tr.accuracy, te.loss, te.accuracy, lr, seconds});
   };
+  // Records the epoch's metrics and, when it is scheduled, dumps its activations.
+  const auto record_and_dump = [&](int64_t epoch, double lr, double seconds) {
+    if (!std::binary_search(dumps.begin(), dumps.end(), epoch)) {
+      record(epoch, lr, seconds, at::Tensor());
+      return;
+    }
+    Activations activations = activations_at(epoch);
+    record(epoch, lr, seconds, c.dump_samples == "all" ? activations.logits : at::Tensor());
+    queue_dump(epoch, activations);
+  };
   auto shuffle = at::make_generator<at::CPUGeneratorImpl>(c.seed + 1);
-  // Everything a later epoch depends on: weights, optimizer moments, the batch order's RNG,
-  // the metrics so far and the activations dumped so far (in dump order: epochs × layers).
-  const auto save_checkpoint = [&](int64_t epoch) {
+  // Everything a later epoch depends on: weights, optimizer moments, the batch order's RNG and
+  // the metrics so far. The dumped epochs are those whose part files are on disk.
+  int64_t checkpoint_epoch = -1;
+  const auto save_checkpoint = [&](int64_t epoch, const std::vector<int64_t>& dumped) {
     torch::serialize::OutputArchive archive;
     model->save(archive);
     torch::serialize::OutputArchive optimizer_archive;
@@ -266,11 +366,20 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
       rows.insert(rows.end(), {static_cast<double>(m.epoch), m.train_loss, m.train_accuracy, m.test_loss, m.test_accuracy, m.lr, m.seconds});
     }
     archive.write("metrics", torch::tensor(rows, torch::kDouble).reshape({-1, 7}));
-    archive.write("dumped_epochs", torch::tensor(result.dumped_epochs, torch::kLong));
-    for (size_t i = 0; i < store.size(); ++i) archive.write(fmt::format("dump{}", i), store[i].tensor);
-    const std::string temp = checkpoint_path + ".tmp";
-    archive.save_to(temp);
-    std::filesystem::rename(temp, checkpoint_path);
+    archive.write("dumped_epochs", torch::tensor(dumped, torch::kLong));
+    // Serialized in memory, then written atomically: LibTorch's file writer aborts the process
+    // when a write fails (it throws from a destructor), and a full disk must be an error.
+    std::ostringstream bytes;
+    archive.save_to(bytes);
+    io::write_file_atomically(checkpoint_path, bytes.str());
+    checkpoint_epoch = epoch;
+  };
+  const auto parts_on_disk = [&] {
+    std::vector<int64_t> on_disk;
+    for (int64_t e : result.dumped_epochs) {
+      if (std::filesystem::exists(part_path(c.out, e))) on_disk.push_back(e);
+    }
+    return on_disk;
   };
 
   int64_t first_epoch = 1;
@@ -288,7 +397,8 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
       archive.read(key, value);
       return value;
     };
-    first_epoch = read("epoch").item<int64_t>() + 1;
+    checkpoint_epoch = read("epoch").item<int64_t>();
+    first_epoch = checkpoint_epoch + 1;
     shuffle.set_state(read("shuffle_rng"));
     const at::Tensor metrics = read("metrics");
     for (int64_t r = 0; r < metrics.size(0); ++r) {
@@ -298,17 +408,67 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
     }
     elapsed_before = result.metrics.back().seconds;
     const at::Tensor dumped = read("dumped_epochs");
-    for (int64_t e = 0; e < dumped.size(0); ++e) {
-      const int64_t epoch = dumped[e].item<int64_t>();
+    for (int64_t i = 0; i < dumped.size(0); ++i) {
+      const int64_t epoch = dumped[i].item<int64_t>();
+      if (!std::filesystem::exists(part_path(c.out, epoch))) {
+        throw DataError(fmt::format("cannot resume '{}': '{}' is missing; start the run again without --resume", c.out,
+                                    part_path(c.out, epoch)));
+      }
       result.dumped_epochs.push_back(epoch);
-      for (const std::string& layer : layers) {
-        store.push_back({fmt::format("/epochs/{}/{}", epoch, layer), read(fmt::format("dump{}", store.size())), {}});
+    }
+    if (!quiet) log << fmt::format("resuming {} after epoch {}\n", c.out, checkpoint_epoch) << std::flush;
+  } else {
+    // A fresh run: parts left by an earlier run in this directory are not ours. A complete
+    // activations.h5 of an earlier run stays until this run's replaces it.
+    std::filesystem::remove_all(parts);
+    std::filesystem::remove(checkpoint_path);
+  }
+  std::filesystem::create_directories(parts);
+  // Temporary files of a killed run (NAME.tmp.PID, never complete) are dropped.
+  for (const std::string& dir : {c.out, parts}) {
+    for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+      if (entry.path().filename().string().find(".tmp.") != std::string::npos) std::filesystem::remove(entry.path());
+    }
+  }
+
+  // A failed write (disk full, directory gone) stops training with the state checkpointed
+  // where a resumed run can still produce every dump: at this epoch if only its own dump is
+  // missing, else at the last checkpoint, whose dumps were all on disk when it was taken.
+  const auto stop_for_failed_write = [&](int64_t epoch, const std::exception& error) {
+    const std::vector<int64_t> on_disk = parts_on_disk();
+    const bool only_this_epoch_missing =
+        std::all_of(result.dumped_epochs.begin(), result.dumped_epochs.end(), [&](int64_t e) {
+          return e == epoch || std::find(on_disk.begin(), on_disk.end(), e) != on_disk.end();
+        });
+    std::string state;
+    if (only_this_epoch_missing) {
+      try {
+        save_checkpoint(epoch, on_disk);
+        state = fmt::format("training state checkpointed at epoch {}", epoch);
+      } catch (const std::exception& e) {
+        state = std::string(e.what()) + "; ";
       }
     }
-    if (!quiet) log << fmt::format("resuming {} after epoch {}\n", c.out, first_epoch - 1) << std::flush;
-  } else {
-    record(0, 0.0, 0.0);
-    if (!dumps.empty() && dumps.front() == 0) dump(0);
+    if (checkpoint_epoch < 0) {
+      throw std::runtime_error(fmt::format("{}; {}no checkpoint to resume from: start the run again", error.what(), state));
+    }
+    if (checkpoint_epoch != epoch) state += fmt::format("the last checkpoint (epoch {}) is kept", checkpoint_epoch);
+    throw std::runtime_error(fmt::format("{}; {}; resume with: ibn train --resume {}", error.what(), state, c.out));
+  };
+
+  if (!resuming) {
+    try {
+      record_and_dump(0, 0.0, 0.0);
+      writer.drain();  // the first write also tells early whether the directory takes files
+    } catch (const std::exception& e) {
+      stop_for_failed_write(0, e);
+    }
+  } else if (std::binary_search(dumps.begin(), dumps.end(), checkpoint_epoch) &&
+             std::find(result.dumped_epochs.begin(), result.dumped_epochs.end(), checkpoint_epoch) ==
+                 result.dumped_epochs.end()) {
+    // A failed write stopped the run after this epoch's training and metrics.
+    Activations activations = activations_at(checkpoint_epoch);
+    queue_dump(checkpoint_epoch, activations);
   }
   const int64_t n_train = data.train.inputs.size(0);
   const auto train_inputs = data.train.inputs.to(device), train_labels = data.train.labels.to(device);
@@ -330,9 +490,15 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
       optimizer->step();
     }
     const double elapsed = elapsed_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    record(epoch, lr, elapsed);
-    if (std::binary_search(dumps.begin(), dumps.end(), epoch)) dump(epoch);
-    if (epoch == c.epochs || (c.checkpoint_every > 0 && epoch % c.checkpoint_every == 0)) save_checkpoint(epoch);
+    try {
+      record_and_dump(epoch, lr, elapsed);
+      if (epoch == c.epochs || (c.checkpoint_every > 0 && epoch % c.checkpoint_every == 0)) {
+        writer.drain();
+        save_checkpoint(epoch, result.dumped_epochs);
+      }
+    } catch (const std::exception& e) {
+      stop_for_failed_write(epoch, e);
+    }
     const EpochMetrics& m = result.metrics.back();
     const double eta = elapsed / static_cast<double>(epoch) * static_cast<double>(c.epochs - epoch);
     const std::string line = fmt::format("epoch {}/{}  loss {:.4f}  train acc {:.3f}  test acc {:.3f}{}  {:.1f} epochs/s  ETA {:.0f}s",
@@ -345,10 +511,16 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
       log << line << "\n" << std::flush;
     }
   }
+  try {
+    writer.drain();  // a run resumed after its last epoch may have queued that epoch's dump
+  } catch (const std::exception& e) {
+    stop_for_failed_write(c.epochs, e);
+  }
 
   // Metrics as CSV and as /metrics columns of the store.
   std::string csv = "epoch,train_loss,train_accuracy,test_loss,test_accuracy,lr,seconds\n";
   std::vector<double> columns[7];
+  std::vector<io::DatasetToWrite> store;
   for (const EpochMetrics& m : result.metrics) {
     csv += fmt::format("{},{:.8g},{:.8g},{:.8g},{:.8g},{:.8g},{:.4f}\n", m.epoch, m.train_loss, m.train_accuracy,
                        m.test_loss, m.test_accuracy, m.lr, m.seconds);
@@ -364,12 +536,16 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
   store.push_back({"/data/split", dump_split, {{"meaning", std::string("0 = train, 1 = test")}}});
   store.push_back({"/meta/dumped_epochs", torch::tensor(result.dumped_epochs, torch::kLong), {}});
   const BuildInfo& info = build_info();
+  std::vector<std::string> part_files;
+  for (int64_t e : result.dumped_epochs) part_files.push_back(part_path(c.out, e));
   io::write_datasets(c.out + "/activations.h5", store,
                      {{"config", config}, {"seed", static_cast<int64_t>(c.seed)}, {"git_commit", info.git_commit},
                       {"ibn_version", info.version}, {"torch_version", info.torch_version}, {"device", device.str()},
                       {"data", data.spec}, {"data_description", data.description}, {"model", model->spec()},
                       {"norm", c.norm}, {"layers", fmt::format("{}", fmt::join(layers, ","))},
-                      {"start_time", started}, {"end_time", now_utc()}, {"complete", int64_t{1}}});
+                      {"start_time", started}, {"end_time", now_utc()}, {"complete", int64_t{1}}},
+                     part_files);
+  std::filesystem::remove_all(parts);
   return result;
 }
 

@@ -30,6 +30,7 @@ struct TrainConfig {
   std::string dump_layers = "all";      // all, or tap names: fc1,fc2
   std::string dump_samples = "all";     // all, or subset:N (seeded)
   std::string dump_maps = "pool";       // feature maps and token sequences: pool (mean) or flatten
+  std::string dump_dtype = "float32";   // float32, or float16 (half the disk, ~3 significant digits)
   std::string norm_attn, norm_mlp, norm_final;  // transformer sites; empty: `norm`
   std::string progress = "auto";        // auto (bar on a terminal), lines, quiet
   int64_t checkpoint_every = 10;        // epochs between checkpoints (RUN/checkpoint.pt); 0: only at the end
@@ -55,9 +56,22 @@ std::vector<int64_t> dump_schedule(const std::string& spec, int64_t epochs);
 
 // Throws ibn::UsageError for bad options (checked before any work) and std::runtime_error for
 // failures; writes RUN/config.ini, RUN/checkpoint.pt (every checkpoint_every epochs and at the
-// end), then RUN/metrics.csv and RUN/activations.h5, each file whole or not at all. A run
-// killed at any point leaves its last checkpoint; with `resume` it continues from there and
-// ends bit for bit as the uninterrupted run would on the CPU.
+// end), each dumped epoch as RUN/activations.parts/epoch-E.h5 (on a background thread), then
+// RUN/metrics.csv and RUN/activations.h5 (the parts gathered), each file whole or not at all.
+// A run killed at any point leaves its last checkpoint and the parts written so far; with
+// `resume` it continues from there and ends bit for bit as the uninterrupted run would on the
+// CPU. A failed write (disk full) throws std::runtime_error after checkpointing what it can.
 TrainResult train(const TrainConfig& config, std::ostream& log);
+
+// Where a run directory stands: finished (a complete RUN/activations.h5 and nothing pending), or
+// stopped before its end (killed, or a failed write), which `ibn train --resume RUN` continues.
+struct RunStatus {
+  enum class State { not_a_run, complete, incomplete };
+  State state = State::not_a_run;
+  int64_t epochs = 0;            // the run's planned epochs (from RUN/config.ini)
+  int64_t checkpoint_epoch = -1; // the last checkpoint's epoch; -1: none
+  std::string summary;           // one line for people, naming how to resume when that applies
+};
+RunStatus run_status(const std::string& run_dir);
 
 }  // namespace ibn::train
