@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The README's main command: installs what is missing, builds, and runs the main job.
-# Until the training and report pipeline lands, the main job prints the variance-contraction
-# table (SPEC section 3) of every normalizer on Gaussian input.
+# The README's main command: installs what is missing, builds, and runs the main job, the
+# default experiment (experiments/default.ini: ibsgd12, layernorm against IBNorm-S/L/T, two
+# seeds, binning and KDE information planes) end to end, ending with the path of its report.
+# Extra arguments go to `ibn sweep` (e.g. --out DIR, -j 4). A second run skips finished points.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$root/scripts/setup.sh"
 bash "$root/scripts/build.sh"
-"$root/build/ibn" contraction "$@"
+cd "$root"
+"$root/build/ibn" sweep experiments/default.ini -j "$(nproc)" "$@"

@@ -6,8 +6,22 @@
 
 namespace ibn::models {
 
+namespace {
+thread_local Contractions* recording = nullptr;
+}  // namespace
+
+RecordContractions::RecordContractions(Contractions& into) : previous_(recording) { recording = &into; }
+RecordContractions::~RecordContractions() { recording = previous_; }
+
+at::Tensor NormSite::operator()(const at::Tensor& x) const {
+  if (!norm_) return x;
+  if (recording != nullptr) (*recording)[name_] = norm_->contraction(x).item<double>();
+  return norm_.ptr()->forward(x);
+}
+
 NormSite::NormSite(torch::nn::Module& owner, std::vector<std::pair<std::string, norm::Normalizer>>& sites,
-                   const std::string& name, const std::string& spec, int64_t features) {
+                   const std::string& name, const std::string& spec, int64_t features)
+    : name_(name) {
   if (spec == "none") return;
   norm_ = owner.register_module(name, norm::Normalizer(spec, features));
   sites.emplace_back(name, norm_);

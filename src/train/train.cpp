@@ -300,8 +300,15 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
     model->eval();
     models::Taps taps;
     Activations out;
-    out.logits = model->forward(dump_inputs.to(device), &taps);
+    models::Contractions contractions;
+    {
+      const models::RecordContractions record(contractions);
+      out.logits = model->forward(dump_inputs.to(device), &taps);
+    }
     model->train();
+    for (const auto& [site, kappa] : contractions) {
+      out.datasets.push_back({fmt::format("/contraction/{}/{}", epoch, site), at::full({1}, kappa, at::kDouble), {}});
+    }
     for (const std::string& layer : layers) {
       at::Tensor t = taps.at(layer).detach().to(torch::kFloat);
       // Feature maps [N, C, H, W] and tokens [N, T, D] become [N, C] / [N, D] by their mean

@@ -34,6 +34,22 @@ struct ModelContext {
   const std::string& final() const { return norm_final.empty() ? norm : norm_final; }
 };
 
+// Variance contraction κ of each normalization site's input (SPEC §3), by site name.
+using Contractions = std::map<std::string, double>;
+
+// While one lives, every normalization site that runs on this thread records κ of its input
+// into `into` (the trainer's dump pass: κ needs the norm's input, which no tap holds).
+class RecordContractions {
+ public:
+  explicit RecordContractions(Contractions& into);
+  ~RecordContractions();
+  RecordContractions(const RecordContractions&) = delete;
+  RecordContractions& operator=(const RecordContractions&) = delete;
+
+ private:
+  Contractions* previous_;
+};
+
 // A normalization site: the normalizer of `spec` over `features`, or the identity for "none".
 // Registers it on `owner` under `name` and lists it in `sites` (for κ per layer).
 class NormSite {
@@ -42,10 +58,11 @@ class NormSite {
   NormSite(torch::nn::Module& owner, std::vector<std::pair<std::string, norm::Normalizer>>& sites,
            const std::string& name, const std::string& spec, int64_t features);
   // Const like a function call; the normalizer itself may still update running statistics.
-  at::Tensor operator()(const at::Tensor& x) const { return norm_ ? norm_.ptr()->forward(x) : x; }
+  at::Tensor operator()(const at::Tensor& x) const;
 
  private:
   norm::Normalizer norm_{nullptr};
+  std::string name_;
 };
 
 // Outputs of named layers, recorded when a forward pass is given a Taps to fill.

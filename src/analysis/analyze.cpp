@@ -1,0 +1,236 @@
+#include "ibn/analysis/analyze.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <set>
+#include <sstream>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "ibn/device.h"
+#include "ibn/error.h"
+#include "ibn/io/atomic_file.h"
+#include "ibn/io/hdf5.h"
+#include "ibn/mi/estimator.h"
+#include "ibn/spec_string.h"
+#include "ibn/train/train.h"
+
+namespace ibn::analysis {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+const char* const kColumns = "epoch,layer,estimator,I_XT_nats,I_TY_nats,I_prev_nats,IB_nats,nuisance_ratio,kappa";
+
+std::string csv_field(const std::string& text) {
+  if (text.find_first_of(",\"\n") == std::string::npos) return text;
+  std::string out = "\"";
+  for (const char c : text) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+// One CSV line into fields (quotes as csv_field writes them).
+std::vector<std::string> csv_fields(const std::string& line) {
+  std::vector<std::string> fields(1);
+  bool quoted = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (quoted && c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
+      fields.back() += '"';
+      ++i;
+    } else if (c == '"') {
+      quoted = !quoted;
+    } else if (c == ',' && !quoted) {
+      fields.emplace_back();
+    } else {
+      fields.back() += c;
+    }
+  }
+  return fields;
+}
+
+std::string number(double v) { return std::isnan(v) ? "nan" : fmt::format("{:.8g}", v); }
+
+// Only binning reads X as the sample's identity (every sample its own bin: I(X;T) = H(T')).
+// The others take the inputs themselves; kde's channel mode then gives H(T + noise) − H(noise).
+bool takes_x_as_identity(const std::string& spec) { return spec.rfind("binning", 0) == 0; }
+
+}  // namespace
+
+double nuisance_ratio(const at::Tensor& t_in, const at::Tensor& labels) {
+  const at::Tensor t = t_in.reshape({t_in.size(0), -1}).to(at::kDouble);
+  const at::Tensor y = labels.reshape({-1}).to(at::kLong);
+  const int64_t classes = y.max().item<int64_t>() + 1;
+  const at::Tensor sums = at::zeros({classes, t.size(1)}, t.options()).index_add_(0, y, t);
+  const at::Tensor counts = at::bincount(y, {}, classes).to(at::kDouble).clamp_min(1).unsqueeze(1);
+  const at::Tensor within = (t - (sums / counts).index_select(0, y)).pow(2).sum();
+  const at::Tensor total = (t - t.mean(0, true)).pow(2).sum();
+  const double total_value = total.item<double>();
+  return total_value > 0 ? within.item<double>() / total_value : kNaN;
+}
+
+Analysis analyze(const AnalyzeConfig& c, std::ostream& log) {
+  if (!(c.beta >= 0) || !std::isfinite(c.beta)) throw UsageError(fmt::format("--beta {} must be a finite number >= 0", c.beta));
+  if (c.split != "all" && c.split != "train" && c.split != "test") {
+    throw UsageError(fmt::format("--split '{}' must be one of: all, train, test", c.split));
+  }
+  if (c.max_samples < 0) throw UsageError(fmt::format("--max-samples {} must be >= 0", c.max_samples));
+  if (c.estimators.empty()) throw UsageError("give at least one --estimator");
+  std::vector<std::unique_ptr<mi::Estimator>> estimators;
+  Analysis out;
+  out.beta = c.beta;
+  for (const std::string& spec : c.estimators) {
+    estimators.push_back(mi::make_estimator(spec));
+    out.estimators.push_back(estimators.back()->spec());
+  }
+  const c10::Device device = resolve_device(c.device);
+  const train::RunStatus status = train::run_status(c.run);
+  if (status.state != train::RunStatus::State::complete) throw UsageError(status.summary);
+  const std::string store = c.run + "/activations.h5";
+
+  const std::vector<std::string> all_layers = split(std::get<std::string>(io::read_attribute(store, "/", "layers")), ',');
+  if (c.layers == "all") {
+    out.layers = all_layers;
+  } else {
+    for (const std::string& name : split(c.layers, ',')) {
+      if (std::find(all_layers.begin(), all_layers.end(), name) == all_layers.end()) {
+        throw UsageError(fmt::format("--layers: the store has no layer '{}'; it has: {}", name, fmt::join(all_layers, ", ")));
+      }
+      out.layers.push_back(name);
+    }
+    // The IB chain follows the forward order, whatever order the names came in.
+    std::sort(out.layers.begin(), out.layers.end(), [&](const std::string& a, const std::string& b) {
+      return std::find(all_layers.begin(), all_layers.end(), a) < std::find(all_layers.begin(), all_layers.end(), b);
+    });
+  }
+  const at::Tensor dumped_tensor = io::read_dataset(store, "/meta/dumped_epochs");
+  std::vector<int64_t> epochs;
+  for (int64_t i = 0; i < dumped_tensor.numel(); ++i) epochs.push_back(dumped_tensor[i].item<int64_t>());
+  if (c.epochs != "all") {
+    std::vector<int64_t> chosen;
+    for (const std::string& word : split(c.epochs, ',')) {
+      char* end = nullptr;
+      const long long e = std::strtoll(word.c_str(), &end, 10);
+      if (word.empty() || *end != '\0' || std::find(epochs.begin(), epochs.end(), e) == epochs.end()) {
+        throw UsageError(fmt::format("--epochs: epoch '{}' was not dumped; the store has epochs {}", word, fmt::join(epochs, ",")));
+      }
+      chosen.push_back(e);
+    }
+    std::sort(chosen.begin(), chosen.end());
+    epochs = chosen;
+  }
+  if (epochs.empty()) throw UsageError(fmt::format("'{}' holds no dumped epochs (the run used --dump-epochs none)", store));
+
+  // The samples: a split, then a seeded subset.
+  at::Tensor rows = at::arange(io::read_dataset(store, "/data/split").size(0), at::kLong);
+  if (c.split != "all") {
+    rows = io::read_dataset(store, "/data/split").eq(c.split == "train" ? 0 : 1).nonzero().squeeze(1);
+  }
+  if (c.max_samples > 0 && c.max_samples < rows.size(0)) {
+    auto g = at::make_generator<at::CPUGeneratorImpl>(c.seed + 11);
+    rows = std::get<0>(rows.index_select(0, at::randperm(rows.size(0), g, at::TensorOptions().dtype(at::kLong))
+                                                  .slice(0, 0, c.max_samples)).sort());
+  }
+  const auto take = [&](const at::Tensor& t) { return t.index_select(0, rows).to(device); };
+  at::Tensor labels = io::read_dataset(store, "/data/labels");
+  if (labels.dim() > 1) labels = labels.select(1, labels.size(1) - 1);  // text: the byte after the window
+  const mi::Variable y{take(labels), true};
+  const at::Tensor inputs = take(io::read_dataset(store, "/data/inputs"));
+  const mi::Variable x_values{inputs.reshape({inputs.size(0), -1}).to(at::kFloat), false};
+  const mi::Variable x_identity{at::arange(inputs.size(0), at::TensorOptions().dtype(at::kLong).device(device)), true};
+  const std::vector<std::string> datasets = io::list_datasets(store);
+  const auto has = [&](const std::string& name) { return std::binary_search(datasets.begin(), datasets.end(), name); };
+
+  if (!c.quiet) {
+    log << fmt::format("analyzing {}: {} epochs x {} layers x {} estimators on {} samples ({})\n", store, epochs.size(),
+                       out.layers.size(), estimators.size(), rows.size(0), device.str())
+        << std::flush;
+  }
+  for (const int64_t epoch : epochs) {
+    mi::Variable previous = x_values;
+    for (const std::string& layer : out.layers) {
+      const mi::Variable t{take(io::read_dataset(store, fmt::format("/epochs/{}/{}", epoch, layer))), false};
+      const std::string kappa_path = fmt::format("/contraction/{}/{}", epoch, layer);
+      const double kappa = has(kappa_path) ? io::read_dataset(store, kappa_path)[0].item<double>() : kNaN;
+      const double nuisance = nuisance_ratio(t.values, y.values);
+      const bool first = &layer == &out.layers.front();
+      for (size_t k = 0; k < estimators.size(); ++k) {
+        const mi::Estimator& estimator = *estimators[k];
+        const bool identity = takes_x_as_identity(out.estimators[k]);
+        AnalysisRow row;
+        row.epoch = epoch;
+        row.layer = layer;
+        row.estimator = out.estimators[k];
+        row.i_xt = estimator.estimate(identity ? x_identity : x_values, t).nats;
+        row.i_ty = estimator.estimate(t, y).nats;
+        row.i_prev = first ? row.i_xt : estimator.estimate(previous, t).nats;
+        row.ib = row.i_ty - c.beta * row.i_prev;
+        row.nuisance_ratio = nuisance;
+        row.kappa = kappa;
+        out.rows.push_back(row);
+      }
+      previous = t;
+    }
+    if (!c.quiet) log << fmt::format("  epoch {} done\n", epoch) << std::flush;
+  }
+
+  // analysis.csv (long format) and analysis.h5 (the same columns, with the parameters).
+  std::string csv = std::string(kColumns) + "\n";
+  std::vector<double> columns[7];
+  std::vector<int64_t> layer_index, estimator_index;
+  for (const AnalysisRow& r : out.rows) {
+    csv += fmt::format("{},{},{},{},{},{},{},{},{}\n", r.epoch, csv_field(r.layer), csv_field(r.estimator), number(r.i_xt),
+                       number(r.i_ty), number(r.i_prev), number(r.ib), number(r.nuisance_ratio), number(r.kappa));
+    const double values[7] = {static_cast<double>(r.epoch), r.i_xt, r.i_ty, r.i_prev, r.ib, r.nuisance_ratio, r.kappa};
+    for (int i = 0; i < 7; ++i) columns[i].push_back(values[i]);
+    layer_index.push_back(std::find(out.layers.begin(), out.layers.end(), r.layer) - out.layers.begin());
+    estimator_index.push_back(std::find(out.estimators.begin(), out.estimators.end(), r.estimator) - out.estimators.begin());
+  }
+  const char* names[7] = {"epoch", "I_XT", "I_TY", "I_prev", "IB", "nuisance_ratio", "kappa"};
+  std::vector<io::DatasetToWrite> h5;
+  for (int i = 0; i < 7; ++i) h5.push_back({std::string("/rows/") + names[i], at::tensor(columns[i], at::kDouble), {}});
+  h5.push_back({"/rows/layer_index", at::tensor(layer_index, at::kLong), {}});
+  h5.push_back({"/rows/estimator_index", at::tensor(estimator_index, at::kLong), {}});
+  io::write_datasets(c.run + "/analysis.h5", h5,
+                     {{"layers", fmt::format("{}", fmt::join(out.layers, ","))},
+                      {"estimators", fmt::format("{}", fmt::join(out.estimators, "\n"))},
+                      {"beta", c.beta}, {"units", std::string("nats")}, {"split", c.split},
+                      {"samples", static_cast<int64_t>(rows.size(0))}, {"seed", static_cast<int64_t>(c.seed)},
+                      {"store", store}, {"device", device.str()},
+                      {"definitions", std::string("I_prev = I(T_{l-1};T_l) with T_0 = X; IB = I_TY - beta * I_prev; "
+                                                  "nuisance_ratio = tr(S_within)/tr(S_total); kappa: NaN off norm sites")}});
+  io::write_file_atomically(c.run + "/analysis.csv", csv);
+  return out;
+}
+
+Analysis read_analysis(const std::string& run) {
+  const std::string path = run + "/analysis.csv";
+  std::ifstream in(path);
+  if (!in) throw UsageError(fmt::format("no analysis in '{}' (run: ibn analyze {})", run, run));
+  std::string line;
+  std::getline(in, line);
+  if (line != kColumns) throw DataError(fmt::format("'{}' does not start with the columns {}", path, kColumns));
+  Analysis out;
+  std::set<std::string> seen_layers, seen_estimators;
+  for (int64_t number_of_line = 2; std::getline(in, line); ++number_of_line) {
+    const std::vector<std::string> f = csv_fields(line);
+    if (f.size() != 9) throw DataError(fmt::format("{}:{}: expected 9 fields, found {}", path, number_of_line, f.size()));
+    AnalysisRow r;
+    r.epoch = std::stoll(f[0]);
+    r.layer = f[1];
+    r.estimator = f[2];
+    double* targets[6] = {&r.i_xt, &r.i_ty, &r.i_prev, &r.ib, &r.nuisance_ratio, &r.kappa};
+    for (int i = 0; i < 6; ++i) *targets[i] = f[3 + i] == "nan" ? kNaN : std::stod(f[3 + i]);
+    if (seen_layers.insert(r.layer).second) out.layers.push_back(r.layer);
+    if (seen_estimators.insert(r.estimator).second) out.estimators.push_back(r.estimator);
+    out.rows.push_back(r);
+  }
+  return out;
+}
+
+}  // namespace ibn::analysis

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# ibn sweep / analyze / report as a user runs them, on a tiny grid: shards cover every point
+# once, a killed sweep resumes (finished points skipped, the killed one redone from scratch),
+# a failed point is recorded while the others go on, the report holds every figure and the
+# analysis files' numbers, and the notebook executes on the same sweep.
+# Run by CTest with IBN pointing at the binary and REPO at the source tree.
+set -u
+IBN=${IBN:?set IBN to the ibn binary}
+REPO=${REPO:?set REPO to the source tree}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failures=0
+passes=0
+check() {  # check "what" COMMAND...: passes when the command succeeds
+  local what=$1
+  shift
+  if "$@"; then passes=$((passes + 1)); else echo "FAIL: $what"; failures=$((failures + 1)); fi
+}
+
+cat >"$work/tiny.ini" <<'INI'
+[sweep]
+name = tiny
+[grid]
+norm = layernorm | ibnorm-t
+lambda = 0.5 | 1
+seed = 0 | 1
+[train]
+epochs = 3
+batch = 128
+dump-epochs = list:0,3
+checkpoint-every = 0
+[analyze]
+estimator = binning:bins=10
+estimator = kde:var=0.1
+max-samples = 400
+INI
+
+# Shards: each point runs in exactly one shard; the shard that finishes the grid writes the report.
+for i in 0 1 2; do "$IBN" sweep "$work/tiny.ini" --out "$work/s" --shard "$i/3" >"$work/shard$i.out" 2>&1; done
+check "every point done exactly once across the shards" \
+  test "$(cat "$work"/shard*.out | grep -E '^\[[0-9]+/[0-9]+\] .* done' | awk '{print $2}' | sort | uniq -c | awk '$1 == 1' | wc -l)" -eq 6
+check "the first shards wait for the others before the report" grep -q "of 6 points done; the report waits" "$work/shard0.out"
+check "the last shard writes the report" grep -q "s/report/report.md$" "$work/shard2.out"
+check "status lists six finished points" bash -c "'$IBN' sweep '$work/tiny.ini' --out '$work/s' --status | grep -q '^6 done, 0 failed, 0 pending'"
+
+# The report: every figure in PNG and PDF, the LaTeX table, and numbers equal to the runs' own.
+for f in info_plane_0_binning info_plane_1_kde mi_vs_epoch_0_binning mi_vs_epoch_1_kde ib_vs_lambda accuracy_vs_lambda contraction_vs_lambda; do
+  check "figure $f.png and $f.pdf exist and are not empty" test -s "$work/s/report/$f.png" -a -s "$work/s/report/$f.pdf"
+done
+check "report.md and table_comparison.tex exist" test -s "$work/s/report/report.md" -a -s "$work/s/report/table_comparison.tex"
+/usr/bin/python3 - "$work/s" >"$work/tables.out" 2>&1 <<'PY'
+import csv, glob, os, sys
+sweep = sys.argv[1]
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+table = {r["label"]: r for r in rows(os.path.join(sweep, "report/data/table_comparison.csv"))}
+assert set(table) == {"layernorm", "ibnorm-t λ=0.5", "ibnorm-t λ=1"}, table.keys()
+for label, point_prefix in (("layernorm", "layernorm_"), ("ibnorm-t λ=0.5", "ibnorm-t_lambda0.5_"), ("ibnorm-t λ=1", "ibnorm-t_lambda1_")):
+    points = sorted(glob.glob(os.path.join(sweep, "points", point_prefix + "seed*")))
+    assert len(points) == 2, points
+    acc = [float(rows(os.path.join(p, "metrics.csv"))[-1]["test_accuracy"]) for p in points]
+    assert abs(float(table[label]["test_accuracy_mean"]) - sum(acc) / 2) < 1e-6, (label, acc)
+    totals = []
+    for p in points:
+        analysis = rows(os.path.join(p, "analysis.csv"))
+        last = max(int(r["epoch"]) for r in analysis)
+        first_estimator = analysis[0]["estimator"]
+        totals.append(sum(float(r["IB_nats"]) for r in analysis if int(r["epoch"]) == last and r["estimator"] == first_estimator))
+    assert abs(float(table[label]["ib_total_0_mean"]) - sum(totals) / 2) < 1e-5, (label, totals, table[label])
+    assert f"{sum(acc) / 2:.4f}" in open(os.path.join(sweep, "report/table_comparison.tex")).read()
+    assert int(table[label]["seeds"]) == 2
+PY
+status=$?
+[ "$status" -eq 0 ] || cat "$work/tables.out"
+check "the tables hold the numbers of the analysis and metrics files" test "$status" -eq 0
+
+# The notebook draws the same figures from the same files.
+check "notebooks/ibn_report.ipynb executes on the sweep" bash -c "cd '$REPO/notebooks' && IBN_SWEEP='$work/s' IBN_REPO='$REPO' \
+  /usr/bin/python3 -m nbconvert --to notebook --execute --output '$work/executed.ipynb' ibn_report.ipynb >'$work/nb.log' 2>&1 \
+  && test \$(grep -c image/png '$work/executed.ipynb') -ge 5"
+
+# A sweep killed (SIGKILL, the whole process group) in the middle of a point: the next run
+# skips the finished points and redoes the killed one from scratch.
+setsid "$IBN" sweep "$work/tiny.ini" --out "$work/k" -j 1 --no-report >"$work/killed.out" 2>&1 &
+leader=$!
+for _ in $(seq 1 600); do
+  [ "$(ls "$work"/k/points/*/done 2>/dev/null | wc -l)" -ge 2 ] && [ "$(ls -d "$work"/k/points/*/ 2>/dev/null | wc -l)" -ge 3 ] && break
+  sleep 0.1
+done
+kill -9 -- -"$leader" 2>/dev/null
+wait "$leader" 2>/dev/null
+finished_before=$(ls "$work"/k/points/*/done 2>/dev/null | wc -l)
+check "the killed sweep left finished and unfinished points ($finished_before done)" test "$finished_before" -ge 2 -a "$finished_before" -lt 6
+"$IBN" sweep "$work/tiny.ini" --out "$work/k" -j 2 --no-report >"$work/resumed.out" 2>&1
+check "the resumed sweep skipped the finished points" grep -q "6 points, $finished_before done before, $((6 - finished_before)) to run" "$work/resumed.out"
+check "after resuming every point is done" test "$(ls "$work"/k/points/*/done | wc -l)" -eq 6
+check "each point trained once in its final directory" \
+  test "$(grep -l '^done: ' "$work"/k/points/*/log.txt | wc -l)" -eq 6 -a "$(cat "$work"/k/points/*/log.txt | grep -c '^done: ')" -eq 6
+
+# A failed point is recorded with its error; the others finish; the sweep exits 1.
+printf '[grid]\nbatch = 64 | 0\n[train]\nepochs = 1\ndump-epochs = list:1\n[analyze]\nestimator = binning\n' >"$work/failing.ini"
+"$IBN" sweep "$work/failing.ini" --out "$work/f" --no-report >"$work/failing.out" 2>&1
+code=$?
+check "a sweep with a failed point exits 1 (got $code)" test "$code" -eq 1
+check "the failure names the point and the error" grep -q "batch0 FAILED: train: ibn: --batch 0 must be at least 1" "$work/failing.out"
+check "status shows the failed point's error" bash -c "'$IBN' sweep '$work/failing.ini' --out '$work/f' --status | grep -q 'batch0 .* failed: train: ibn: --batch 0 must be at least 1'"
+check "the other point finished" test -e "$work/f/points/batch64/done"
+
+echo "sweep: $passes passed, $failures failed"
+[ "$failures" -eq 0 ]
