@@ -84,6 +84,7 @@ TEST(Analysis, KnownStructureGivesTheExpectedInformation) {
   EXPECT_NEAR(back.rows[1].ib, twice.ib, 1e-7);
   EXPECT_NEAR(ibn::io::read_dataset(run + "/analysis.h5", "/rows/I_TY")[0].item<double>(), ln2, 1e-9);
   EXPECT_EQ(std::get<double>(ibn::io::read_attribute(run + "/analysis.h5", "/", "beta")), 0.5);
+  EXPECT_NEAR(ibn::io::read_dataset(run + "/analysis.h5", "/totals/IB")[0].item<double>(), copy.ib + twice.ib + constant.ib, 1e-12);
   fs::remove_all(run);
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <memory>
 #include <set>
 #include <sstream>
@@ -195,6 +196,21 @@ Analysis analyze(const AnalyzeConfig& c, std::ostream& log) {
   std::vector<io::DatasetToWrite> h5;
   for (int i = 0; i < 7; ++i) h5.push_back({std::string("/rows/") + names[i], at::tensor(columns[i], at::kDouble), {}});
   h5.push_back({"/rows/layer_index", at::tensor(layer_index, at::kLong), {}});
+  // Σ_l IB_l per epoch and estimator: the multi-layer objective.
+  std::map<std::pair<int64_t, int64_t>, double> totals;
+  for (size_t i = 0; i < out.rows.size(); ++i) totals[{out.rows[i].epoch, estimator_index[i]}] += out.rows[i].ib;
+  std::string totals_csv = "epoch,estimator,IB_total_nats\n";
+  std::vector<int64_t> total_epoch, total_estimator;
+  std::vector<double> total_ib;
+  for (const auto& [key, ib] : totals) {
+    totals_csv += fmt::format("{},{},{}\n", key.first, csv_field(out.estimators[key.second]), number(ib));
+    total_epoch.push_back(key.first);
+    total_estimator.push_back(key.second);
+    total_ib.push_back(ib);
+  }
+  h5.push_back({"/totals/epoch", at::tensor(total_epoch, at::kLong), {}});
+  h5.push_back({"/totals/estimator_index", at::tensor(total_estimator, at::kLong), {}});
+  h5.push_back({"/totals/IB", at::tensor(total_ib, at::kDouble), {}});
   h5.push_back({"/rows/estimator_index", at::tensor(estimator_index, at::kLong), {}});
   io::write_datasets(c.run + "/analysis.h5", h5,
                      {{"layers", fmt::format("{}", fmt::join(out.layers, ","))},
@@ -204,6 +220,7 @@ Analysis analyze(const AnalyzeConfig& c, std::ostream& log) {
                       {"store", store}, {"device", device.str()},
                       {"definitions", std::string("I_prev = I(T_{l-1};T_l) with T_0 = X; IB = I_TY - beta * I_prev; "
                                                   "nuisance_ratio = tr(S_within)/tr(S_total); kappa: NaN off norm sites")}});
+  io::write_file_atomically(c.run + "/analysis_totals.csv", totals_csv);
   io::write_file_atomically(c.run + "/analysis.csv", csv);
   return out;
 }
