@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "ibn/error.h"
+
 namespace ibn::test {
 
 inline double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
