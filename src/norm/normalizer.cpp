@@ -1,5 +1,7 @@
 #include "ibn/norm/normalizer.h"
 
+#include "norm/fused/fused_function.h"
+
 #include <cmath>
 
 #include <ATen/ops/linspace.h>
@@ -65,6 +67,9 @@ at::Tensor NormalizerImpl::forward(const at::Tensor& x) {
   if (running != nullptr && is_training()) {
     at::NoGradGuard no_grad;
     num_batches_tracked.add_(1);
+  }
+  if (x.is_cuda()) {
+    if (auto fused = fused::try_forward(spec_, x, weight, bias, running, is_training(), spec_.momentum)) return *fused;
   }
   StatsContext stats(plan, running, is_training(), spec_.momentum);
   at::Tensor y = operation_->normalize(x.reshape(plan.grouped_shape), stats).reshape(x.sizes());

@@ -138,23 +138,25 @@ __global__ void backward_kernel(Params p, const T* x, const T* dy, const A* gamm
       }
       continue;
     }
-    A gz_sum = 0, gz_dot = 0;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-      const A z = (load<A>(x + g.at(i)) - s.mean) * s.rstd;
-      const A xhat = (psi(p, z) - s.mean_u) * s.rstd_u;
+    // The gradient reaching z = (x − μ)·r through the outer standardization and ψ.
+    const auto z_and_gz = [&](int64_t i, A* z) {
+      *z = (load<A>(x + g.at(i)) - s.mean) * s.rstd;
+      const A xhat = (psi(p, *z) - s.mean_u) * s.rstd_u;
       const A d = load<A>(dy + g.at(i));
       const A gi = p.affine ? gamma[g.feature(i)] * d : d;
-      const A gz = s.rstd_u * (gi - g_sum * inv_n - xhat * g_dot * inv_n) * dpsi(p, z);
+      return s.rstd_u * (gi - g_sum * inv_n - xhat * g_dot * inv_n) * dpsi(p, *z);
+    };
+    A gz_sum = 0, gz_dot = 0;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+      A z;
+      const A gz = z_and_gz(i, &z);
       gz_sum += gz, gz_dot += gz * z;
     }
     gz_sum = block_sum(gz_sum, shared);
     gz_dot = block_sum(gz_dot, shared);
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-      const A z = (load<A>(x + g.at(i)) - s.mean) * s.rstd;
-      const A xhat = (psi(p, z) - s.mean_u) * s.rstd_u;
-      const A d = load<A>(dy + g.at(i));
-      const A gi = p.affine ? gamma[g.feature(i)] * d : d;
-      const A gz = s.rstd_u * (gi - g_sum * inv_n - xhat * g_dot * inv_n) * dpsi(p, z);
+      A z;
+      const A gz = z_and_gz(i, &z);
       store(dx + g.at(i), s.rstd * (gz - gz_sum * inv_n - z * gz_dot * inv_n));
     }
   }

@@ -1,0 +1,24 @@
+#pragma once
+// The fused CUDA kernels behind NormalizerImpl::forward. Opt-in while they await their
+// verification on a GPU: set IBN_FUSED_NORM=1 to use them for CUDA inputs of the token area
+// (features last) and of the batch area in training; everything else stays on the ATen path.
+#include <optional>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "ibn/norm/operation.h"
+#include "ibn/norm/spec.h"
+
+namespace ibn::norm::fused {
+
+// Built with CUDA kernels (LibTorch with CUDA) and switched on by IBN_FUSED_NORM=1.
+bool enabled();
+
+// y of the normalizer through the fused kernels (autograd-aware; batch-area running statistics
+// updated as BatchNorm does), or nothing when the fused path does not apply.
+std::optional<at::Tensor> try_forward(const NormSpec& spec, const at::Tensor& x, const at::Tensor& weight,
+                                      const at::Tensor& bias, std::vector<RunningBuffer>* running, bool training,
+                                      double momentum);
+
+}  // namespace ibn::norm::fused
