@@ -255,7 +255,11 @@ expect_one_line_error 1 train --out /proc/ibn-run --epochs 1
 # ibn bench: runs and prints one line per estimator and size; unknown targets are usage errors.
 expect 0 "ksg:k=3.* +300 +4 +[0-9.]+$" -- bench mi --n 300 --d 4 --runs 1 --device cpu --estimator ksg
 expect 0 "kde entropy H\(T\), one bound \(var=0.1\) +300 +4 " -- bench mi --n 300 --d 4 --runs 1 --device cpu --estimator ksg
-expect 2 "unknown benchmark 'disk'; expected one of: mi, train" -- bench disk
+expect 2 "unknown benchmark 'disk'; expected one of: mi, train, norm" -- bench disk
+expect 2 "--shape '12' must be ROWSxD" -- bench norm --shape 12
+if "$IBN" --version | grep -q "CUDA device: none"; then
+  expect 1 "ibn bench norm (times the fused CUDA kernels|needs a CUDA device)" -- bench norm --runs 1
+fi
 expect 0 "usage: ibn bench train" -- bench train --help
 
 echo "cli: $passes passed, $failures failed"

@@ -187,16 +187,20 @@ int bench_train(const std::vector<std::string>& args) {
 
 }  // namespace
 
+int bench_norm(const std::vector<std::string>& args);  // cmd_bench_norm.cpp
+
 int run_bench(const std::vector<std::string>& args) {
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     std::cout << "usage: ibn bench <target> [options]\n\nTargets:\n  mi      wall time of the MI estimators over N x d\n"
                  "  train   training steps per second per model, and the activation-dump overhead\n"
+                 "  norm    fused CUDA normalizers against a copy, ATen's LayerNorm and the ATen path\n"
                  "\n'ibn bench <target> --help' lists a target's options.\n";
     return args.empty() ? 2 : 0;
   }
   if (args[0] == "mi") return bench_mi(args);
   if (args[0] == "train") return bench_train(args);
-  throw UsageError(fmt::format("unknown benchmark '{}'; expected one of: mi, train (see 'ibn bench --help')", args[0]));
+  if (args[0] == "norm") return bench_norm(args);
+  throw UsageError(fmt::format("unknown benchmark '{}'; expected one of: mi, train, norm (see 'ibn bench --help')", args[0]));
 }
 
 }  // namespace ibn::cli
