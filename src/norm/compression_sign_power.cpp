@@ -5,11 +5,12 @@
 #include <ATen/ops/ones_like.h>
 
 #include "ibn/norm/compression.h"
+#include "norm/fused/norm_math.h"
 
 namespace ibn::norm {
 namespace {
 
-constexpr double kDelta = 1e-3;
+constexpr double kDelta = fused::kSignPowerDelta;  // the fused kernels use the same δ
 
 double power(double lambda) { return 1.0 / (1.0 + lambda); }
 

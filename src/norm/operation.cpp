@@ -16,14 +16,18 @@ at::Tensor StatsContext::stat(const std::string& key,
   if (!training_) return buffer->value.view(plan_.stat_shape);
 
   at::Tensor batch = batch_value();
+  update_running(*buffer, batch, plan_.group_size, momentum_);
+  return batch;
+}
+
+void update_running(RunningBuffer& buffer, const at::Tensor& batch, int64_t group_size, double momentum) {
   at::NoGradGuard no_grad;
   at::Tensor update = batch.detach().reshape({-1});
-  if (buffer->stat.is_variance) {
-    const double n = static_cast<double>(plan_.group_size);
+  if (buffer.stat.is_variance) {
+    const double n = static_cast<double>(group_size);
     update = update.mul(n / (n - 1.0));
   }
-  buffer->value.mul_(1.0 - momentum_).add_(update.to(buffer->value.scalar_type()), momentum_);
-  return batch;
+  buffer.value.mul_(1.0 - momentum).add_(update.to(buffer.value.scalar_type()), momentum);
 }
 
 at::Tensor standardize(const at::Tensor& x, StatsContext& stats, double eps,

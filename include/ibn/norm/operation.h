@@ -24,6 +24,10 @@ struct RunningBuffer {
   at::Tensor value;  // [C]
 };
 
+// BatchNorm's rule: value ← (1 − momentum)·value + momentum·batch, variances made unbiased
+// (× n/(n − 1), n the group size) first. `batch` holds one value per channel, any shape.
+void update_running(RunningBuffer& buffer, const at::Tensor& batch, int64_t group_size, double momentum);
+
 // Statistics of one forward pass. Without running buffers every statistic is the batch value.
 // With them, training returns the batch value and moves the estimate by `momentum`; eval
 // returns the estimate.

@@ -54,7 +54,20 @@ struct Layout {
   double momentum = 0.1;
 };
 
-void update_running(std::vector<RunningBuffer>& running, const at::Tensor& stats, double eps, double momentum, int64_t n);
+// The running statistics from the kernels' saved [C, 4] statistics (μ, r, μ_u, r_u), by
+// StatsContext's rule; a variance comes back from the saved r = 1/√(σ² + ε).
+void update_running_from(std::vector<RunningBuffer>& running, const at::Tensor& stats, double eps, double momentum,
+                         int64_t group_size) {
+  for (RunningBuffer& buffer : running) {
+    at::Tensor batch;
+    if (buffer.stat.key == "mean") batch = stats.select(1, 0);
+    if (buffer.stat.key == "var") batch = stats.select(1, 1).pow(-2).sub(eps).clamp_min(0);
+    if (buffer.stat.key == "mean_u") batch = stats.select(1, 2);
+    if (buffer.stat.key == "var_u") batch = stats.select(1, 3).pow(-2).sub(eps).clamp_min(0);
+    if (!batch.defined()) throw std::runtime_error("fused normalizer: unknown running statistic " + buffer.stat.key);
+    update_running(buffer, batch, group_size, momentum);
+  }
+}
 
 void check_launch() {
   if (const char* error = last_error()) throw std::runtime_error(std::string("fused normalizer kernel: ") + error);
@@ -81,7 +94,7 @@ class FusedNorm : public torch::autograd::Function<FusedNorm> {
     }
     check_launch();
     if (layout.running != nullptr && !layout.running->empty()) {
-      update_running(*layout.running, stats, p.eps, layout.momentum, layout.N * layout.HW);
+      update_running_from(*layout.running, stats, p.eps, layout.momentum, layout.N * layout.HW);
     }
     ctx->save_for_backward({x, w, stats});
     ctx->saved_data["op"] = static_cast<int64_t>(p.op);
@@ -131,26 +144,6 @@ class FusedNorm : public torch::autograd::Function<FusedNorm> {
     return {dx, dweight, dbias, at::Tensor(), at::Tensor()};
   }
 };
-
-}  // namespace
-
-namespace {
-
-// BatchNorm's running-statistics rule (StatsContext::stat): the unbiased batch variance,
-// moved into the estimate by `momentum`. The variance comes back from the saved 1/√(σ² + ε).
-void update_running(std::vector<RunningBuffer>& running, const at::Tensor& stats, double eps, double momentum, int64_t n) {
-  at::NoGradGuard no_grad;
-  const double unbias = n > 1 ? static_cast<double>(n) / static_cast<double>(n - 1) : 1.0;
-  for (RunningBuffer& buffer : running) {
-    at::Tensor batch;
-    if (buffer.stat.key == "mean") batch = stats.select(1, 0);
-    if (buffer.stat.key == "var") batch = stats.select(1, 1).pow(-2).sub(eps).clamp_min(0).mul(unbias);
-    if (buffer.stat.key == "mean_u") batch = stats.select(1, 2);
-    if (buffer.stat.key == "var_u") batch = stats.select(1, 3).pow(-2).sub(eps).clamp_min(0).mul(unbias);
-    if (!batch.defined()) throw std::runtime_error("fused normalizer: unknown running statistic " + buffer.stat.key);
-    buffer.value.mul_(1.0 - momentum).add_(batch.to(buffer.value.scalar_type()), momentum);
-  }
-}
 
 }  // namespace
 

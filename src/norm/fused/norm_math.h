@@ -35,7 +35,7 @@ struct Params {
   IBN_HD bool compresses() const { return op == Op::ibnorm && lambda != 0.0; }
 };
 
-// δ of IBNorm-S: keeps ψ' finite at 0 (compression_sign_power.cpp uses the same value).
+// δ of IBNorm-S: keeps ψ' finite at 0 (compression_sign_power.cpp, the ATen path, uses it too).
 constexpr double kSignPowerDelta = 1e-3;
 
 template <typename A>
