@@ -288,12 +288,11 @@ void write_datasets(const std::string& path, const std::vector<DatasetToWrite>& 
     }
     for (const DatasetToWrite& d : datasets) write_one(file.get(), d);
     for (const std::string& source_path : copy_from) {
-      Handle source(H5Fopen(source_path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose, "H5Fopen (of a file to copy)");
-      for (const std::string& name : datasets_of(open_for_reading(source_path))) {
+      const H5::H5File source = open_for_reading(source_path);  // read-only: its close cannot fail on a write
+      for (const std::string& name : datasets_of(source)) {
         ensure_groups(file.get(), name);
-        check(H5Ocopy(source.get(), name.c_str(), file.get(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT), "H5Ocopy");
+        check(H5Ocopy(source.getId(), name.c_str(), file.get(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT), "H5Ocopy");
       }
-      source.close("H5Fclose");
     }
     check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "H5Fflush");
     const ssize_t size = H5Fget_file_image(file.get(), nullptr, 0);
