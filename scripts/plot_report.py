@@ -120,82 +120,58 @@ def mi_vs_epoch(plane, meta, k):
     return fig, f"I(X;T) and I(T;Y) of every layer against epoch, one column per setting ({estimator})"
 
 
-def grouped(runs, field):
-    """Per (variant, λ): the values of `field` over seeds; variants without λ are baselines."""
-    groups = {}
-    for r in runs:
-        groups.setdefault((r["variant"], r["lambda"]), []).append(number(r[field]))
-    return groups
-
-
-def t95(n):
-    table = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]
-    return table[n - 2] if 2 <= n <= 11 else 1.96
-
-
-def mean_ci(values):
-    v = [x for x in values if not math.isnan(x)]
-    if not v:
-        return float("nan"), float("nan")
-    mean = sum(v) / len(v)
-    if len(v) < 2:
-        return mean, float("nan")
-    sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (len(v) - 1))
-    return mean, t95(len(v)) * sd / math.sqrt(len(v))
-
-
-def against_lambda(ax, runs, field, ylabel):
-    groups = grouped(runs, field)
-    variants = []
-    for (variant, lam) in groups:
-        if lam and variant not in variants:
-            variants.append(variant)
-    for variant in variants:
-        points = sorted((float(lam), mean_ci(v)) for (var, lam), v in groups.items() if var == variant and lam)
-        x = [p[0] for p in points]
-        y = [p[1][0] for p in points]
-        e = [0 if math.isnan(p[1][1]) else p[1][1] for p in points]
-        ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=variant)
-    for (variant, lam), values in groups.items():
-        if lam:
+def against_lambda(ax, settings, field, ylabel):
+    """Mean and 95 % interval of `field` per setting (computed by ibn report) against λ: a line
+    per variant (and other grid values); settings without λ are baselines, drawn as bands."""
+    series = {}
+    for r in settings:
+        key = r["label"].replace(f" λ={r['lambda']}", "") if r["lambda"] else r["label"]
+        series.setdefault(key, []).append(r)
+    for key, rows in series.items():
+        mean = [number(r[f"{field}_mean"]) for r in rows]
+        ci = [0 if math.isnan(number(r[f"{field}_ci95"])) else number(r[f"{field}_ci95"]) for r in rows]
+        if rows[0]["lambda"]:
+            order = sorted(range(len(rows)), key=lambda i: float(rows[i]["lambda"]))
+            ax.errorbar([float(rows[i]["lambda"]) for i in order], [mean[i] for i in order], yerr=[ci[i] for i in order],
+                        marker="o", capsize=3, label=key)
             continue
-        mean, ci = mean_ci(values)
-        line = ax.axhline(mean, linestyle="--", color="0.3", linewidth=1, label=f"{variant} (no λ)")
-        if not math.isnan(ci):
-            ax.axhspan(mean - ci, mean + ci, color=line.get_color(), alpha=0.12)
-    if any(lam for (_, lam) in groups):
+        line = ax.axhline(mean[0], linestyle="--", color="0.3", linewidth=1, label=f"{key} (no λ)")
+        if ci[0] > 0:
+            ax.axhspan(mean[0] - ci[0], mean[0] + ci[0], color=line.get_color(), alpha=0.12)
+    if any(r["lambda"] for r in settings):
         ax.set_xscale("log")
     ax.set_xlabel("λ")
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
 
 
-def two_panels(runs, meta, left, right, title, estimator, name, caption):
+def two_panels(settings, meta, left, right, title, estimator, name, caption):
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    against_lambda(axes[0], runs, *left)
-    against_lambda(axes[1], runs, *right)
+    against_lambda(axes[0], settings, *left)
+    against_lambda(axes[1], settings, *right)
     fig.suptitle(title, fontsize=10)
     footer(fig, meta, estimator)
     fig.tight_layout(rect=(0, 0.04, 1, 0.94))
     return name, fig, caption
 
 
-def lambda_figures(runs, meta):
+def lambda_figures(settings, meta):
+    """The figures against λ, from ibn report's per-setting table (data/table_comparison.csv)."""
     estimators = estimators_of(meta)
     figures = []
     fig, axes = plt.subplots(1, len(estimators), figsize=(4.4 * len(estimators), 3.6), squeeze=False)
     for k, estimator in enumerate(estimators):
-        against_lambda(axes[0][k], runs, f"ib_total_{k}", f"Σ_l IB_l [nats] ({estimator.split(':')[0]})")
+        against_lambda(axes[0][k], settings, f"ib_total_{k}", f"Σ_l IB_l [nats] ({estimator.split(':')[0]})")
         axes[0][k].set_title(estimator, fontsize=8)
     fig.suptitle(f"IB value against λ (β = {meta.get('beta', '1')}, final epoch; 95 % intervals over seeds)", fontsize=10)
     footer(fig, meta, "; ".join(estimators))
     fig.tight_layout(rect=(0, 0.04, 1, 0.94))
     figures.append(("ib_vs_lambda", fig, "IB value against λ per variant (mean and 95 % interval over seeds)"))
 
-    figures.append(two_panels(runs, meta, ("test_accuracy", "test accuracy"), ("test_loss", "test loss [nats]"),
+    figures.append(two_panels(settings, meta, ("test_accuracy", "test accuracy"), ("test_loss", "test loss [nats]"),
                               "Test accuracy and loss against λ (final epoch; 95 % intervals over seeds)", None,
                               "accuracy_vs_lambda", "Test accuracy and loss against λ per variant (95 % intervals)"))
-    figures.append(two_panels(runs, meta, ("kappa", "κ (mean over norm sites)"),
+    figures.append(two_panels(settings, meta, ("kappa", "κ (mean over norm sites)"),
                               ("nuisance_ratio", "nuisance ratio (last hidden layer)"),
                               "Variance contraction κ and nuisance ratio against λ (final epoch)",
                               estimators[0] if estimators else None, "contraction_vs_lambda",
@@ -207,7 +183,7 @@ def main(report_dir):
     data = os.path.join(report_dir, "data")
     meta = read_meta(os.path.join(data, "meta.txt"))
     plane = read_csv(os.path.join(data, "info_plane.csv"))
-    runs = read_csv(os.path.join(data, "runs.csv"))
+    settings = read_csv(os.path.join(data, "table_comparison.csv"))
     figures = []
     for k, estimator in enumerate(estimators_of(meta)):
         name = estimator.split(":")[0]
@@ -215,8 +191,8 @@ def main(report_dir):
         figures.append((f"info_plane_{k}_{name}", fig, caption))
         fig, caption = mi_vs_epoch(plane, meta, k)
         figures.append((f"mi_vs_epoch_{k}_{name}", fig, caption))
-    if any(r["lambda"] for r in runs):
-        figures += lambda_figures(runs, meta)
+    if any(r["lambda"] for r in settings):
+        figures += lambda_figures(settings, meta)
     listing = []
     for name, fig, caption in figures:
         for extension in ("png", "pdf"):

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
-#include <map>
 #include <memory>
 #include <set>
 #include <sstream>
@@ -17,6 +16,7 @@
 #include "ibn/device.h"
 #include "ibn/error.h"
 #include "ibn/io/atomic_file.h"
+#include "ibn/io/csv.h"
 #include "ibn/io/hdf5.h"
 #include "ibn/mi/estimator.h"
 #include "ibn/spec_string.h"
@@ -27,33 +27,6 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 const char* const kColumns = "epoch,layer,estimator,I_XT_nats,I_TY_nats,I_prev_nats,IB_nats,nuisance_ratio,kappa";
-
-std::string csv_field(const std::string& text) {
-  if (text.find_first_of(",\"\n") == std::string::npos) return text;
-  std::string out = "\"";
-  for (const char c : text) out += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return out + "\"";
-}
-
-// One CSV line into fields (quotes as csv_field writes them).
-std::vector<std::string> csv_fields(const std::string& line) {
-  std::vector<std::string> fields(1);
-  bool quoted = false;
-  for (size_t i = 0; i < line.size(); ++i) {
-    const char c = line[i];
-    if (quoted && c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
-      fields.back() += '"';
-      ++i;
-    } else if (c == '"') {
-      quoted = !quoted;
-    } else if (c == ',' && !quoted) {
-      fields.emplace_back();
-    } else {
-      fields.back() += c;
-    }
-  }
-  return fields;
-}
 
 std::string number(double v) { return std::isnan(v) ? "nan" : fmt::format("{:.8g}", v); }
 
@@ -73,6 +46,14 @@ double nuisance_ratio(const at::Tensor& t_in, const at::Tensor& labels) {
   const at::Tensor total = (t - t.mean(0, true)).pow(2).sum();
   const double total_value = total.item<double>();
   return total_value > 0 ? within.item<double>() / total_value : kNaN;
+}
+
+double ib_total(const Analysis& analysis, int64_t epoch, const std::string& estimator) {
+  double total = 0;
+  for (const AnalysisRow& row : analysis.rows) {
+    if (row.epoch == epoch && row.estimator == estimator) total += row.ib;
+  }
+  return total;
 }
 
 Analysis analyze(const AnalyzeConfig& c, std::ostream& log) {
@@ -128,10 +109,9 @@ Analysis analyze(const AnalyzeConfig& c, std::ostream& log) {
   if (epochs.empty()) throw UsageError(fmt::format("'{}' holds no dumped epochs (the run used --dump-epochs none)", store));
 
   // The samples: a split, then a seeded subset.
-  at::Tensor rows = at::arange(io::read_dataset(store, "/data/split").size(0), at::kLong);
-  if (c.split != "all") {
-    rows = io::read_dataset(store, "/data/split").eq(c.split == "train" ? 0 : 1).nonzero().squeeze(1);
-  }
+  const at::Tensor split_of_sample = io::read_dataset(store, "/data/split");
+  at::Tensor rows = c.split == "all" ? at::arange(split_of_sample.size(0), at::kLong)
+                                     : split_of_sample.eq(c.split == "train" ? 0 : 1).nonzero().squeeze(1);
   if (c.max_samples > 0 && c.max_samples < rows.size(0)) {
     auto g = at::make_generator<at::CPUGeneratorImpl>(c.seed + 11);
     rows = std::get<0>(rows.index_select(0, at::randperm(rows.size(0), g, at::TensorOptions().dtype(at::kLong))
@@ -185,7 +165,7 @@ Analysis analyze(const AnalyzeConfig& c, std::ostream& log) {
   std::vector<double> columns[7];
   std::vector<int64_t> layer_index, estimator_index;
   for (const AnalysisRow& r : out.rows) {
-    csv += fmt::format("{},{},{},{},{},{},{},{},{}\n", r.epoch, csv_field(r.layer), csv_field(r.estimator), number(r.i_xt),
+    csv += fmt::format("{},{},{},{},{},{},{},{},{}\n", r.epoch, io::csv_field(r.layer), io::csv_field(r.estimator), number(r.i_xt),
                        number(r.i_ty), number(r.i_prev), number(r.ib), number(r.nuisance_ratio), number(r.kappa));
     const double values[7] = {static_cast<double>(r.epoch), r.i_xt, r.i_ty, r.i_prev, r.ib, r.nuisance_ratio, r.kappa};
     for (int i = 0; i < 7; ++i) columns[i].push_back(values[i]);
@@ -196,17 +176,17 @@ Analysis analyze(const AnalyzeConfig& c, std::ostream& log) {
   std::vector<io::DatasetToWrite> h5;
   for (int i = 0; i < 7; ++i) h5.push_back({std::string("/rows/") + names[i], at::tensor(columns[i], at::kDouble), {}});
   h5.push_back({"/rows/layer_index", at::tensor(layer_index, at::kLong), {}});
-  // Σ_l IB_l per epoch and estimator: the multi-layer objective.
-  std::map<std::pair<int64_t, int64_t>, double> totals;
-  for (size_t i = 0; i < out.rows.size(); ++i) totals[{out.rows[i].epoch, estimator_index[i]}] += out.rows[i].ib;
   std::string totals_csv = "epoch,estimator,IB_total_nats\n";
   std::vector<int64_t> total_epoch, total_estimator;
   std::vector<double> total_ib;
-  for (const auto& [key, ib] : totals) {
-    totals_csv += fmt::format("{},{},{}\n", key.first, csv_field(out.estimators[key.second]), number(ib));
-    total_epoch.push_back(key.first);
-    total_estimator.push_back(key.second);
-    total_ib.push_back(ib);
+  for (const int64_t epoch : epochs) {
+    for (size_t k = 0; k < out.estimators.size(); ++k) {
+      const double ib = ib_total(out, epoch, out.estimators[k]);
+      totals_csv += fmt::format("{},{},{}\n", epoch, io::csv_field(out.estimators[k]), number(ib));
+      total_epoch.push_back(epoch);
+      total_estimator.push_back(static_cast<int64_t>(k));
+      total_ib.push_back(ib);
+    }
   }
   h5.push_back({"/totals/epoch", at::tensor(total_epoch, at::kLong), {}});
   h5.push_back({"/totals/estimator_index", at::tensor(total_estimator, at::kLong), {}});
@@ -235,7 +215,7 @@ Analysis read_analysis(const std::string& run) {
   Analysis out;
   std::set<std::string> seen_layers, seen_estimators;
   for (int64_t number_of_line = 2; std::getline(in, line); ++number_of_line) {
-    const std::vector<std::string> f = csv_fields(line);
+    const std::vector<std::string> f = io::csv_fields(line);
     if (f.size() != 9) throw DataError(fmt::format("{}:{}: expected 9 fields, found {}", path, number_of_line, f.size()));
     AnalysisRow r;
     r.epoch = std::stoll(f[0]);

@@ -45,15 +45,13 @@ int run_analyze(const std::vector<std::string>& args) {
   std::cout << fmt::format("epoch {} (nats; IB with beta = {}):\n{:<16} {:<30} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}\n", last,
                            a.beta, "layer", "estimator", "I(X;T)", "I(T;Y)", "I(Tp;T)", "IB", "nuisance", "kappa");
   for (const auto& estimator : a.estimators) {
-    double total = 0;
     for (const analysis::AnalysisRow& r : a.rows) {
       if (r.epoch != last || r.estimator != estimator) continue;
-      total += r.ib;
       std::cout << fmt::format("{:<16} {:<30} {:>9.4f} {:>9.4f} {:>9.4f} {:>9.4f} {:>9.4f} {:>7}\n", r.layer, r.estimator,
                                r.i_xt, r.i_ty, r.i_prev, r.ib, r.nuisance_ratio,
                                std::isnan(r.kappa) ? "-" : fmt::format("{:.4f}", r.kappa));
     }
-    std::cout << fmt::format("{:<16} {:<30} {:>39.4f}\n", "total IB", estimator, total);
+    std::cout << fmt::format("{:<16} {:<30} {:>39.4f}\n", "total IB", estimator, analysis::ib_total(a, last, estimator));
   }
   std::cout << c.run << "/analysis.csv\n";
   return 0;

@@ -16,6 +16,7 @@
 #include "command.h"
 #include "ibn/error.h"
 #include "ibn/io/atomic_file.h"
+#include "ibn/io/csv.h"
 #include "ibn/report/report.h"
 #include "ibn/sweep/sweep.h"
 
@@ -114,7 +115,7 @@ int run_sweep(const std::vector<std::string>& args) {
   listing += "\n";
   for (const sweep::Point& p : s.points) {
     listing += fmt::format("{},{}", p.index, p.id);
-    for (const auto& [key, value] : p.settings) listing += "," + value;
+    for (const auto& [key, value] : p.settings) listing += "," + io::csv_field(value);
     listing += "\n";
   }
   io::write_file_atomically(s.out + "/points.csv", listing);

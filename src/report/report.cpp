@@ -16,6 +16,7 @@
 #include "ibn/analysis/analyze.h"
 #include "ibn/error.h"
 #include "ibn/io/atomic_file.h"
+#include "ibn/io/csv.h"
 #include "ibn/norm/spec.h"
 #include "ibn/spec_string.h"
 #include "ibn/train/train.h"
@@ -30,16 +31,6 @@ namespace {
 namespace fs = std::filesystem;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-std::map<std::string, std::string> read_config(const std::string& file) {
-  std::map<std::string, std::string> out;
-  std::ifstream in(file);
-  for (std::string line; std::getline(in, line);) {
-    const size_t eq = line.find(" = ");
-    if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 3);
-  }
-  return out;
-}
-
 // The last row of a run's metrics.csv, by column name.
 std::map<std::string, double> final_metrics(const std::string& run) {
   std::ifstream in(run + "/metrics.csv");
@@ -50,7 +41,7 @@ std::map<std::string, double> final_metrics(const std::string& run) {
   while (std::getline(in, line)) {
     if (!line.empty()) last = line;
   }
-  const std::vector<std::string> names = split(header, ','), values = split(last, ',');
+  const std::vector<std::string> names = io::csv_fields(header), values = io::csv_fields(last);
   std::map<std::string, double> out;
   for (size_t i = 0; i < names.size() && i < values.size(); ++i) out[names[i]] = std::stod(values[i]);
   return out;
@@ -112,7 +103,7 @@ std::string latex_escape(const std::string& text) {
 RunSummary summarize(const std::string& dir) {
   RunSummary r;
   r.dir = dir;
-  const auto config = read_config(dir + "/config.ini");
+  const auto config = train::read_run_config(dir);
   const std::string norm = config.count("norm") ? config.at("norm") : "";
   r.variant = norm.substr(0, norm.find(':'));
   try {
@@ -130,18 +121,13 @@ RunSummary summarize(const std::string& dir) {
   // The representation the classifier reads: the last layer before the logits.
   std::string top = r.analysis.layers.back();
   if (top == "logits" && r.analysis.layers.size() > 1) top = r.analysis.layers[r.analysis.layers.size() - 2];
+  for (const std::string& estimator : r.analysis.estimators) r.ib_total.push_back(analysis::ib_total(r.analysis, last, estimator));
+  // κ and the nuisance ratio do not depend on the estimator: the first one's rows hold them.
   std::vector<double> kappas;
-  for (const std::string& estimator : r.analysis.estimators) {
-    double total = 0;
-    for (const analysis::AnalysisRow& row : r.analysis.rows) {
-      if (row.epoch != last || row.estimator != estimator) continue;
-      total += row.ib;
-      if (estimator == r.analysis.estimators.front()) {
-        if (!std::isnan(row.kappa)) kappas.push_back(row.kappa);
-        if (row.layer == top) r.nuisance = row.nuisance_ratio;
-      }
-    }
-    r.ib_total.push_back(total);
+  for (const analysis::AnalysisRow& row : r.analysis.rows) {
+    if (row.epoch != last || row.estimator != r.analysis.estimators.front()) continue;
+    if (!std::isnan(row.kappa)) kappas.push_back(row.kappa);
+    if (row.layer == top) r.nuisance = row.nuisance_ratio;
   }
   r.kappa = stat_of(kappas).mean;
   return r;
@@ -182,10 +168,10 @@ std::string write_report(const std::string& target, const ReportOptions& options
     std::ifstream in(target + "/points.csv");
     std::string header, line;
     std::getline(in, header);
-    const std::vector<std::string> keys = split(header, ',');
+    const std::vector<std::string> keys = io::csv_fields(header);
     while (std::getline(in, line)) {
       if (line.empty()) continue;
-      const std::vector<std::string> f = split(line, ',');
+      const std::vector<std::string> f = io::csv_fields(line);
       const std::string dir = target + "/points/" + f.at(1);
       if (!fs::exists(dir + "/done")) {
         throw UsageError(fmt::format("sweep point '{}' is not finished; run the sweep to the end first (ibn sweep ... --status)", f.at(1)));
@@ -215,7 +201,7 @@ std::string write_report(const std::string& target, const ReportOptions& options
       throw DataError(fmt::format("'{}' was analyzed with other estimators than '{}'; analyze them alike", r.dir, runs.front().dir));
     }
   }
-  const auto config = read_config(runs.front().dir + "/config.ini");
+  const auto config = train::read_run_config(runs.front().dir);
   const std::string data = config.count("data") ? config.at("data") : "?";
   const std::string model = config.count("model") ? config.at("model") : "?";
 
@@ -235,7 +221,7 @@ std::string write_report(const std::string& target, const ReportOptions& options
   runs_csv += "\n";
   std::string plane_csv = "label,seed,estimator,epoch,layer,layer_index,I_XT,I_TY\n";
   for (const RunSummary& r : runs) {
-    runs_csv += fmt::format("{},{},{},{},{},{},{},{},{}", r.label, r.variant, r.lambda, r.seed, num(metric(r, "test_accuracy")),
+    runs_csv += fmt::format("{},{},{},{},{},{},{},{},{}", io::csv_field(r.label), r.variant, r.lambda, r.seed, num(metric(r, "test_accuracy")),
                             num(metric(r, "test_loss")), num(metric(r, "train_accuracy")), num(r.kappa), num(r.nuisance));
     for (double ib : r.ib_total) runs_csv += "," + num(ib);
     runs_csv += "\n";
@@ -243,7 +229,7 @@ std::string write_report(const std::string& target, const ReportOptions& options
     for (const analysis::AnalysisRow& row : r.analysis.rows) {
       const size_t layer_index = std::find(r.analysis.layers.begin(), r.analysis.layers.end(), row.layer) - r.analysis.layers.begin();
       const size_t k = std::find(estimators.begin(), estimators.end(), row.estimator) - estimators.begin();
-      plane_csv += fmt::format("{},{},{},{},{},{},{},{}\n", r.label, r.seed, k, row.epoch, row.layer, layer_index, num(row.i_xt),
+      plane_csv += fmt::format("{},{},{},{},{},{},{},{}\n", io::csv_field(r.label), r.seed, k, row.epoch, row.layer, layer_index, num(row.i_xt),
                                num(row.i_ty));
     }
   }
@@ -256,7 +242,7 @@ std::string write_report(const std::string& target, const ReportOptions& options
   // The comparison table: mean ± 95 % interval over seeds, per setting.
   std::string md = "| setting | seeds | test accuracy | test loss (nats) |";
   std::string tex = "\\begin{tabular}{lr" + std::string(4 + estimators.size(), 'c') + "}\n\\toprule\nsetting & seeds & test acc. & test loss";
-  std::string table_csv = "label,seeds,test_accuracy_mean,test_accuracy_ci95,test_loss_mean,test_loss_ci95";
+  std::string table_csv = "label,variant,lambda,seeds,test_accuracy_mean,test_accuracy_ci95,test_loss_mean,test_loss_ci95";
   for (size_t k = 0; k < estimators.size(); ++k) {
     md += fmt::format(" IB total, {} |", estimators[k]);
     tex += fmt::format(" & IB ({})", latex_escape(estimators[k].substr(0, estimators[k].find(':'))));
@@ -282,7 +268,8 @@ std::string write_report(const std::string& target, const ReportOptions& options
     const Stat nuisance = collect([](const RunSummary& r) { return r.nuisance; });
     md += fmt::format("| {} | {} | {} | {} |", label, group.size(), pm(acc, 4, false), pm(loss, 4, false));
     tex += fmt::format("{} & {} & {} & {}", latex_escape(label), group.size(), pm(acc, 4, true), pm(loss, 4, true));
-    table_csv += fmt::format("{},{},{},{},{},{}", label, group.size(), num(acc.mean), num(acc.ci), num(loss.mean), num(loss.ci));
+    table_csv += fmt::format("{},{},{},{},{},{},{},{}", io::csv_field(label), group.front()->variant, group.front()->lambda,
+                             group.size(), num(acc.mean), num(acc.ci), num(loss.mean), num(loss.ci));
     for (size_t k = 0; k < estimators.size(); ++k) {
       const Stat ib = collect([k](const RunSummary& r) { return r.ib_total[k]; });
       md += fmt::format(" {} |", pm(ib, 3, false));

@@ -162,16 +162,24 @@ std::vector<int64_t> dump_schedule(const std::string& spec, int64_t epochs) {
   return {chosen.begin(), chosen.end()};
 }
 
+std::map<std::string, std::string> read_run_config(const std::string& run) {
+  std::map<std::string, std::string> out;
+  std::ifstream in(run + "/config.ini");
+  for (std::string line; std::getline(in, line);) {
+    const size_t eq = line.find(" = ");
+    if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 3);
+  }
+  return out;
+}
+
 RunStatus run_status(const std::string& run) {
   RunStatus status;
-  std::ifstream config(run + "/config.ini");
-  if (!config) {
+  if (!std::filesystem::exists(run + "/config.ini")) {
     status.summary = fmt::format("'{}' is not a run directory (no config.ini)", run);
     return status;
   }
-  for (std::string line; std::getline(config, line);) {
-    if (line.rfind("epochs = ", 0) == 0) status.epochs = std::atoll(line.c_str() + 9);
-  }
+  const auto config = read_run_config(run);
+  if (config.count("epochs")) status.epochs = std::atoll(config.at("epochs").c_str());
   const std::string checkpoint = run + "/checkpoint.pt";
   if (std::filesystem::exists(checkpoint)) {
     try {

@@ -41,6 +41,9 @@ struct Analysis {
   double beta = 1.0;
 };
 
+// Σ_l IB_l, the multi-layer objective, at one epoch with one estimator (its canonical spec).
+double ib_total(const Analysis& analysis, int64_t epoch, const std::string& estimator);
+
 // Nuisance ratio tr(Σ_within-class) / tr(Σ_total) of t [N, d] under labels [N].
 double nuisance_ratio(const at::Tensor& t, const at::Tensor& labels);
 

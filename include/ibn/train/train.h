@@ -3,6 +3,7 @@
 // (docs in README.md, "Run directory"). Scope so far: in-memory classification data (ibsgd12,
 // gaussian-mixture), the mlp model, SGD/Adam/AdamW with constant/cosine/warmup schedules.
 #include <cstdint>
+#include <map>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -62,6 +63,9 @@ std::vector<int64_t> dump_schedule(const std::string& spec, int64_t epochs);
 // `resume` it continues from there and ends bit for bit as the uninterrupted run would on the
 // CPU. A failed write (disk full) throws std::runtime_error after checkpointing what it can.
 TrainResult train(const TrainConfig& config, std::ostream& log);
+
+// RUN/config.ini as key -> value (the resolved options `train` wrote); empty when absent.
+std::map<std::string, std::string> read_run_config(const std::string& run_dir);
 
 // Where a run directory stands: finished (a complete RUN/activations.h5 and nothing pending), or
 // stopped before its end (killed, or a failed write), which `ibn train --resume RUN` continues.
