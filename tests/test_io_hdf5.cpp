@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <iterator>
 #include <string>
 
 #include <fmt/format.h>
@@ -15,6 +17,7 @@
 #include <torch/torch.h>
 
 #include "ibn/error.h"
+#include "ibn/io/atomic_file.h"
 #include "ibn/io/background_writer.h"
 #include "ibn/io/hdf5.h"
 #include "test_util.h"
@@ -23,6 +26,12 @@ namespace {
 
 namespace fs = std::filesystem;
 using ibn::test::throws_usage_error;
+
+// Runs a Python snippet with h5py; argv[1] is `file`.
+void run_h5py(const std::string& code, const std::string& file) {
+  const std::string command = "/usr/bin/python3 -c \"import h5py, numpy as np, sys\n" + code + "\" " + file;
+  ASSERT_EQ(std::system(command.c_str()), 0) << "h5py failed (is python3-h5py installed?): " << code;
+}
 
 class Hdf5Test : public ::testing::Test {
  protected:
@@ -90,6 +99,69 @@ TEST_F(Hdf5Test, MissingThingsAreNamed) {
                                  "no dataset '/group/u' in '" + path("b.h5") + "' (datasets: /group/t, /labels)"));
   EXPECT_TRUE(throws_usage_error([&] { ibn::io::read_dataset(path("b.h5"), "/nowhere/u"); }, "no dataset '/nowhere/u'"));
   EXPECT_TRUE(throws_usage_error([&] { ibn::io::read_dataset(path("b.h5"), "/group"); }, "is a group, not a dataset"));
+}
+
+// HDF5's C++ exceptions end as the tool's errors, and a file whose links form a cycle is
+// listed once per dataset (it recursed without end: a stack overflow or 2.7 GB and bad_alloc).
+TEST_F(Hdf5Test, StrangeFilesGiveErrorsNotCrashes) {
+  run_h5py("f = h5py.File(sys.argv[1], 'w'); g = f.create_group('a'); g['x'] = np.zeros(3); g['loop'] = g; "
+           "f['d'] = np.zeros(2); f.close()", path("cycle.h5"));
+  EXPECT_EQ(ibn::io::list_datasets(path("cycle.h5")), (std::vector<std::string>{"/a/x", "/d"}));
+  // A path through a dataset: H5::LocationException escaped as std::terminate.
+  EXPECT_TRUE(throws_usage_error([&] { ibn::io::read_dataset(path("cycle.h5"), "/d/y"); }, "no dataset '/d/y'"));
+  EXPECT_TRUE(ibn::io::read_dataset(path("cycle.h5"), "/a/loop/loop/x").equal(torch::zeros({3}, torch::kDouble)));
+  // A file that starts like HDF5 and then is cut off.
+  {
+    std::ifstream whole(path("cycle.h5"), std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(whole)), {});
+    std::ofstream(path("cut.h5"), std::ios::binary) << bytes.substr(0, bytes.size() / 3);
+  }
+  for (const auto& read : std::vector<std::function<void()>>{[&] { ibn::io::list_datasets(path("cut.h5")); },
+                                                             [&] { ibn::io::read_dataset(path("cut.h5"), "/d"); }}) {
+    try {
+      read();
+      ADD_FAILURE() << "a truncated file read without error";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("cut.h5"), std::string::npos) << e.what();
+    }
+  }
+}
+
+// Temporaries are created, never opened: a symlink at the target is replaced, not written
+// through, and a killed writer's temporary has a name only this library gives.
+TEST_F(Hdf5Test, AtomicWritesFollowNoSymlink) {
+  std::ofstream(path("victim.txt")) << "precious";
+  fs::create_symlink(path("victim.txt"), path("k.csv"));
+  ibn::io::write_file_atomically(path("k.csv"), "a,b\n");
+  EXPECT_FALSE(fs::is_symlink(path("k.csv")));
+  std::ifstream victim(path("victim.txt"));
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(victim)), {}), "precious");
+  {
+    const ibn::io::TemporaryFile temporary(path("config.ini"));
+    const std::string name = fs::path(temporary.path()).filename().string();
+    EXPECT_TRUE(ibn::io::is_temporary_of(name, "config.ini")) << name;
+    EXPECT_FALSE(ibn::io::is_temporary_of(name, "metrics.csv")) << name;
+    EXPECT_TRUE(fs::exists(temporary.path()));
+  }
+  EXPECT_FALSE(ibn::io::is_temporary_of("notes.tmp.txt", "notes.txt"));
+  EXPECT_FALSE(ibn::io::is_temporary_of(".config.ini.ibn-tmp-ab/def", "config.ini"));
+  int entries = 0;
+  for (const auto& entry : fs::directory_iterator(dir_)) entries += entry.path().filename().string()[0] == '.';
+  EXPECT_EQ(entries, 0) << "a temporary outlived its TemporaryFile";
+}
+
+// Several files as one: a failure before the renames leaves every target as it was.
+TEST_F(Hdf5Test, FilesWrittenTogetherOrNotAtAll) {
+  ibn::io::write_file_atomically(path("a.csv"), "old a");
+  fs::create_directories(path("sub"));
+  EXPECT_THROW(ibn::io::write_files_atomically({{path("a.csv"), "new a"}, {path("missing/b.csv"), "new b"}}),
+               std::runtime_error);
+  std::ifstream a(path("a.csv"));
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(a)), {}), "old a");
+  ibn::io::write_files_atomically({{path("a.csv"), "new a"}, {path("sub/b.csv"), "new b"}});
+  std::ifstream a2(path("a.csv")), b(path("sub/b.csv"));
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(a2)), {}), "new a");
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(b)), {}), "new b");
 }
 
 // A failed write leaves an existing file as it was and no temporary file behind.

@@ -1,5 +1,12 @@
 #include "ibn/io/csv.h"
 
+#include <cerrno>
+#include <cstdlib>
+
+#include <fmt/format.h>
+
+#include "ibn/error.h"
+
 namespace ibn::io {
 
 std::string csv_field(const std::string& text) {
@@ -26,6 +33,25 @@ std::vector<std::string> csv_fields(const std::string& line) {
     }
   }
   return fields;
+}
+
+double csv_number(const std::string& field, const std::string& where) {
+  char* end = nullptr;
+  const double v = std::strtod(field.c_str(), &end);
+  if (field.empty() || end != field.c_str() + field.size()) {
+    throw DataError(fmt::format("{}: '{}' is not a number", where, field));
+  }
+  return v;
+}
+
+int64_t csv_integer(const std::string& field, const std::string& where) {
+  errno = 0;
+  char* end = nullptr;
+  const long long v = std::strtoll(field.c_str(), &end, 10);
+  if (field.empty() || end != field.c_str() + field.size() || errno == ERANGE) {
+    throw DataError(fmt::format("{}: '{}' is not an integer", where, field));
+  }
+  return v;
 }
 
 }  // namespace ibn::io

@@ -6,8 +6,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <memory>
 #include <filesystem>
+#include <memory>
+#include <set>
 
 #include <H5Cpp.h>
 #include <ATen/ops/empty.h>
@@ -29,6 +30,18 @@ void silence_hdf5() {
   (void)silenced;
 }
 
+// The one place where HDF5's C++ exceptions (not std::exceptions) become the tool's errors:
+// every public function of this file runs its body through it.
+template <typename Body>
+auto hdf5_boundary(const std::string& file, Body&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const H5::Exception& e) {
+    const std::string detail = e.getDetailMsg();
+    throw DataError(fmt::format("cannot read HDF5 file '{}': {}", file, detail.empty() ? e.getFuncName() : detail));
+  }
+}
+
 H5::H5File open_for_reading(const std::string& file) {
   silence_hdf5();
   if (!std::filesystem::exists(file)) throw UsageError(fmt::format("no such file '{}'", file));
@@ -40,30 +53,60 @@ H5::H5File open_for_reading(const std::string& file) {
   }
 }
 
-// Whether every link along `path` exists (nameExists fails on a missing intermediate group).
+// Whether every link along `path` exists and leads through groups (nameExists fails on a
+// missing intermediate group, and throws on one that is a dataset).
 bool path_exists(const H5::H5File& file, const std::string& path) {
   size_t pos = 0;
   while (true) {
     pos = path.find('/', pos + 1);
     const std::string prefix = path.substr(0, pos);
-    if (!prefix.empty() && prefix != "/" && !file.nameExists(prefix)) return false;
+    if (!prefix.empty() && prefix != "/") {
+      if (!file.nameExists(prefix)) return false;
+      if (pos != std::string::npos && file.childObjType(prefix) != H5O_TYPE_GROUP) return false;
+    }
     if (pos == std::string::npos) return true;
   }
 }
 
-void collect_datasets(const H5::Group& group, const std::string& prefix, std::vector<std::string>& out) {
+// Where an object lives (file number, address): hard links can make a group its own
+// descendant, so traversals remember what they have visited.
+std::string object_identity(hid_t object) {
+#if H5_VERSION_GE(1, 12, 0)
+  H5O_info2_t info;
+  if (H5Oget_info3(object, &info, H5O_INFO_BASIC) < 0) throw DataError("cannot read an HDF5 object's header");
+  const auto* where = reinterpret_cast<const char*>(&info.token);
+  return std::to_string(info.fileno) + ":" + std::string(where, sizeof info.token);
+#else
+  H5O_info_t info;
+  if (H5Oget_info2(object, &info, H5O_INFO_BASIC) < 0) throw DataError("cannot read an HDF5 object's header");
+  return std::to_string(info.fileno) + ":" + std::to_string(info.addr);
+#endif
+}
+
+// Deeper than this is no layout a person or a tool makes; a cycle of soft links would
+// otherwise recurse without end.
+constexpr int kMaxGroupDepth = 64;
+
+void collect_datasets(const H5::Group& group, const std::string& prefix, int depth,
+                      std::set<std::string>& visited, std::vector<std::string>& out) {
+  if (!visited.insert(object_identity(group.getId())).second) return;  // a hard-link cycle, or a group seen already
+  if (depth > kMaxGroupDepth) {
+    throw DataError(fmt::format("'{}' lies more than {} groups deep; is the file's link structure circular?", prefix,
+                                kMaxGroupDepth));
+  }
   for (hsize_t i = 0; i < group.getNumObjs(); ++i) {
     const std::string name = group.getObjnameByIdx(i);
     const std::string path = prefix + "/" + name;
     const H5G_obj_t type = group.getObjTypeByIdx(i);
     if (type == H5G_DATASET) out.push_back(path);
-    if (type == H5G_GROUP) collect_datasets(group.openGroup(name), path, out);
+    if (type == H5G_GROUP) collect_datasets(group.openGroup(name), path, depth + 1, visited, out);
   }
 }
 
 std::vector<std::string> datasets_of(const H5::H5File& file) {
   std::vector<std::string> out;
-  collect_datasets(file.openGroup("/"), "", out);
+  std::set<std::string> visited;
+  collect_datasets(file.openGroup("/"), "", 0, visited, out);
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -198,72 +241,77 @@ void write_one(hid_t file, const DatasetToWrite& d) {
 }  // namespace
 
 at::Tensor read_dataset(const std::string& path, const std::string& name) {
-  H5::H5File file = open_for_reading(path);
-  if (name.empty() || name[0] != '/' || !path_exists(file, name)) {
-    throw UsageError(fmt::format("no dataset '{}' in '{}' ({})", name, path, some_datasets(file)));
-  }
-  try {
-    if (file.childObjType(name) != H5O_TYPE_DATASET) {
-      throw UsageError(fmt::format("'{}' in '{}' is a group, not a dataset ({})", name, path, some_datasets(file)));
+  return hdf5_boundary(path, [&] {
+    H5::H5File file = open_for_reading(path);
+    if (name.empty() || name[0] != '/' || !path_exists(file, name)) {
+      throw UsageError(fmt::format("no dataset '{}' in '{}' ({})", name, path, some_datasets(file)));
     }
-    H5::DataSet dataset = file.openDataSet(name);
-    const H5::DataSpace space = dataset.getSpace();
-    std::vector<hsize_t> dims(space.getSimpleExtentNdims());
-    space.getSimpleExtentDims(dims.data());
-    std::vector<int64_t> sizes(dims.begin(), dims.end());
-    at::Tensor out;
-    const H5T_class_t type_class = dataset.getTypeClass();
-    if (type_class == H5T_FLOAT) {
-      const bool wide = dataset.getFloatType().getSize() > 4;
-      out = at::empty(sizes, wide ? at::kDouble : at::kFloat);
-      if (out.numel() > 0) dataset.read(out.data_ptr(), wide ? H5::PredType::NATIVE_DOUBLE : H5::PredType::NATIVE_FLOAT);
-    } else if (type_class == H5T_INTEGER) {
-      out = at::empty(sizes, at::kLong);
-      if (out.numel() > 0) dataset.read(out.data_ptr(), H5::PredType::NATIVE_INT64);
-    } else {
-      throw DataError(fmt::format("dataset '{}' in '{}' holds neither floats nor integers", name, path));
+    try {
+      if (file.childObjType(name) != H5O_TYPE_DATASET) {
+        throw UsageError(fmt::format("'{}' in '{}' is a group, not a dataset ({})", name, path, some_datasets(file)));
+      }
+      H5::DataSet dataset = file.openDataSet(name);
+      const H5::DataSpace space = dataset.getSpace();
+      std::vector<hsize_t> dims(space.getSimpleExtentNdims());
+      space.getSimpleExtentDims(dims.data());
+      std::vector<int64_t> sizes(dims.begin(), dims.end());
+      at::Tensor out;
+      const H5T_class_t type_class = dataset.getTypeClass();
+      if (type_class == H5T_FLOAT) {
+        const bool wide = dataset.getFloatType().getSize() > 4;
+        out = at::empty(sizes, wide ? at::kDouble : at::kFloat);
+        if (out.numel() > 0) dataset.read(out.data_ptr(), wide ? H5::PredType::NATIVE_DOUBLE : H5::PredType::NATIVE_FLOAT);
+      } else if (type_class == H5T_INTEGER) {
+        out = at::empty(sizes, at::kLong);
+        if (out.numel() > 0) dataset.read(out.data_ptr(), H5::PredType::NATIVE_INT64);
+      } else {
+        throw DataError(fmt::format("dataset '{}' in '{}' holds neither floats nor integers", name, path));
+      }
+      return out;
+    } catch (const H5::Exception& e) {
+      throw DataError(fmt::format("cannot read dataset '{}' in '{}': {}", name, path, e.getDetailMsg()));
     }
-    return out;
-  } catch (const H5::Exception& e) {
-    throw DataError(fmt::format("cannot read dataset '{}' in '{}': {}", name, path, e.getDetailMsg()));
-  }
+  });
 }
 
-std::vector<std::string> list_datasets(const std::string& path) { return datasets_of(open_for_reading(path)); }
+std::vector<std::string> list_datasets(const std::string& path) {
+  return hdf5_boundary(path, [&] { return datasets_of(open_for_reading(path)); });
+}
 
 AttributeValue read_attribute(const std::string& path, const std::string& object, const std::string& name) {
-  H5::H5File file = open_for_reading(path);
-  try {
-    H5::Attribute attribute = object == "/" ? file.openGroup("/").openAttribute(name)
-                                            : file.openDataSet(object).openAttribute(name);
-    const H5T_class_t type_class = attribute.getTypeClass();
-    if (type_class == H5T_STRING) {
-      std::string value;
-      attribute.read(attribute.getStrType(), value);
+  return hdf5_boundary(path, [&]() -> AttributeValue {
+    H5::H5File file = open_for_reading(path);
+    try {
+      H5::Attribute attribute = object == "/" ? file.openGroup("/").openAttribute(name)
+                                              : file.openDataSet(object).openAttribute(name);
+      const H5T_class_t type_class = attribute.getTypeClass();
+      if (type_class == H5T_STRING) {
+        std::string value;
+        attribute.read(attribute.getStrType(), value);
+        return value;
+      }
+      if (type_class == H5T_FLOAT) {
+        double value = 0;
+        attribute.read(H5::PredType::NATIVE_DOUBLE, &value);
+        return value;
+      }
+      int64_t value = 0;
+      attribute.read(H5::PredType::NATIVE_INT64, &value);
       return value;
+    } catch (const H5::Exception& e) {
+      throw DataError(fmt::format("no attribute '{}' on '{}' in '{}'", name, object, path));
     }
-    if (type_class == H5T_FLOAT) {
-      double value = 0;
-      attribute.read(H5::PredType::NATIVE_DOUBLE, &value);
-      return value;
-    }
-    int64_t value = 0;
-    attribute.read(H5::PredType::NATIVE_INT64, &value);
-    return value;
-  } catch (const H5::Exception& e) {
-    throw DataError(fmt::format("no attribute '{}' on '{}' in '{}'", name, object, path));
-  }
+  });
 }
 
-void write_datasets(const std::string& path, const std::vector<DatasetToWrite>& datasets,
-                    const std::vector<Attribute>& root, const std::vector<std::string>& copy_from) {
+std::string hdf5_image(const std::string& path, const std::vector<DatasetToWrite>& datasets,
+                       const std::vector<Attribute>& root, const std::vector<std::string>& copy_from) {
   silence_hdf5();
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // the error stack is per thread: writers run on their own
   // The file is built in memory (HDF5's core driver) and written out by write_file_atomically.
   // HDF5 1.10 cannot close a file whose flush failed: it keeps the broken file and crashes on
   // it at exit. In memory nothing can fail that way, and a full disk is an ordinary write error.
-  std::unique_ptr<char[]> image;
-  size_t image_size = 0;
+  std::string image;
   try {
     // The core driver grows its buffer by `increment` and zeroes each new piece: a fixed 16 MiB
     // zeroed 16 MiB for every 1 MiB part file. An eighth of the expected size wastes little.
@@ -297,14 +345,20 @@ void write_datasets(const std::string& path, const std::vector<DatasetToWrite>& 
     check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "H5Fflush");
     const ssize_t size = H5Fget_file_image(file.get(), nullptr, 0);
     if (size < 0) Handle::fail("H5Fget_file_image");
-    image_size = static_cast<size_t>(size);
-    image.reset(new char[image_size]);  // uninitialized: the image overwrites every byte
-    if (H5Fget_file_image(file.get(), image.get(), image_size) != size) Handle::fail("H5Fget_file_image");
+    image.resize(static_cast<size_t>(size));
+    if (H5Fget_file_image(file.get(), image.data(), image.size()) != size) Handle::fail("H5Fget_file_image");
     file.close("H5Fclose");
+  } catch (const H5::Exception& e) {
+    throw DataError(fmt::format("cannot write '{}': {}", path, e.getDetailMsg()));
   } catch (const std::exception& e) {
     throw std::runtime_error(fmt::format("cannot write '{}': {}", path, e.what()));
   }
-  write_file_atomically(path, image.get(), image_size);
+  return image;
+}
+
+void write_datasets(const std::string& path, const std::vector<DatasetToWrite>& datasets,
+                    const std::vector<Attribute>& root, const std::vector<std::string>& copy_from) {
+  write_file_atomically(path, hdf5_image(path, datasets, root, copy_from));
 }
 
 }  // namespace ibn::io

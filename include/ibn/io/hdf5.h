@@ -42,5 +42,9 @@ AttributeValue read_attribute(const std::string& file, const std::string& object
 // file of that name is replaced only on success. Throws std::runtime_error naming the path.
 void write_datasets(const std::string& file, const std::vector<DatasetToWrite>& datasets,
                     const std::vector<Attribute>& root = {}, const std::vector<std::string>& copy_from = {});
+// The bytes of the file write_datasets would write to `file` (for io::write_files_atomically,
+// when several files must appear together).
+std::string hdf5_image(const std::string& file, const std::vector<DatasetToWrite>& datasets,
+                       const std::vector<Attribute>& root = {}, const std::vector<std::string>& copy_from = {});
 
 }  // namespace ibn::io
