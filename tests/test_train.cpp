@@ -4,6 +4,7 @@
 #include <zlib.h>
 
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <sstream>
 
@@ -313,7 +314,17 @@ TEST(Train, BadOptionsFailBeforeAnyWork) {
   expect([](auto& x) { x.model = "mlp:depth=3"; }, "unknown key 'depth'; mlp accepts");
   expect([](auto& x) { x.data = "cifar"; }, "unknown dataset 'cifar'");
   expect([](auto& x) { x.dump_layers = "fc1,fc9"; }, "the model has no layer 'fc9'");
-  expect([](auto& x) { x.epochs = 0; }, "--epochs 0 must be at least 1");
+  expect([](auto& x) { x.epochs = 0; }, "--epochs 0 must lie in [1, 10000000]");
+  // Counts a run cannot use: each once hung for minutes or allocated without bound.
+  expect([](auto& x) { x.epochs = 100'000'000'000; }, "--epochs 100000000000 must lie in [1, 10000000]");
+  expect([](auto& x) { x.dump_epochs = "log:100000000000"; }, "asks for 100000000000 dumps; at most 100000");
+  expect([](auto& x) { x.epochs = 10'000'000, x.dump_epochs = "all"; }, "asks for 10000001 dumps; at most 100000");
+  expect([](auto& x) { x.threads = 100000; }, "--threads 100000 must lie in [0, 512]");
+  expect([](auto& x) { x.threads = -4; }, "--threads -4 must lie in [0, 512]");
+  expect([](auto& x) { x.checkpoint_every = -1; }, "--checkpoint-every -1 must be >= 0");
+  expect([](auto& x) { x.lr = std::numeric_limits<double>::infinity(); }, "--lr inf must lie in (0, 1e+06]");
+  expect([](auto& x) { x.lr = 1e38; }, "--lr 1e+38 must lie in (0, 1e+06]");
+  expect([](auto& x) { x.norm_attn = "rmsnorm"; }, "--norm-attn 'rmsnorm': model 'mlp' has no such normalization site");
   expect([](auto& x) { x.out = ""; }, "--out RUN_DIR is required");
   EXPECT_FALSE(fs::exists(c.out));  // nothing was created
 }

@@ -23,6 +23,10 @@ void keep_freed_memory();
 // LibTorch's count and bring OpenBLAS to it). OpenBLAS otherwise runs one thread per core for
 // large products, and its idle threads spin in sched_yield for a while after each: on two
 // cores that stole a core from the activation writer (dumps cost 3x more).
+// Throws ibn::UsageError naming --threads for n < 0 or n > kMaxThreads.
 void set_compute_threads(int n);
+// More threads than this only oversubscribes any machine the tool runs on; a typo such as
+// --threads 100000 would otherwise spend minutes creating threads.
+constexpr int kMaxThreads = 512;
 
 }  // namespace ibn

@@ -56,7 +56,9 @@ double ib_total(const Analysis& analysis, int64_t epoch, const std::string& esti
   return total;
 }
 
-Analysis analyze(const AnalyzeConfig& c, std::ostream& log) {
+namespace {
+
+std::vector<std::unique_ptr<mi::Estimator>> checked_estimators(const AnalyzeConfig& c) {
   if (!(c.beta >= 0) || !std::isfinite(c.beta)) throw UsageError(fmt::format("--beta {} must be a finite number >= 0", c.beta));
   if (c.split != "all" && c.split != "train" && c.split != "test") {
     throw UsageError(fmt::format("--split '{}' must be one of: all, train, test", c.split));
@@ -64,14 +66,23 @@ Analysis analyze(const AnalyzeConfig& c, std::ostream& log) {
   if (c.max_samples < 0) throw UsageError(fmt::format("--max-samples {} must be >= 0", c.max_samples));
   if (c.estimators.empty()) throw UsageError("give at least one --estimator");
   std::vector<std::unique_ptr<mi::Estimator>> estimators;
+  for (const std::string& spec : c.estimators) estimators.push_back(mi::make_estimator(spec));
+  resolve_device(c.device);
+  return estimators;
+}
+
+}  // namespace
+
+void check_options(const AnalyzeConfig& config) { checked_estimators(config); }
+
+Analysis analyze(const AnalyzeConfig& c, std::ostream& log) {
+  const std::vector<std::unique_ptr<mi::Estimator>> estimators = checked_estimators(c);
   Analysis out;
   out.beta = c.beta;
-  for (const std::string& spec : c.estimators) {
-    estimators.push_back(mi::make_estimator(spec));
-    out.estimators.push_back(estimators.back()->spec());
-  }
+  for (const auto& estimator : estimators) out.estimators.push_back(estimator->spec());
   const c10::Device device = resolve_device(c.device);
   const train::RunStatus status = train::run_status(c.run);
+  if (status.state == train::RunStatus::State::damaged) throw DataError(status.summary);
   if (status.state != train::RunStatus::State::complete) throw UsageError(status.summary);
   const std::string store = c.run + "/activations.h5";
 
@@ -192,7 +203,9 @@ Analysis analyze(const AnalyzeConfig& c, std::ostream& log) {
   h5.push_back({"/totals/estimator_index", at::tensor(total_estimator, at::kLong), {}});
   h5.push_back({"/totals/IB", at::tensor(total_ib, at::kDouble), {}});
   h5.push_back({"/rows/estimator_index", at::tensor(estimator_index, at::kLong), {}});
-  io::write_datasets(c.run + "/analysis.h5", h5,
+  // All three files or none: a report must not pair a new analysis.h5 with an old analysis.csv.
+  const std::string h5_path = c.run + "/analysis.h5";
+  std::string image = io::hdf5_image(h5_path, h5,
                      {{"layers", fmt::format("{}", fmt::join(out.layers, ","))},
                       {"estimators", fmt::format("{}", fmt::join(out.estimators, "\n"))},
                       {"beta", c.beta}, {"units", std::string("nats")}, {"split", c.split},
@@ -200,8 +213,7 @@ Analysis analyze(const AnalyzeConfig& c, std::ostream& log) {
                       {"store", store}, {"device", device.str()},
                       {"definitions", std::string("I_prev = I(T_{l-1};T_l) with T_0 = X; IB = I_TY - beta * I_prev; "
                                                   "nuisance_ratio = tr(S_within)/tr(S_total); kappa: NaN off norm sites")}});
-  io::write_file_atomically(c.run + "/analysis_totals.csv", totals_csv);
-  io::write_file_atomically(c.run + "/analysis.csv", csv);
+  io::write_files_atomically({{h5_path, std::move(image)}, {c.run + "/analysis_totals.csv", totals_csv}, {c.run + "/analysis.csv", csv}});
   return out;
 }
 
@@ -218,11 +230,12 @@ Analysis read_analysis(const std::string& run) {
     const std::vector<std::string> f = io::csv_fields(line);
     if (f.size() != 9) throw DataError(fmt::format("{}:{}: expected 9 fields, found {}", path, number_of_line, f.size()));
     AnalysisRow r;
-    r.epoch = std::stoll(f[0]);
+    const std::string where = fmt::format("{}:{}", path, number_of_line);
+    r.epoch = io::csv_integer(f[0], where);
     r.layer = f[1];
     r.estimator = f[2];
     double* targets[6] = {&r.i_xt, &r.i_ty, &r.i_prev, &r.ib, &r.nuisance_ratio, &r.kappa};
-    for (int i = 0; i < 6; ++i) *targets[i] = f[3 + i] == "nan" ? kNaN : std::stod(f[3 + i]);
+    for (int i = 0; i < 6; ++i) *targets[i] = f[3 + i] == "nan" ? kNaN : io::csv_number(f[3 + i], where);
     if (seen_layers.insert(r.layer).second) out.layers.push_back(r.layer);
     if (seen_estimators.insert(r.estimator).second) out.estimators.push_back(r.estimator);
     out.rows.push_back(r);

@@ -13,7 +13,9 @@
 
 namespace ibn::cli {
 
-int run_train(const std::vector<std::string>& args) {
+namespace {
+
+std::string train_description() {
   std::string text =
       "Trains a classifier and writes RUN/config.ini, RUN/metrics.csv and RUN/activations.h5 (the\n"
       "outputs of the chosen layers at the chosen epochs; schema in README.md). Options can come\n"
@@ -22,8 +24,14 @@ int run_train(const std::vector<std::string>& args) {
   for (const auto& d : data::datasets()) text += fmt::format("  {:<17} {}\n                    keys: {}\n", d.name, d.summary, d.keys);
   text += "Models:\n";
   for (const auto& m : models::models()) text += fmt::format("  {:<17} {}\n                    keys: {}\n", m.name, m.summary, m.keys);
-  CommandOptions cmd("train", "ibn train --out RUN_DIR [--data SPEC] [--model SPEC] [--norm SPEC] [options]", text);
-  train::TrainConfig c;
+  return text;
+}
+
+}  // namespace
+
+TrainOptions::TrainOptions()
+    : cmd("train", "ibn train --out RUN_DIR [--data SPEC] [--model SPEC] [--norm SPEC] [options]", train_description()) {
+  train::TrainConfig& c = config;
   cmd.options.add_options()
       ("out", po::value<std::string>(&c.out)->value_name("RUN_DIR"), "run directory (created)")
       ("data", po::value<std::string>(&c.data)->default_value(c.data), "dataset spec")
@@ -43,7 +51,7 @@ int run_train(const std::vector<std::string>& args) {
       ("steps-per-epoch", po::value<int64_t>(&c.steps_per_epoch)->default_value(c.steps_per_epoch),
        "0: an epoch is one pass over the training set; N: N random batches (for large corpora)")
       ("batch", po::value<int64_t>(&c.batch)->default_value(c.batch), "batch size")
-      ("seed", po::value<uint64_t>(&c.seed)->default_value(c.seed), "seed of split, initialization and batches")
+      ("seed", po::value<int64_t>(&seed)->default_value(seed), "seed of split, initialization and batches")
       ("device", po::value<std::string>(&c.device)->default_value(c.device), "cpu, cuda, cuda:N or auto")
       ("threads", po::value<int>(&c.threads)->default_value(c.threads), "CPU threads (0: LibTorch's default)")
       ("dump-epochs", po::value<std::string>(&c.dump_epochs)->default_value(c.dump_epochs),
@@ -63,6 +71,18 @@ int run_train(const std::vector<std::string>& args) {
        "continue a killed run from its last checkpoint, with the options in RUN_DIR/config.ini")
       ("status", po::value<std::string>()->value_name("RUN_DIR"),
        "say whether RUN_DIR finished (exit 0) or stopped early (exit 1, with how to resume it)");
+}
+
+train::TrainConfig TrainOptions::resolved(const po::variables_map& vm) {
+  train::TrainConfig c = config;
+  c.seed = checked_seed("seed", seed);
+  if (vm.count("quiet")) c.progress = "quiet";
+  return c;
+}
+
+int run_train(const std::vector<std::string>& args) {
+  TrainOptions options;
+  CommandOptions& cmd = options.cmd;
   auto vm = cmd.parse(args);
   if (!vm) return 0;
   if (vm->count("status")) {
@@ -84,12 +104,11 @@ int run_train(const std::vector<std::string>& args) {
         if (std::string(keep) != "quiet") again.push_back((*vm)[keep].as<std::string>());
       }
     }
-    c = train::TrainConfig();
+    options.config = train::TrainConfig();
     vm = cmd.parse(again);
-    c.resume = true;
+    options.config.resume = true;
   }
-  if (vm->count("quiet")) c.progress = "quiet";
-  const train::TrainResult result = train::train(c, std::cout);
+  const train::TrainResult result = train::train(options.resolved(*vm), std::cout);
   const train::EpochMetrics& last = result.metrics.back();
   std::cout << fmt::format("done: train acc {:.4f}, test acc {:.4f}, test loss {:.4f}{} after {} epochs; {} epochs dumped\n",
                            last.train_accuracy, last.test_accuracy, last.test_loss,

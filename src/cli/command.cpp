@@ -1,8 +1,11 @@
 #include "command.h"
 
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <iostream>
 
 #include <fmt/format.h>
@@ -30,16 +33,14 @@ namespace {
   throw UsageError(fmt::format("ibn {}: {} (see 'ibn {} --help')", command, what, command));
 }
 
-// Options from an .ini file that belong to `command`, checked against its options.
-po::parsed_options parse_config(const std::string& path, const std::string& command,
-                                const po::options_description& options) {
-  std::ifstream file(path);
-  if (!file) usage_error(command, fmt::format("cannot open config file '{}'", path));
+// Options from .ini text that belong to `command`, checked against its options.
+po::parsed_options parse_config_text(std::istream& text, const std::string& origin, const std::string& command,
+                                     const po::options_description& options) {
   po::parsed_options parsed(&options);
   try {
-    parsed = po::parse_config_file(file, options, /*allow_unregistered=*/true);
+    parsed = po::parse_config_file(text, options, /*allow_unregistered=*/true);
   } catch (const po::error& e) {
-    usage_error(command, fmt::format("config file '{}': {}", path, e.what()));
+    usage_error(command, fmt::format("config file '{}': {}", origin, e.what()));
   }
   po::parsed_options mine(&options);
   const std::string section = command + ".";
@@ -51,13 +52,24 @@ po::parsed_options parse_config(const std::string& path, const std::string& comm
       continue;  // another command's section
     }
     if (options.find_nothrow(key, /*approx=*/false) == nullptr || key == "config" || key == "help") {
-      usage_error(command, fmt::format("config file '{}': unknown option '{}'", path, option.string_key));
+      usage_error(command, fmt::format("config file '{}': unknown option '{}'", origin, option.string_key));
     }
     option.string_key = key;
     option.unregistered = false;
     mine.options.push_back(option);
   }
   return mine;
+}
+
+po::parsed_options parse_config(const std::string& path, const std::string& command, const po::options_description& options) {
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(path, error)) {
+    usage_error(command, fmt::format("config file '{}' {}", path,
+                                     std::filesystem::exists(path, error) ? "is not a regular file" : "does not exist"));
+  }
+  std::ifstream file(path);
+  if (!file) usage_error(command, fmt::format("cannot open config file '{}'", path));
+  return parse_config_text(file, path, command, options);
 }
 
 }  // namespace
@@ -80,6 +92,23 @@ std::optional<po::variables_map> CommandOptions::parse(const std::vector<std::st
   return vm;
 }
 
+po::variables_map CommandOptions::parse_ini(const std::string& ini, const std::string& origin) {
+  po::variables_map vm;
+  try {
+    std::istringstream text(ini);
+    po::store(parse_config_text(text, origin, command, options), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    usage_error(command, fmt::format("{}: {}", origin, e.what()));
+  }
+  return vm;
+}
+
+uint64_t checked_seed(const std::string& flag, int64_t seed) {
+  if (seed < 0) throw UsageError(fmt::format("--{} {} must be >= 0", flag, seed));
+  return static_cast<uint64_t>(seed);
+}
+
 std::vector<std::string> parse_words(const std::string& text) {
   std::vector<std::string> words;
   for (std::string& word : split(text, ',')) {
@@ -88,9 +117,23 @@ std::vector<std::string> parse_words(const std::string& text) {
   return words;
 }
 
+namespace {
+
+// The comma-separated entries of a list option, none of them empty ("4,,8" is a typo, not 4,8).
+std::vector<std::string> list_entries(const std::string& flag, const std::string& text, const char* example) {
+  if (text.empty()) throw UsageError(fmt::format("--{} is empty; expected a list like {}", flag, example));
+  std::vector<std::string> words = split(text, ',');
+  for (const std::string& word : words) {
+    if (word.empty()) throw UsageError(fmt::format("--{} '{}' has an empty entry; expected a list like {}", flag, text, example));
+  }
+  return words;
+}
+
+}  // namespace
+
 std::vector<double> parse_numbers(const std::string& flag, const std::string& text) {
   std::vector<double> numbers;
-  for (const std::string& word : parse_words(text)) {
+  for (const std::string& word : list_entries(flag, text, "0,0.5,2")) {
     char* end = nullptr;
     const double v = std::strtod(word.c_str(), &end);
     if (end != word.c_str() + word.size() || !std::isfinite(v)) {
@@ -104,13 +147,23 @@ std::vector<double> parse_numbers(const std::string& flag, const std::string& te
 
 std::vector<int64_t> parse_shape(const std::string& flag, const std::string& text) {
   std::vector<int64_t> shape;
-  for (const std::string& word : parse_words(text)) {
+  for (const std::string& word : list_entries(flag, text, "64,256")) {
     char* end = nullptr;
+    errno = 0;
     const long long v = std::strtoll(word.c_str(), &end, 10);
-    if (end != word.c_str() + word.size() || v < 1) {
+    if (end != word.c_str() + word.size() || v < 1 || errno == ERANGE) {
       throw UsageError(fmt::format("--{} '{}' is not a list of positive integers like 64,256", flag, text));
     }
     shape.push_back(v);
+  }
+  // One float32 tensor of this shape must fit in memory: 2^31 elements are 8 GiB.
+  constexpr int64_t kMaxElements = int64_t{1} << 31;
+  int64_t elements = 1;
+  for (const int64_t size : shape) {
+    if (size > kMaxElements / elements) {
+      throw UsageError(fmt::format("--{} '{}' has more than 2^31 elements (8 GiB as float32); give a smaller shape", flag, text));
+    }
+    elements *= size;
   }
   if (shape.empty()) throw UsageError(fmt::format("--{} is empty; expected a shape like 64,256", flag));
   return shape;

@@ -6,6 +6,9 @@
 
 #include <boost/program_options.hpp>
 
+#include "ibn/analysis/analyze.h"
+#include "ibn/train/train.h"
+
 namespace ibn::cli {
 
 namespace po = boost::program_options;
@@ -33,7 +36,32 @@ struct CommandOptions {
   po::positional_options_description positional;
 
   std::optional<po::variables_map> parse(const std::vector<std::string>& args);
+  // The options that the .ini text `ini` (top-level keys and the [<command>] section) gives,
+  // checked as `--config` would check a file; `origin` names the text in errors.
+  po::variables_map parse_ini(const std::string& ini, const std::string& origin);
 };
+
+// The options of `ibn train` and `ibn analyze`, bound to their config structs: the commands
+// parse their command lines with them, and `ibn sweep` checks each point's .ini before any
+// point runs.
+struct TrainOptions {
+  TrainOptions();
+  train::TrainConfig config;
+  int64_t seed = 0;  // signed, so that --seed -1 is an error rather than 2^64 - 1
+  CommandOptions cmd;
+  // The config after parsing: the seed checked and copied in, --quiet applied.
+  train::TrainConfig resolved(const po::variables_map& vm);
+};
+struct AnalyzeOptions {
+  AnalyzeOptions();
+  analysis::AnalyzeConfig config;
+  int64_t seed = 0;
+  CommandOptions cmd;
+  analysis::AnalyzeConfig resolved(const po::variables_map& vm);
+};
+
+// A seed option's value: >= 0, else ibn::UsageError naming the flag.
+uint64_t checked_seed(const std::string& flag, int64_t seed);
 
 // "64,256" -> {64, 256}; every entry a positive integer, else ibn::UsageError naming the flag.
 std::vector<int64_t> parse_shape(const std::string& flag, const std::string& text);

@@ -46,6 +46,9 @@ void keep_freed_memory() {
 }
 
 void set_compute_threads(int n) {
+  if (n < 0 || n > kMaxThreads) {
+    throw UsageError(fmt::format("--threads {} must lie in [0, {}] (0: LibTorch's default)", n, kMaxThreads));
+  }
   if (n > 0) at::set_num_threads(n);
   // Looked up at run time: the BLAS behind Debian's LibTorch is chosen by update-alternatives.
   using SetThreads = void (*)(int);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <ctime>
 #include <filesystem>
@@ -94,6 +95,12 @@ Evaluation evaluate(models::ModelImpl& model, const data::Split& split, const c1
   return {loss / predictions, correct / predictions};
 }
 
+// Counts bounded by what a run can use: beyond these a typo (an extra zero, 1e11) would make a
+// run that allocates without end or never finishes, instead of an error.
+constexpr int64_t kMaxEpochs = 10'000'000;
+constexpr int64_t kMaxDumpedEpochs = 100'000;
+constexpr int64_t kMaxRowsPerEpoch = int64_t{1} << 31;  // steps-per-epoch × batch: one index tensor
+
 void check_config(const TrainConfig& c) {
   const auto one_of = [](const std::string& flag, const std::string& value, std::initializer_list<const char*> allowed) {
     std::string list;
@@ -108,12 +115,33 @@ void check_config(const TrainConfig& c) {
   one_of("progress", c.progress, {"auto", "lines", "quiet"});
   one_of("dump-maps", c.dump_maps, {"pool", "flatten"});
   one_of("dump-dtype", c.dump_dtype, {"float32", "float16"});
-  if (!(c.lr > 0)) throw UsageError(fmt::format("--lr {} must be > 0", c.lr));
-  if (c.epochs < 1) throw UsageError(fmt::format("--epochs {} must be at least 1", c.epochs));
-  if (c.steps_per_epoch < 0) throw UsageError(fmt::format("--steps-per-epoch {} must be >= 0", c.steps_per_epoch));
-  if (c.batch < 1) throw UsageError(fmt::format("--batch {} must be at least 1", c.batch));
+  // Above kMaxLearningRate the optimizers' float32 arithmetic overflows before any loss is seen.
+  constexpr double kMaxLearningRate = 1e6;
+  if (!(c.lr > 0 && c.lr <= kMaxLearningRate)) {
+    throw UsageError(fmt::format("--lr {} must lie in (0, {:g}]", c.lr, kMaxLearningRate));
+  }
+  if (!(c.weight_decay >= 0) || !std::isfinite(c.weight_decay)) {
+    throw UsageError(fmt::format("--weight-decay {} must be a finite number >= 0", c.weight_decay));
+  }
+  if (!(c.momentum >= 0 && c.momentum < 1)) throw UsageError(fmt::format("--momentum {} must lie in [0, 1)", c.momentum));
+  if (c.epochs < 1 || c.epochs > kMaxEpochs) {
+    throw UsageError(fmt::format("--epochs {} must lie in [1, {}]", c.epochs, kMaxEpochs));
+  }
+  if (c.batch < 1 || c.batch > kMaxRowsPerEpoch) {
+    throw UsageError(fmt::format("--batch {} must lie in [1, {}]", c.batch, kMaxRowsPerEpoch));
+  }
+  if (c.steps_per_epoch < 0 || c.steps_per_epoch > kMaxRowsPerEpoch / c.batch) {
+    throw UsageError(fmt::format("--steps-per-epoch {} must lie in [0, {}] at --batch {}", c.steps_per_epoch,
+                                 kMaxRowsPerEpoch / c.batch, c.batch));
+  }
   if (c.warmup_epochs < 0 || c.warmup_epochs > c.epochs) {
     throw UsageError(fmt::format("--warmup-epochs {} must lie in [0, --epochs]", c.warmup_epochs));
+  }
+  if (c.checkpoint_every < 0) {
+    throw UsageError(fmt::format("--checkpoint-every {} must be >= 0 (0: only at the end)", c.checkpoint_every));
+  }
+  if (c.threads < 0 || c.threads > kMaxThreads) {
+    throw UsageError(fmt::format("--threads {} must lie in [0, {}] (0: LibTorch's default)", c.threads, kMaxThreads));
   }
   if (c.out.empty()) throw UsageError("--out RUN_DIR is required");
 }
@@ -134,24 +162,36 @@ std::vector<int64_t> dump_schedule(const std::string& spec, int64_t epochs) {
     if (word.empty() || *end != '\0' || v < 0) fail();
     return static_cast<int64_t>(v);
   };
+  const auto at_most = [&](int64_t count) {
+    if (count > kMaxDumpedEpochs) {
+      throw UsageError(fmt::format("--dump-epochs '{}' asks for {} dumps; at most {} are stored", spec, count, kMaxDumpedEpochs));
+    }
+  };
   if (kind == "none" && arg.empty()) return {};
   if (kind == "all" && arg.empty()) {
+    at_most(epochs + 1);
     for (int64_t e = 0; e <= epochs; ++e) chosen.insert(e);
   } else if (kind == "every") {
     const int64_t k = positive(arg);
     if (k < 1) fail();
+    at_most(epochs / k + 2);
     for (int64_t e = 0; e <= epochs; e += k) chosen.insert(e);
     chosen.insert(epochs);
   } else if (kind == "log") {
     // K epochs spaced evenly in log(1 + e), as info-plane studies sample training.
-    const int64_t k = positive(arg);
+    int64_t k = positive(arg);
     if (k < 2) fail();
+    at_most(k);
+    // A short run has fewer epochs than K: it dumps every one (the spacing is then moot).
+    k = std::min(k, epochs + 1);
     for (int64_t i = 0; i < k; ++i) {
       const double t = static_cast<double>(i) / static_cast<double>(k - 1);
       chosen.insert(static_cast<int64_t>(std::llround(std::exp(t * std::log(1.0 + epochs)) - 1.0)));
     }
   } else if (kind == "list") {
-    for (const std::string& word : split(arg, ',')) {
+    const std::vector<std::string> words = split(arg, ',');
+    at_most(static_cast<int64_t>(words.size()));
+    for (const std::string& word : words) {
       const int64_t e = positive(word);
       if (e > epochs) throw UsageError(fmt::format("--dump-epochs lists epoch {} of a {}-epoch run", e, epochs));
       chosen.insert(e);
@@ -194,14 +234,22 @@ RunStatus run_status(const std::string& run) {
   }
   const std::string store = run + "/activations.h5";
   bool complete = false;
+  std::string unreadable;  // why a store that should be complete cannot be read
   if (std::filesystem::exists(store) && !std::filesystem::exists(parts_directory(run))) {
     try {
       complete = std::get<int64_t>(io::read_attribute(store, "/", "complete")) == 1;
-    } catch (const std::exception&) {
-      complete = false;
+    } catch (const std::exception& e) {
+      unreadable = e.what();
     }
   }
-  if (complete) {
+  if (!unreadable.empty()) {
+    // The store is there and nothing is pending, yet it does not read: a damaged file. Only a
+    // checkpoint short of the end can rebuild it (the parts are gone once gathered).
+    status.state = RunStatus::State::damaged;
+    const bool resumable = status.checkpoint_epoch >= 0 && status.checkpoint_epoch < status.epochs;
+    status.summary = fmt::format("{}: its activations.h5 cannot be read ({}); {}", run, unreadable,
+                                 resumable ? fmt::format("resume with: ibn train --resume {}", run) : "train the run again");
+  } else if (complete) {
     status.state = RunStatus::State::complete;
     status.summary = fmt::format("{}: complete ({} epochs)", run, status.epochs);
   } else {
@@ -215,55 +263,211 @@ RunStatus run_status(const std::string& run) {
   return status;
 }
 
-TrainResult train(const TrainConfig& options, std::ostream& log) {
-  check_config(options);
-  TrainConfig c = options;
-  c.norm = models::resolve_norm(c.model, c.norm);
-  const std::vector<int64_t> dumps = dump_schedule(c.dump_epochs, c.epochs);
-  const c10::Device device = resolve_device(c.device);
-  set_compute_threads(c.threads);
+namespace {
 
-  data::ClassificationData data = data::load_dataset(c.data, c.seed);
+at::Tensor text_as_tensor(const std::string& text) {
+  return torch::tensor(std::vector<uint8_t>(text.begin(), text.end()), torch::kByte);
+}
+std::string tensor_as_text(const at::Tensor& bytes) {
+  const at::Tensor b = bytes.contiguous();
+  const auto* data = b.data_ptr<uint8_t>();
+  return std::string(data, data + b.numel());
+}
+
+// config_text's "key = value" lines as a map.
+std::map<std::string, std::string> parse_config_text(const std::string& text) {
+  std::map<std::string, std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    const size_t eq = line.find(" = ");
+    if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 3);
+  }
+  return out;
+}
+
+// The options a run was started with, as its checkpoint recorded them ("" when it predates
+// that record).
+std::string checkpoint_config(torch::serialize::InputArchive& archive) {
+  at::Tensor bytes;
+  if (!archive.try_read("config", bytes)) return "";
+  return tensor_as_text(bytes);
+}
+
+// A resumed run continues the checkpointed one only with the same options. What may differ:
+// threads (the arithmetic is the same; the last bits of CPU sums may not be), and epochs, when
+// the run so far is unchanged by it: a constant schedule and the same dumps up to the checkpoint.
+void check_resumable(const TrainConfig& c, const std::string& config, torch::serialize::InputArchive& archive) {
+  const std::string recorded = checkpoint_config(archive);
+  if (recorded.empty()) {
+    throw UsageError(fmt::format("cannot resume '{}': its checkpoint does not record the run's options (made by an older ibn); "
+                                 "start the run again", c.out));
+  }
+  at::Tensor epoch_tensor;
+  archive.read("epoch", epoch_tensor);
+  const int64_t checkpoint_epoch = epoch_tensor.item<int64_t>();
+  const auto before = parse_config_text(recorded), now = parse_config_text(config);
+  std::vector<std::string> differences;
+  std::set<std::string> keys;
+  for (const auto& [key, value] : before) keys.insert(key);
+  for (const auto& [key, value] : now) keys.insert(key);
+  for (const std::string& key : keys) {
+    const std::string old_value = before.count(key) ? before.at(key) : "(none)";
+    const std::string new_value = now.count(key) ? now.at(key) : "(none)";
+    if (old_value == new_value || key == "threads") continue;
+    if (key == "epochs") {
+      const int64_t old_epochs = std::stoll(old_value);
+      const auto dumps_until_checkpoint = [&](int64_t epochs) {
+        std::vector<int64_t> dumps = dump_schedule(c.dump_epochs, epochs);
+        dumps.erase(std::upper_bound(dumps.begin(), dumps.end(), checkpoint_epoch), dumps.end());
+        return dumps;
+      };
+      if (c.epochs >= checkpoint_epoch && c.schedule == "constant" &&
+          dumps_until_checkpoint(old_epochs) == dumps_until_checkpoint(c.epochs)) {
+        continue;
+      }
+      differences.push_back(fmt::format("epochs {} -> {} (allowed only with a constant schedule, the same dumps up to "
+                                        "the checkpoint and not below its epoch {})", old_value, new_value, checkpoint_epoch));
+      continue;
+    }
+    differences.push_back(fmt::format("{} {} -> {}", key, old_value, new_value));
+  }
+  if (!differences.empty()) {
+    throw UsageError(fmt::format("cannot resume '{}': its config.ini differs from the options its checkpoint (epoch {}) was "
+                                 "made with: {}; restore them, or train a new run with --out", c.out, checkpoint_epoch,
+                                 fmt::join(differences, "; ")));
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// The files a run writes through io::write_file_atomically; a killed run can leave their
+// temporaries (and only theirs are removed: a user's own files in the directory stay).
+void remove_temporaries_of_killed_run(const std::string& run) {
+  const auto is_ours = [](const std::string& name, std::initializer_list<const char*> targets) {
+    for (const char* target : targets) {
+      if (io::is_temporary_of(name, target)) return true;
+    }
+    return false;
+  };
+  for (const auto& entry : std::filesystem::directory_iterator(run)) {
+    const std::string name = entry.path().filename().string();
+    if (is_ours(name, {"config.ini", "metrics.csv", "checkpoint.pt", "activations.h5"})) std::filesystem::remove(entry.path());
+  }
+  for (const auto& entry : std::filesystem::directory_iterator(parts_directory(run))) {
+    const std::string name = entry.path().filename().string();
+    // ".epoch-E.h5.ibn-tmp-XXXXXX": the temporary of part E.
+    const size_t marker = name.find(".h5.");
+    if (name.rfind(".epoch-", 0) == 0 && marker != std::string::npos && io::is_temporary_of(name, name.substr(1, marker + 2))) {
+      std::filesystem::remove(entry.path());
+    }
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// Everything a run needs before it writes anything: options checked, data loaded, the model
+// built, the stored layers and samples chosen. Bad options throw here, with nothing written.
+struct PreparedRun {
+  TrainConfig config;  // the norm resolved to the model's default where none was given
+  std::vector<int64_t> dumps;
+  c10::Device device{c10::kCPU};
+  data::ClassificationData data;
+  std::shared_ptr<models::ModelImpl> model;
+  std::vector<std::string> layers;
+  // The dumped samples: train then test rows (split 0/1), or a seeded subset of them.
+  at::Tensor dump_inputs, dump_labels, dump_index, dump_split;
+};
+
+std::vector<std::string> dumped_layers(const TrainConfig& c, const models::ModelImpl& model) {
+  const std::vector<std::string> available = model.tap_names();
+  if (c.dump_layers == "all") return available;
+  std::vector<std::string> layers;
+  for (const std::string& name : split(c.dump_layers, ',')) {
+    if (std::find(available.begin(), available.end(), name) == available.end()) {
+      throw UsageError(fmt::format("--dump-layers: the model has no layer '{}'; it has: {}", name, fmt::join(available, ", ")));
+    }
+    layers.push_back(name);
+  }
+  return layers;
+}
+
+void choose_dump_samples(PreparedRun& run) {
+  const TrainConfig& c = run.config;
+  const data::ClassificationData& data = run.data;
+  run.dump_inputs = torch::cat({data.train.inputs, data.test.inputs});
+  run.dump_labels = torch::cat({data.train.labels, data.test.labels});
+  run.dump_index = torch::cat({data.train.index, data.test.index});
+  run.dump_split = torch::cat({torch::zeros({data.train.labels.size(0)}, torch::kLong),
+                               torch::ones({data.test.labels.size(0)}, torch::kLong)});
+  if (c.dump_samples == "all") return;
+  char* end = nullptr;
+  errno = 0;
+  const long long n = c.dump_samples.rfind("subset:", 0) == 0 ? std::strtoll(c.dump_samples.c_str() + 7, &end, 10) : -1;
+  if (n < 1 || *end != '\0' || errno == ERANGE) {
+    throw UsageError(fmt::format("--dump-samples '{}' must be all or subset:N with N >= 1", c.dump_samples));
+  }
+  auto g = at::make_generator<at::CPUGeneratorImpl>(c.seed + 7);
+  const auto rows = std::get<0>(at::randperm(run.dump_inputs.size(0), g, at::TensorOptions().dtype(at::kLong))
+                                    .slice(0, 0, std::min<int64_t>(n, run.dump_inputs.size(0))).sort());
+  run.dump_inputs = run.dump_inputs.index_select(0, rows);
+  run.dump_labels = run.dump_labels.index_select(0, rows);
+  run.dump_index = run.dump_index.index_select(0, rows);
+  run.dump_split = run.dump_split.index_select(0, rows);
+}
+
+PreparedRun prepare_run(const TrainConfig& options) {
+  check_config(options);
+  PreparedRun run;
+  run.config = options;
+  TrainConfig& c = run.config;
+  c.norm = models::resolve_norm(c.model, c.norm);
+  run.dumps = dump_schedule(c.dump_epochs, c.epochs);
+  run.device = resolve_device(c.device);
+  run.data = data::load_dataset(c.data, c.seed);
   torch::manual_seed(c.seed);
-  models::ModelContext context(data.sample_shape, data.classes, c.norm);
+  models::ModelContext context(run.data.sample_shape, run.data.classes, c.norm);
   context.norm_attn = c.norm_attn;
   context.norm_mlp = c.norm_mlp;
   context.norm_final = c.norm_final;
-  std::shared_ptr<models::ModelImpl> model = models::make_model(c.model, context);
-  model->to(device);
-
-  // Which taps and samples the store keeps, all checked before training starts.
-  std::vector<std::string> layers;
-  const std::vector<std::string> available = model->tap_names();
-  if (c.dump_layers == "all") {
-    layers = available;
-  } else {
-    for (const std::string& name : split(c.dump_layers, ',')) {
-      if (std::find(available.begin(), available.end(), name) == available.end()) {
-        throw UsageError(fmt::format("--dump-layers: the model has no layer '{}'; it has: {}", name,
-                                     fmt::join(available, ", ")));
-      }
-      layers.push_back(name);
+  run.model = models::make_model(c.model, context);
+  struct SiteOption {
+    const char* flag;
+    const std::string& value;
+    bool model_has_site;
+  };
+  for (const SiteOption& o : {SiteOption{"--norm-attn", c.norm_attn, context.has_attn_site},
+                              SiteOption{"--norm-mlp", c.norm_mlp, context.has_mlp_site},
+                              SiteOption{"--norm-final", c.norm_final, context.has_final_site}}) {
+    if (!o.value.empty() && !o.model_has_site) {
+      throw UsageError(fmt::format("{} '{}': model '{}' has no such normalization site (transformers have them: vit, gpt, "
+                                   "llama); use --norm", o.flag, o.value, c.model));
     }
   }
-  // Dumped samples: train then test rows (split 0/1), or a seeded subset of them.
-  at::Tensor dump_inputs = torch::cat({data.train.inputs, data.test.inputs});
-  at::Tensor dump_labels = torch::cat({data.train.labels, data.test.labels});
-  at::Tensor dump_index = torch::cat({data.train.index, data.test.index});
-  at::Tensor dump_split = torch::cat({torch::zeros({data.train.labels.size(0)}, torch::kLong),
-                                      torch::ones({data.test.labels.size(0)}, torch::kLong)});
-  if (c.dump_samples != "all") {
-    char* end = nullptr;
-    const long long n = c.dump_samples.rfind("subset:", 0) == 0 ? std::strtoll(c.dump_samples.c_str() + 7, &end, 10) : -1;
-    if (n < 1 || *end != '\0') throw UsageError(fmt::format("--dump-samples '{}' must be all or subset:N", c.dump_samples));
-    auto g = at::make_generator<at::CPUGeneratorImpl>(c.seed + 7);
-    const auto rows = std::get<0>(at::randperm(dump_inputs.size(0), g, at::TensorOptions().dtype(at::kLong))
-                                      .slice(0, 0, std::min<int64_t>(n, dump_inputs.size(0))).sort());
-    dump_inputs = dump_inputs.index_select(0, rows);
-    dump_labels = dump_labels.index_select(0, rows);
-    dump_index = dump_index.index_select(0, rows);
-    dump_split = dump_split.index_select(0, rows);
-  }
+  run.layers = dumped_layers(c, *run.model);
+  choose_dump_samples(run);
+  return run;
+}
+
+}  // namespace
+
+void check_options(const TrainConfig& config) { prepare_run(config); }
+
+TrainResult train(const TrainConfig& options, std::ostream& log) {
+  PreparedRun run = prepare_run(options);
+  const TrainConfig& c = run.config;
+  const std::vector<int64_t>& dumps = run.dumps;
+  const c10::Device device = run.device;
+  const data::ClassificationData& data = run.data;
+  std::shared_ptr<models::ModelImpl> model = run.model;
+  const std::vector<std::string>& layers = run.layers;
+  const at::Tensor &dump_inputs = run.dump_inputs, &dump_labels = run.dump_labels, &dump_index = run.dump_index,
+                   &dump_split = run.dump_split;
+  set_compute_threads(c.threads);
+  model->to(device);
 
   std::error_code error;
   std::filesystem::create_directories(c.out, error);
@@ -382,6 +586,7 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
     }
     archive.write("metrics", torch::tensor(rows, torch::kDouble).reshape({-1, 7}));
     archive.write("dumped_epochs", torch::tensor(dumped, torch::kLong));
+    archive.write("config", text_as_tensor(config));
     // Serialized in memory, then written atomically: LibTorch's file writer aborts the process
     // when a write fails (it throws from a destructor), and a full disk must be an error.
     std::ostringstream bytes;
@@ -402,6 +607,11 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
   if (resuming) {
     torch::serialize::InputArchive archive;
     archive.load_from(checkpoint_path);
+    // The options are checked before any state is loaded: another optimizer's state would
+    // trip LibTorch's internal asserts, and another seed or schedule would make a run that
+    // is neither the old one nor a new one.
+    check_resumable(c, config, archive);
+    io::write_file_atomically(c.out + "/config.ini", config);  // epochs or threads may have grown
     model->load(archive);
     torch::serialize::InputArchive optimizer_archive;
     archive.read("optimizer", optimizer_archive);
@@ -439,12 +649,7 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
     std::filesystem::remove(checkpoint_path);
   }
   std::filesystem::create_directories(parts);
-  // Temporary files of a killed run (NAME.tmp.PID, never complete) are dropped.
-  for (const std::string& dir : {c.out, parts}) {
-    for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-      if (entry.path().filename().string().find(".tmp.") != std::string::npos) std::filesystem::remove(entry.path());
-    }
-  }
+  remove_temporaries_of_killed_run(c.out);
 
   // A failed write (disk full, directory gone) stops training with the state checkpointed
   // where a resumed run can still produce every dump: at this epoch if only its own dump is
@@ -500,6 +705,15 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
       const auto logits = model->forward(train_inputs.index_select(0, rows));
       const auto labels = train_labels.index_select(0, rows);
       const auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), labels.reshape({-1}));
+      // Stopped at the first non-finite loss: every later step would only spread NaN weights.
+      if (const double value = loss.item<double>(); !std::isfinite(value)) {
+        throw DataError(fmt::format(
+            "the training loss became {} at epoch {}, step {} (lr {}): the learning rate is too high for this model, a "
+            "normalizer divides by zero (eps=0 on a constant group), or the data holds NaN/Inf; {}",
+            std::isnan(value) ? "NaN" : value > 0 ? "+Inf" : "-Inf", epoch, s / c.batch + 1, lr,
+            checkpoint_epoch >= 0 ? fmt::format("'{}' keeps its checkpoint of epoch {}", c.out, checkpoint_epoch)
+                                  : "no checkpoint was taken"));
+      }
       optimizer->zero_grad();
       loss.backward();
       optimizer->step();

@@ -47,6 +47,10 @@ double ib_total(const Analysis& analysis, int64_t epoch, const std::string& esti
 // Nuisance ratio tr(Σ_within-class) / tr(Σ_total) of t [N, d] under labels [N].
 double nuisance_ratio(const at::Tensor& t, const at::Tensor& labels);
 
+// Checks the options alone (estimator specs, β, split, device), with nothing read or written:
+// ibn::UsageError for the first bad one.
+void check_options(const AnalyzeConfig& config);
+
 // Runs the analysis and writes RUN/analysis.h5 and RUN/analysis.csv (each whole or absent).
 // Throws ibn::UsageError for bad options or a run that is not complete (naming how to resume
 // it), ibn::DataError for unusable data.

@@ -29,9 +29,21 @@ struct ModelContext {
   // Transformer sites; empty means `norm`.
   std::string norm_attn, norm_mlp, norm_final;
 
-  const std::string& attn() const { return norm_attn.empty() ? norm : norm_attn; }
-  const std::string& mlp() const { return norm_mlp.empty() ? norm : norm_mlp; }
-  const std::string& final() const { return norm_final.empty() ? norm : norm_final; }
+  // Each records that the model has such a site, so that a --norm-attn given to a model
+  // without one is an error instead of silently unused.
+  const std::string& attn() const {
+    has_attn_site = true;
+    return norm_attn.empty() ? norm : norm_attn;
+  }
+  const std::string& mlp() const {
+    has_mlp_site = true;
+    return norm_mlp.empty() ? norm : norm_mlp;
+  }
+  const std::string& final() const {
+    has_final_site = true;
+    return norm_final.empty() ? norm : norm_final;
+  }
+  mutable bool has_attn_site = false, has_mlp_site = false, has_final_site = false;
 };
 
 // Variance contraction κ of each normalization site's input (SPEC §3), by site name.

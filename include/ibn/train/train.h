@@ -55,6 +55,10 @@ struct TrainResult {
 // ibn::UsageError for a malformed spec.
 std::vector<int64_t> dump_schedule(const std::string& spec, int64_t epochs);
 
+// Checks every option as `train` would before it writes anything (the data is loaded and the
+// model built, so specs and layer names are checked too); throws what `train` would.
+void check_options(const TrainConfig& config);
+
 // Throws ibn::UsageError for bad options (checked before any work) and std::runtime_error for
 // failures; writes RUN/config.ini, RUN/checkpoint.pt (every checkpoint_every epochs and at the
 // end), each dumped epoch as RUN/activations.parts/epoch-E.h5 (on a background thread), then
@@ -70,7 +74,8 @@ std::map<std::string, std::string> read_run_config(const std::string& run_dir);
 // Where a run directory stands: finished (a complete RUN/activations.h5 and nothing pending), or
 // stopped before its end (killed, or a failed write), which `ibn train --resume RUN` continues.
 struct RunStatus {
-  enum class State { not_a_run, complete, incomplete };
+  // damaged: activations.h5 is there with nothing pending, but cannot be read.
+  enum class State { not_a_run, complete, incomplete, damaged };
   State state = State::not_a_run;
   int64_t epochs = 0;            // the run's planned epochs (from RUN/config.ini)
   int64_t checkpoint_epoch = -1; // the last checkpoint's epoch; -1: none
