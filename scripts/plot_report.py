@@ -10,6 +10,7 @@ The notebooks in notebooks/ import this module and draw the same figures from th
 import csv
 import math
 import os
+import tempfile
 import sys
 
 import matplotlib
@@ -196,12 +197,38 @@ def main(report_dir):
     listing = []
     for name, fig, caption in figures:
         for extension in ("png", "pdf"):
-            fig.savefig(os.path.join(report_dir, f"{name}.{extension}"), dpi=130)
+            write_atomically(os.path.join(report_dir, f"{name}.{extension}"),
+                             lambda f, ext=extension: fig.savefig(f, format=ext, dpi=130))
         plt.close(fig)
         listing.append(f"{name}\t{caption}")
-    with open(os.path.join(data, "figures.txt"), "w", encoding="utf-8") as f:
-        f.write("\n".join(listing) + "\n")
+    text = ("\n".join(listing) + "\n").encode("utf-8")
+    write_atomically(os.path.join(data, "figures.txt"), lambda f: f.write(text))
     return [name for name, _, _ in figures]
+
+
+def write_atomically(path, write):
+    """Calls write(binary file) on a new temporary beside `path`, then renames it over `path`:
+    a killed report leaves the previous figure or none, never half a PNG. The temporary's
+    name is the one ibn's C++ side uses (.NAME.ibn-tmp-XXXXXX)."""
+    directory, name = os.path.split(path)
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.ibn-tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temporary, 0o666 & ~current_umask())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ check "the tables hold the numbers of the analysis and metrics files" test "$sta
 # The notebook draws the same figures from the same files.
 check "notebooks/ibn_report.ipynb executes on the sweep" bash -c "cd '$REPO/notebooks' && IBN_SWEEP='$work/s' IBN_REPO='$REPO' \
   /usr/bin/python3 -m nbconvert --to notebook --execute --output '$work/executed.ipynb' ibn_report.ipynb >'$work/nb.log' 2>&1 \
-  && test \$(grep -c image/png '$work/executed.ipynb') -ge 5"
+  && test \$(grep -c image/png '$work/executed.ipynb') -ge 5 || { tail -5 '$work/nb.log'; false; }"
 
 # A sweep killed (SIGKILL, the whole process group) in the middle of a point: the next run
 # skips the finished points and redoes the killed one from scratch.
@@ -98,14 +98,42 @@ check "after resuming every point is done" test "$(ls "$work"/k/points/*/done | 
 check "each point trained once in its final directory" \
   test "$(grep -l '^done: ' "$work"/k/points/*/log.txt | wc -l)" -eq 6 -a "$(cat "$work"/k/points/*/log.txt | grep -c '^done: ')" -eq 6
 
-# A failed point is recorded with its error; the others finish; the sweep exits 1.
-printf '[grid]\nbatch = 64 | 0\n[train]\nepochs = 1\ndump-epochs = list:1\n[analyze]\nestimator = binning\n' >"$work/failing.ini"
-"$IBN" sweep "$work/failing.ini" --out "$work/f" --no-report >"$work/failing.out" 2>&1
+# Killing only the sweep process (SIGKILL, no chance to clean up) takes its running child with
+# it, and while a child runs its point is locked: a second sweep leaves that point alone.
+printf '[grid]\nseed = 0 | 1\n[train]\nepochs = 2000\nbatch = 64\ndump-epochs = none\n[analyze]\nestimator = binning\n' >"$work/long.ini"
+"$IBN" sweep "$work/long.ini" --out "$work/l" -j 1 --no-report >"$work/long.out" 2>&1 &
+sweep_pid=$!
+children() { pgrep -f -- "--out $work/l/points/" ; }
+for _ in $(seq 1 200); do children >/dev/null && break; sleep 0.1; done
+check "the sweep's point is training" test -n "$(children)"
+"$IBN" sweep "$work/long.ini" --out "$work/l" -j 1 --no-report --shard 0/2 >"$work/second.out" 2>&1
+check "a second sweep leaves the locked point to its owner" grep -q "seed0 is being run by another process" "$work/second.out"
+kill -9 "$sweep_pid"
+wait "$sweep_pid" 2>/dev/null
+for _ in $(seq 1 50); do children >/dev/null || break; sleep 0.1; done
+check "no child outlives the killed sweep" test -z "$(children)"
+pkill -9 -f -- "--out $work/l/points/" 2>/dev/null
+
+# A failed point is recorded with its error; the others finish; the sweep exits 1. (Options
+# are checked before any point runs, so the failure is one only a run can find: an analyzed
+# epoch that this point's dump schedule does not hold.)
+printf '[grid]\ndump-epochs = list:1 | list:0\n[train]\nepochs = 1\n[analyze]\nestimator = binning\nepochs = 1\n' >"$work/failing.ini"
+"$IBN" sweep "$work/failing.ini" --out "$work/f" --no-report >"$work/failing.out" 2>"$work/failing.err"
 code=$?
 check "a sweep with a failed point exits 1 (got $code)" test "$code" -eq 1
-check "the failure names the point and the error" grep -q "batch0 FAILED: train: ibn: --batch 0 must be at least 1" "$work/failing.out"
-check "status shows the failed point's error" bash -c "'$IBN' sweep '$work/failing.ini' --out '$work/f' --status | grep -q 'batch0 .* failed: train: ibn: --batch 0 must be at least 1'"
-check "the other point finished" test -e "$work/f/points/batch64/done"
+check "the failure names the point and the error" \
+  grep -q "dump-epochslist-0-h[0-9a-f]* FAILED: analyze: ibn: --epochs: epoch '1' was not dumped" "$work/failing.out"
+check "the sweep's own error is one line on stderr" grep -q "^ibn: error: 1 of 2 points failed" "$work/failing.err"
+check "status shows the failed point's error" bash -c "'$IBN' sweep '$work/failing.ini' --out '$work/f' --status | grep -q 'dump-epochslist-0-h.* failed: analyze: ibn: --epochs'"
+check "the other point finished" test -e "$work/f/points/dump-epochslist-1-h"*/done
+
+# A bad option of any point stops the sweep before anything runs or is written (exit 2).
+printf '[grid]\nbatch = 64 | 0\n[train]\nepochs = 1\n[analyze]\nestimator = binning\n' >"$work/bad.ini"
+"$IBN" sweep "$work/bad.ini" --out "$work/b" >"$work/bad.out" 2>&1
+code=$?
+check "a sweep with a bad grid value exits 2 (got $code)" test "$code" -eq 2
+check "the error names the point and the option" grep -q "point batch0 .*--batch 0 must lie in" "$work/bad.out"
+check "nothing was written" test ! -e "$work/b"
 
 echo "sweep: $passes passed, $failures failed"
 [ "$failures" -eq 0 ]

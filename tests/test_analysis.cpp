@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <set>
 #include <fstream>
 #include <sstream>
 
@@ -162,6 +163,45 @@ TEST(Sweep, MalformedExperimentsAreNamedWithTheirLine) {
   const std::string d = write_experiment("bad_d", "[grid]\nnorm = fancynorm\nlambda = 1\n");
   EXPECT_TRUE(throws_usage_error([&] { ibn::sweep::load_sweep(d, ""); }, "grid norm 'fancynorm'"));
   for (const auto& f : {a, b, c, d}) fs::remove(f);
+}
+
+// Point ids are directory names: never "." or "..", no separator, and distinct for distinct
+// settings (a grid value "..", or values that differ only in punctuation, once deleted files
+// or silently dropped a point).
+TEST(Sweep, PointIdsArePlainAndDistinct) {
+  const std::string dots = write_experiment("dots", "[grid]\nnorm = .. | . | ./x | layernorm\n");
+  const ibn::sweep::Sweep s = ibn::sweep::load_sweep(dots, "");
+  ASSERT_EQ(s.points.size(), 4u);
+  std::set<std::string> ids;
+  for (const auto& p : s.points) {
+    EXPECT_TRUE(ibn::sweep::is_plain_point_id(p.id)) << p.id;
+    EXPECT_NE(p.id.find_first_of("/"), 0u) << p.id;
+    EXPECT_NE(p.id.front(), '.') << p.id;
+    ids.insert(p.id);
+  }
+  EXPECT_EQ(ids.size(), 4u);
+  EXPECT_EQ(s.points[3].id, "layernorm");  // plain values keep their readable id
+  const std::string lr = write_experiment("lr", "[grid]\nlr = 1e-2 | 1e+2\n");
+  const ibn::sweep::Sweep l = ibn::sweep::load_sweep(lr, "");
+  ASSERT_EQ(l.points.size(), 2u);
+  EXPECT_NE(l.points[0].id, l.points[1].id);
+  const std::string paths = write_experiment("paths", "[grid]\ndata = text:path=a_b | text:path=a/b\n");
+  const ibn::sweep::Sweep t = ibn::sweep::load_sweep(paths, "");
+  ASSERT_EQ(t.points.size(), 2u);
+  EXPECT_NE(t.points[0].id, t.points[1].id);
+  const std::string longer = write_experiment("long", "[grid]\nmodel = mlp:widths=" + std::string(300, '1') + "\n");
+  const ibn::sweep::Sweep g = ibn::sweep::load_sweep(longer, "");
+  EXPECT_TRUE(ibn::sweep::is_plain_point_id(g.points[0].id)) << g.points[0].id;
+  EXPECT_LE(g.points[0].id.size(), 120u);
+  for (const std::string bad : {".", "..", "", "a/b", "-x", ".hidden"}) EXPECT_FALSE(ibn::sweep::is_plain_point_id(bad)) << bad;
+  for (const auto& f : {dots, lr, paths, longer}) fs::remove(f);
+}
+
+TEST(Sweep, ShardTextsAreCheckedWhole) {
+  EXPECT_EQ(ibn::sweep::parse_shard("2/5"), (std::pair<int64_t, int64_t>{2, 5}));
+  for (const char* bad : {"1/0", "-1/3", "1/-3", "a/3", "1/3x", "/3", "1/", "1/99999999999999999999", " 1/3"}) {
+    EXPECT_TRUE(throws_usage_error([bad] { ibn::sweep::parse_shard(bad); }, "must be i/n")) << bad;
+  }
 }
 
 TEST(Report, StudentQuantiles) {

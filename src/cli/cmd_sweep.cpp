@@ -1,7 +1,13 @@
 // ibn sweep experiments/X.ini: train -> analyze for every grid point, in parallel, resumably.
 #include <fcntl.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
 
 #include <chrono>
 #include <csignal>
@@ -25,16 +31,21 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Runs `ibn ARGS...` (this very binary) with stdout and stderr appended to `log`.
-pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
+// Runs `ibn ARGS...` (this very binary) with stdout and stderr appended to `log`. The child
+// dies with the sweep (a killed sweep must not leave a child writing into a point that the
+// resumed sweep redoes), and holds the point's lock (`lock_fd`) for as long as it runs.
+pid_t spawn(const std::vector<std::string>& args, const std::string& log, int lock_fd) {
+  const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid < 0) throw std::runtime_error(fmt::format("cannot start a point: fork failed: {}", std::strerror(errno)));
   if (pid > 0) return pid;
-  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent) ::_exit(127);  // the sweep died before the line above
+  ::dup(lock_fd);  // a copy without close-on-exec: the lock lives on in the child
+  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd >= 0) {
     ::dup2(fd, 1);
     ::dup2(fd, 2);
-    ::close(fd);
   }
   std::vector<char*> argv;
   static char self[] = "ibn";
@@ -43,6 +54,64 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
   argv.push_back(nullptr);
   ::execv("/proc/self/exe", argv.data());
   ::_exit(127);
+}
+
+// An exclusive lock on OUT/points/.ID.lock, held by the sweep and the point's child process
+// while the point runs: a second sweep (another shard given the same i/n, or one started
+// while a killed sweep's child still ran) leaves a locked point alone.
+class PointLock {
+ public:
+  explicit PointLock(const std::string& path) {
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw std::runtime_error(fmt::format("cannot create the lock '{}': {}", path, std::strerror(errno)));
+    locked_ = ::flock(fd_, LOCK_EX | LOCK_NB) == 0;
+  }
+  ~PointLock() { ::close(fd_); }
+  PointLock(const PointLock&) = delete;
+  PointLock& operator=(const PointLock&) = delete;
+  bool locked() const { return locked_; }
+  int fd() const { return fd_; }
+
+ private:
+  int fd_ = -1;
+  bool locked_ = false;
+};
+
+// Removes a point's directory before it runs again: only a directory with a plain id directly
+// under the sweep's points/, never a path that resolves anywhere else.
+void clear_point_directory(const sweep::Sweep& s, const sweep::Point& p) {
+  if (!sweep::is_plain_point_id(p.id)) throw std::logic_error(fmt::format("refusing to clear point '{}'", p.id));
+  const fs::path dir = fs::path(s.out) / "points" / p.id;
+  const fs::file_status status = fs::symlink_status(dir);
+  if (fs::is_symlink(status)) {
+    throw std::runtime_error(fmt::format("'{}' is a symbolic link; a sweep point must be a directory of its own", dir.string()));
+  }
+  fs::remove_all(dir);
+}
+
+// Every point's [train] and [analyze] options, checked as the commands will check them, before
+// anything is written: a typo or a bad grid value is an error now, not after hours of training.
+void check_points(const sweep::Sweep& s) {
+  for (const sweep::Point& p : s.points) {
+    const std::string origin = fmt::format("{} (point {})", s.file, p.id);
+    try {
+      TrainOptions train;
+      const po::variables_map train_vm = train.cmd.parse_ini(p.ini, origin);
+      train::TrainConfig config = train.resolved(train_vm);
+      config.out = sweep::point_directory(s, p);
+      train::check_options(config);
+      AnalyzeOptions analyze;
+      const po::variables_map analyze_vm = analyze.cmd.parse_ini(p.ini, origin);
+      analyze.config.run = config.out;
+      analysis::check_options(analyze.resolved(analyze_vm));
+    } catch (const UsageError& e) {
+      throw UsageError(fmt::format("point {} of '{}': {}", p.id, s.file, e.what()));
+    } catch (const std::exception& e) {
+      throw UsageError(fmt::format("point {} of '{}' cannot run: {}", p.id, s.file, e.what()));
+    }
+  }
+  report::ReportOptions options;
+  for (const auto& [key, value] : s.report_options) options.set(key, value);
 }
 
 // The last "ibn: ..." line of a point's log: the error its command printed.
@@ -60,6 +129,7 @@ struct Running {
   const sweep::Point* point = nullptr;
   int stage = 0;  // 0 train, 1 analyze
   std::chrono::steady_clock::time_point started;
+  std::shared_ptr<PointLock> lock;
 };
 
 int print_status(const sweep::Sweep& s) {
@@ -102,10 +172,12 @@ int run_sweep(const std::vector<std::string>& args) {
   const auto vm = cmd.parse(args);
   if (!vm) return 0;
   if (experiment.empty()) throw UsageError("give the experiment file: ibn sweep experiments/X.ini");
-  if (jobs < 1) throw UsageError(fmt::format("-j {} must be at least 1", jobs));
+  constexpr int kMaxJobs = 256;  // child processes at once; more only thrashes any one machine
+  if (jobs < 1 || jobs > kMaxJobs) throw UsageError(fmt::format("-j {} must lie in [1, {}]", jobs, kMaxJobs));
   const sweep::Sweep s = sweep::load_sweep(experiment, out);
   const auto [shard, shards] = shard_text.empty() ? std::pair<int64_t, int64_t>{0, 1} : sweep::parse_shard(shard_text);
   if (vm->count("status")) return print_status(s);
+  check_points(s);
 
   fs::create_directories(s.out + "/points");
   std::ifstream source(experiment);
@@ -148,16 +220,23 @@ int run_sweep(const std::vector<std::string>& args) {
     } else {
       argv = {"analyze", dir, "--config", config, "--quiet"};
     }
-    running[spawn(argv, dir + "/log.txt")] = r;
+    running[spawn(argv, dir + "/log.txt", r.lock->fd())] = r;
   };
+  size_t busy = 0;  // points another process holds
   while (next < todo.size() || !running.empty()) {
     while (next < todo.size() && static_cast<int>(running.size()) < jobs) {
       const sweep::Point& p = *todo[next++];
       const std::string dir = sweep::point_directory(s, p);
-      fs::remove_all(dir);  // an unfinished or failed point starts again from scratch
+      auto lock = std::make_shared<PointLock>(fmt::format("{}/points/.{}.lock", s.out, p.id));
+      if (!lock->locked()) {
+        ++busy;
+        std::cout << fmt::format("{} is being run by another process; left to it\n", p.id) << std::flush;
+        continue;
+      }
+      clear_point_directory(s, p);  // an unfinished or failed point starts again from scratch
       fs::create_directories(dir);
       io::write_file_atomically(dir + "/point.ini", p.ini);
-      start_stage({&p, 0, std::chrono::steady_clock::now()});
+      start_stage({&p, 0, std::chrono::steady_clock::now(), lock});
     }
     int status = 0;
     const pid_t pid = ::waitpid(-1, &status, 0);
@@ -190,8 +269,9 @@ int run_sweep(const std::vector<std::string>& args) {
   int64_t done = 0;
   for (const sweep::Point& p : s.points) done += sweep::point_state(s, p) == sweep::State::done;
   if (failed > 0) {
-    std::cout << fmt::format("{} of {} points failed; 'ibn sweep {} --status' lists them, and running the sweep again "
-                             "retries them\n", failed, todo.size(), experiment);
+    // On stderr, as every command's error: a script sees why the sweep exits 1.
+    std::cerr << fmt::format("ibn: error: {} of {} points failed; 'ibn sweep {} --status' lists them, and running the sweep "
+                             "again retries them\n", failed, todo.size(), experiment);
   }
   if (done == static_cast<int64_t>(s.points.size()) && !vm->count("no-report")) {
     report::ReportOptions options;

@@ -1,6 +1,12 @@
 #include "ibn/report/report.h"
 
+#include <fcntl.h>
+#include <spawn.h>
 #include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <cmath>
@@ -19,6 +25,7 @@
 #include "ibn/io/csv.h"
 #include "ibn/norm/spec.h"
 #include "ibn/spec_string.h"
+#include "ibn/sweep/sweep.h"
 #include "ibn/train/train.h"
 
 #ifndef IBN_SOURCE_DIR
@@ -38,12 +45,23 @@ std::map<std::string, double> final_metrics(const std::string& run) {
                                         train::run_status(run).summary));
   std::string header, line, last;
   std::getline(in, header);
-  while (std::getline(in, line)) {
-    if (!line.empty()) last = line;
+  int64_t last_line = 0;
+  for (int64_t number = 2; std::getline(in, line); ++number) {
+    if (!line.empty()) {
+      last = line;
+      last_line = number;
+    }
   }
   const std::vector<std::string> names = io::csv_fields(header), values = io::csv_fields(last);
+  if (last_line == 0 || values.size() != names.size()) {
+    throw DataError(fmt::format("'{}/metrics.csv' is malformed: {}", run,
+                                last_line == 0 ? "no rows" : fmt::format("line {} has {} fields for {} columns", last_line,
+                                                                         values.size(), names.size())));
+  }
   std::map<std::string, double> out;
-  for (size_t i = 0; i < names.size() && i < values.size(); ++i) out[names[i]] = std::stod(values[i]);
+  for (size_t i = 0; i < names.size(); ++i) {
+    out[names[i]] = io::csv_number(values[i], fmt::format("{}/metrics.csv:{} ({})", run, last_line, names[i]));
+  }
   return out;
 }
 
@@ -112,7 +130,7 @@ RunSummary summarize(const std::string& dir) {
   } catch (const UsageError&) {
     r.lambda.clear();  // "none" or a norm this build no longer knows: no λ
   }
-  r.seed = config.count("seed") ? std::stoll(config.at("seed")) : 0;
+  r.seed = config.count("seed") ? io::csv_integer(config.at("seed"), fmt::format("{}/config.ini (seed)", dir)) : 0;
   r.label = r.variant + (r.lambda.empty() ? "" : " λ=" + r.lambda);
   r.metrics = final_metrics(dir);
   r.analysis = analysis::read_analysis(dir);
@@ -131,6 +149,36 @@ RunSummary summarize(const std::string& dir) {
   }
   r.kappa = stat_of(kappas).mean;
   return r;
+}
+
+// Runs argv[0] (searched in PATH when it has no '/') with the arguments as they are, no shell
+// between (paths and interpreter names are never parsed as commands), stdout and stderr into
+// `log`. Returns the exit status, or -1 when the program could not be started or was killed.
+int run_program(const std::vector<std::string>& argv, const std::string& log) {
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  io::TemporaryFile log_file(log);  // the log, too, appears whole
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, log_file.fd(), 1);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  pid_t pid = 0;
+  const int error = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  int status = 0;
+  if (error != 0) {
+    const std::string why = fmt::format("cannot run '{}': {}\n", argv[0], std::strerror(error));
+    log_file.write(why.data(), why.size());
+    status = -1;
+  } else {
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+  log_file.commit();
+  return status;
 }
 
 std::string python_interpreter(const ReportOptions& options) {
@@ -169,12 +217,19 @@ std::string write_report(const std::string& target, const ReportOptions& options
     std::string header, line;
     std::getline(in, header);
     const std::vector<std::string> keys = io::csv_fields(header);
-    while (std::getline(in, line)) {
+    if (keys.size() < 2 || keys[0] != "index" || keys[1] != "id") {
+      throw DataError(fmt::format("'{}/points.csv' does not start with the columns index,id", target));
+    }
+    for (int64_t number = 2; std::getline(in, line); ++number) {
       if (line.empty()) continue;
       const std::vector<std::string> f = io::csv_fields(line);
-      const std::string dir = target + "/points/" + f.at(1);
+      if (f.size() != keys.size() || !sweep::is_plain_point_id(f[1])) {
+        throw DataError(fmt::format("'{}/points.csv':{} is malformed: expected {} fields with a point id second", target,
+                                    number, keys.size()));
+      }
+      const std::string dir = target + "/points/" + f[1];
       if (!fs::exists(dir + "/done")) {
-        throw UsageError(fmt::format("sweep point '{}' is not finished; run the sweep to the end first (ibn sweep ... --status)", f.at(1)));
+        throw UsageError(fmt::format("sweep point '{}' is not finished; run the sweep to the end first (ibn sweep ... --status)", f[1]));
       }
       std::string extra;
       for (size_t k = 2; k < keys.size() && k < f.size(); ++k) {
@@ -290,8 +345,7 @@ std::string write_report(const std::string& target, const ReportOptions& options
     const char* override_script = std::getenv("IBN_PLOT_SCRIPT");
     const std::string script = override_script != nullptr ? override_script : std::string(IBN_SOURCE_DIR) + "/scripts/plot_report.py";
     if (!fs::exists(script)) throw std::runtime_error(fmt::format("the plotting script '{}' is missing (set IBN_PLOT_SCRIPT)", script));
-    const std::string command = fmt::format("'{}' '{}' '{}' > '{}/data/plot.log' 2>&1", python_interpreter(options), script, out, out);
-    const int status = std::system(command.c_str());
+    const int status = run_program({python_interpreter(options), script, out}, out + "/data/plot.log");
     if (status != 0) {
       std::ifstream plot_log(out + "/data/plot.log");
       std::string line, last;

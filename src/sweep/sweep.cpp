@@ -1,6 +1,8 @@
 #include "ibn/sweep/sweep.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -60,13 +62,57 @@ std::vector<std::string> alternatives(const std::string& value) {
   return out;
 }
 
-std::string safe(const std::string& text) {
+// Characters a point id keeps as they are: safe in a file name and in a shell word.
+bool plain_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '+' || c == '=';
+}
+
+std::string readable(const std::string& text) {
   std::string out;
-  for (const char c : text) out += (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-') ? c : '-';
+  for (const char c : text) out += plain_char(c) ? c : '-';
   return out;
 }
 
+// FNV-1a, 64 bits: a short, stable fingerprint of a point's exact settings.
+uint64_t fingerprint(const std::string& text) {
+  uint64_t hash = 14695981039346656037ull;
+  for (const char c : text) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 1099511628211ull;
+  }
+  return hash;
+}
+
+constexpr size_t kMaxReadableId = 96;
+
+// The directory name of a point: its settings in readable form ("ibnorm-s_lambda0.5_seed1"),
+// and, when that form lost something (a character replaced, a leading dot, too long), a
+// fingerprint of the exact settings, so that ids stay distinct and every id is a plain name
+// (never "." or "..", no separator).
+std::string point_id(const std::vector<std::pair<std::string, std::string>>& settings) {
+  std::string id, exact;
+  bool lossless = true;
+  for (const auto& [key, value] : settings) {
+    exact += key + '\0' + value + '\0';
+    if (key == "lambda" && value.empty()) continue;  // λ does not apply to this norm
+    const std::string part = key == "norm" ? value : key + value;
+    lossless = lossless && std::all_of(part.begin(), part.end(), plain_char);
+    id += "_" + readable(part);
+  }
+  id = id.empty() ? "point" : id.substr(1);
+  if (id.front() == '.' || id.front() == '-' || id.size() > kMaxReadableId) lossless = false;
+  if (lossless) return id;
+  std::string prefix = id.substr(0, kMaxReadableId);
+  prefix.erase(0, std::min(prefix.find_first_not_of(".-"), prefix.size()));
+  return fmt::format("{}{}h{:016x}", prefix, prefix.empty() ? "" : "-", fingerprint(exact));
+}
+
 }  // namespace
+
+bool is_plain_point_id(const std::string& id) {
+  return !id.empty() && id.size() <= kMaxReadableId + 18 && id.front() != '.' && id.front() != '-' &&
+         std::all_of(id.begin(), id.end(), [](char c) { return plain_char(c) || c == '_'; });  // '_' joins settings
+}
 
 Sweep load_sweep(const std::string& file, const std::string& out_override) {
   const std::vector<Entry> entries = read_ini(file);
@@ -117,7 +163,7 @@ Sweep load_sweep(const std::string& file, const std::string& out_override) {
   // The Cartesian product, first key slowest; λ joins IBNorm variants only, so the other
   // norms' points repeat across λ and are kept once.
   std::vector<size_t> at(grid.size(), 0);
-  std::set<std::string> seen;
+  std::map<std::string, std::vector<std::pair<std::string, std::string>>> seen;
   while (true) {
     std::map<std::string, std::string> chosen;
     for (size_t k = 0; k < grid.size(); ++k) chosen[grid[k].first] = grid[k].second[at[k]];
@@ -132,29 +178,27 @@ Sweep load_sweep(const std::string& file, const std::string& out_override) {
       if (!ibnorm) chosen["lambda"] = "";
     }
     Point p;
-    std::string id;
     std::string train = train_text;
     for (const auto& [key, values] : grid) {
       const std::string& v = chosen[key];
       p.settings.emplace_back(key, v);
-      if (key == "lambda") {
-        if (!v.empty()) id += "_lambda" + safe(v);
-      } else if (key == "norm") {
-        id += "_" + safe(v);
-      } else {
-        id += "_" + safe(key) + safe(v);
-      }
       if (key != "lambda" && key != "norm") train += fmt::format("{} = {}\n", key, v);
     }
     if (chosen.count("norm")) {
       const std::string& l = chosen["lambda"];
       train += fmt::format("norm = {}{}\n", chosen["norm"], l.empty() ? "" : ":lambda=" + l);
     }
-    p.id = id.empty() ? "point" : id.substr(1);
+    p.id = point_id(p.settings);
     p.ini = "[train]\n" + train + "\n[analyze]\n" + analyze_text;
-    if (seen.insert(p.id).second) {
+    // The same settings twice are one point (λ repeats for norms it does not apply to); two
+    // settings under one id would share a directory, and that is an error, not a lost point.
+    const auto [earlier, inserted] = seen.emplace(p.id, p.settings);
+    if (inserted) {
       p.index = static_cast<int64_t>(sweep.points.size());
       sweep.points.push_back(std::move(p));
+    } else if (earlier->second != p.settings) {
+      throw UsageError(fmt::format("'{}': two grid points get the id '{}'; make their values differ in more than "
+                                   "punctuation", file, p.id));
     }
     size_t k = grid.size();
     while (k > 0 && ++at[k - 1] == grid[k - 1].second.size()) at[--k] = 0;
@@ -164,14 +208,22 @@ Sweep load_sweep(const std::string& file, const std::string& out_override) {
 }
 
 std::pair<int64_t, int64_t> parse_shard(const std::string& text) {
-  const size_t slash = text.find('/');
-  char* end = nullptr;
-  const long long i = slash == std::string::npos ? -1 : std::strtoll(text.substr(0, slash).c_str(), &end, 10);
-  const bool i_ok = slash != std::string::npos && slash > 0 && *end == '\0';
-  const long long n = i_ok ? std::strtoll(text.substr(slash + 1).c_str(), &end, 10) : 0;
-  if (!i_ok || *end != '\0' || slash + 1 == text.size() || n < 1 || i < 0 || i >= n) {
+  const auto fail = [&] {
     throw UsageError(fmt::format("--shard '{}' must be i/n with 0 <= i < n (e.g. 0/4, or $SLURM_ARRAY_TASK_ID/4)", text));
-  }
+  };
+  const size_t slash = text.find('/');
+  if (slash == std::string::npos) fail();
+  // Each side parsed from a string that outlives the parse (`end` points into it).
+  const auto whole_number = [&](const std::string& word) {
+    errno = 0;
+    char* end = nullptr;
+    const long long v = std::strtoll(word.c_str(), &end, 10);
+    if (word.empty() || *end != '\0' || errno == ERANGE || !std::isdigit(static_cast<unsigned char>(word[0]))) fail();
+    return static_cast<int64_t>(v);
+  };
+  const std::string i_text = text.substr(0, slash), n_text = text.substr(slash + 1);
+  const int64_t i = whole_number(i_text), n = whole_number(n_text);
+  if (n < 1 || i >= n) fail();
   return {i, n};
 }
 

@@ -36,6 +36,10 @@ struct Sweep {
 // ibn::UsageError naming the file and line for anything malformed.
 Sweep load_sweep(const std::string& file, const std::string& out);
 
+// Whether `id` has the form point ids have: a plain file name, never "." or "..", no
+// separator. A sweep deletes only directories named so under its own points/.
+bool is_plain_point_id(const std::string& id);
+
 // "i/n" with 0 <= i < n: every n-th point starting at i (cluster array jobs split a sweep so).
 std::pair<int64_t, int64_t> parse_shard(const std::string& text);
 
