@@ -64,7 +64,17 @@ class Binning final : public Estimator {
       return ranks.mul(bins_).div(x.size(0), /*rounding_mode=*/"floor");
     }
     const double lo = lo_ ? *lo_ : x.min().item<double>();
-    if (width_) return x.sub(lo).div(*width_).floor().to(at::kLong);
+    if (width_) {
+      // Bin codes are integers: a width so small that the range holds more bins than an
+      // int64 (or a double's exact integers) can count would give meaningless codes.
+      constexpr double kMaxBinsInRange = 1ull << 50;
+      const double span = (x.max().item<double>() - lo) / *width_;
+      if (!(span < kMaxBinsInRange)) {
+        throw UsageError(fmt::format("{} cuts the data's range [{}, {}] into {} bins, more than 2^50; choose a wider width",
+                                     spec(), lo, x.max().item<double>(), span));
+      }
+      return x.to(at::kDouble).sub(lo).div(*width_).floor().to(at::kLong);
+    }
     const double hi = hi_ ? *hi_ : x.max().item<double>();
     if (hi <= lo) return at::zeros_like(x, x.options().dtype(at::kLong));
     return x.sub(lo).mul(static_cast<double>(bins_) / (hi - lo)).floor().clamp(0, bins_ - 1).to(at::kLong);

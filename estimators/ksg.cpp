@@ -65,7 +65,7 @@ class KraskovStoegbauerGrassberger final : public Estimator {
   Estimate estimate(const Variable& a, const Variable& b) const override {
     const int64_t n = check_pair(a, b);
     if (a.discrete && b.discrete) throw UsageError("ksg needs a continuous side; for two discrete variables use binning");
-    if (k_ >= n) throw DataError(fmt::format("ksg:k={} needs more than {} samples", k_, n));
+    if (k_ >= n) throw DataError(fmt::format("ksg:k={} needs more than k samples, and there are {}; lower k", k_, n));
     const int64_t memory = memory_mb_ > 0 ? memory_mb_ : default_memory_mb(a.values);
     double mi = 0;
     if (a.discrete || b.discrete) {
@@ -126,8 +126,16 @@ class KraskovStoegbauerGrassberger final : public Estimator {
     const at::Tensor label_sizes = counts.index_select(0, kept);
     const at::Tensor k_each = label_sizes.sub(1).clamp_max(k_);
     const int64_t n = xs.size(0);
+    if (n < 2) {
+      throw DataError(fmt::format("ksg: every label occurs once among the {} samples, so no sample has a neighbour "
+                                  "with its label; the labels look continuous (say which side is discrete) or the "
+                                  "sample is too small", labels.size(0)));
+    }
     const int64_t block = block_rows(n, xs.element_size(), memory_mb);
     const at::Tensor x_columns = xs.t().contiguous();
+    // k_each <= a label's size - 1 <= n - 1, so the k_each-th neighbour is among the first
+    // min(k, n - 1) (topk cannot take more than there are).
+    const int64_t nearest_count = std::min<int64_t>(k_, n - 1);
     const double inf = std::numeric_limits<double>::infinity();
     double sum_m = 0;
     for (int64_t start = 0; start < n; start += block) {
@@ -137,7 +145,7 @@ class KraskovStoegbauerGrassberger final : public Estimator {
       // Distance to the k-th neighbour within the label: other labels pushed to infinity.
       const at::Tensor same = ys.slice(0, start, stop).unsqueeze(1).eq(ys.unsqueeze(0));
       const at::Tensor within = d.masked_fill(same.logical_not(), inf);
-      const at::Tensor nearest = std::get<0>(within.topk(k_, 1, /*largest=*/false, /*sorted=*/true));
+      const at::Tensor nearest = std::get<0>(within.topk(nearest_count, 1, /*largest=*/false, /*sorted=*/true));
       const at::Tensor radius = nearest.gather(1, k_each.slice(0, start, stop).sub(1).unsqueeze(1));
       // m counts every sample strictly inside the radius, the sample itself included.
       const at::Tensor m = d.lt(radius).sum(1).add(1).to(xs.scalar_type());

@@ -241,6 +241,11 @@ Estimate estimate(const Variable& a, const Variable& b, const Options& o, Bound 
       }
     }
   }
+  if (best_state.empty()) {
+    // No held-out evaluation gave a finite score: the critic diverged from the first steps.
+    throw DataError(fmt::format("{}: every held-out score of the critic was NaN or infinite (lr {}); the training "
+                                "diverged: lower lr", spec, o.lr));
+  }
   {
     torch::NoGradGuard no_grad;
     const auto params = critic->parameters();

@@ -4,6 +4,7 @@
 // stated where it is used, in the spirit of published estimator benchmarks (bmi).
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -346,6 +347,38 @@ TEST(MiInputs, BadDataIsRejectedWithOneLine) {
   expect_data_error({good, false}, {torch::empty({0, 2}), false}, "B is empty");
   expect_data_error({good, true}, {good, false}, "A is treated as discrete but holds floating-point values");
   expect_data_error({good.slice(0, 0, 1), false}, {good.slice(0, 0, 1), false}, "at least 2");
+}
+
+// Inputs that once crashed the process: each is a one-line DataError or UsageError now.
+TEST(MiInputs, DegenerateInputsAreErrorsNotCrashes) {
+  const auto expect_error = [](const std::function<void()>& run, const std::string& needle) {
+    try {
+      run();
+      ADD_FAILURE() << "no error for " << needle;
+    } catch (const std::invalid_argument& e) {  // UsageError
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    } catch (const std::runtime_error& e) {  // DataError
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  const auto task = ibn::mi::sample_task("gaussian:rho=0.5", 400, 5);
+  // A critic whose every held-out score is NaN (it indexed an empty best state: SIGSEGV).
+  for (const char* spec : {"mine:lr=1e12:steps=60:eval_every=20", "infonce:lr=1e12:steps=60:eval_every=20",
+                           "smile:lr=1e12:steps=60:eval_every=20"}) {
+    expect_error([&] { ibn::mi::make_estimator(spec)->estimate({task.a, false}, {task.b, false}); },
+                 "held-out score of the critic was NaN or infinite");
+  }
+  // Discrete labels that all occur once leave no sample for Ross's estimator (it divided by 0).
+  const auto x = torch::randn({50, 1});
+  const auto unique_labels = torch::arange(50, torch::kLong);
+  expect_error([&] { ibn::mi::make_estimator("ksg")->estimate({x, false}, {unique_labels, true}); }, "every label occurs once");
+  // Few kept samples and a large k: topk once asked for more neighbours than there were.
+  const auto pairs = torch::arange(6, torch::kLong).div(2, "floor");  // three labels of two
+  EXPECT_NO_THROW(ibn::mi::make_estimator("ksg:k=5")->estimate({torch::randn({6, 1}), false}, {pairs, true}));
+  expect_error([&] { ibn::mi::make_estimator("ksg:k=100")->estimate({x, false}, {torch::randn({50, 1}), false}); },
+               "ksg:k=100 needs more than k samples");
+  // A width so small that the codes overflow (every value fell into one bin: MI 0).
+  expect_error([&] { ibn::mi::make_estimator("binning:width=1e-300")->estimate({x, false}, {x, false}); }, "more than 2^50");
 }
 
 TEST(MiInputs, SpecErrors) {

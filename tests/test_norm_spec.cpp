@@ -53,6 +53,12 @@ TEST(NormSpec, CanonicalTextRoundTrips) {
             "ibnorm-t:area=batch:lambda=2:eps=1e-05:affine=true:momentum=0.1");
 }
 
+TEST(NormSpec, TinyPositiveNumbersAreNumbers) {
+  // strtod reports ERANGE for an underflow, yet 1e-320 (a denormal) is a finite number.
+  EXPECT_EQ(parse_norm_spec("ibnorm-t:lambda=1e-320").lambda, 1e-320);
+  EXPECT_EQ(parse_norm_spec("ibnorm-t:lambda=1e-400").lambda, 0.0);
+}
+
 TEST(NormSpec, MalformedSpecsNameTheirMistake) {
   const auto parse = [](const char* text) { return [text] { parse_norm_spec(text); }; };
   EXPECT_TRUE(throws_usage_error(parse("fancynorm"), "unknown normalizer 'fancynorm'; expected one of: batchnorm"));
@@ -60,10 +66,13 @@ TEST(NormSpec, MalformedSpecsNameTheirMistake) {
   EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:lamda=2"), "unknown key 'lamda'; ibnorm-t accepts: area, eps, affine, lambda"));
   EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:lambda="), "key 'lambda' has no value in norm spec 'ibnorm-t:lambda='"));
   EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:lambda"), "'lambda' is not key=value"));
-  EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:lambda=two"), "lambda='two' is not a finite number"));
-  EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:lambda=2x"), "lambda='2x' is not a finite number"));
+  EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:lambda=two"), "lambda='two' is not a number"));
+  EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:lambda=2x"), "lambda='2x' is not a number"));
   EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:lambda=nan"), "lambda='nan' is not a finite number"));
-  EXPECT_TRUE(throws_usage_error(parse("ibnorm-s:lambda=-0.5"), "lambda=-0.5 must be >= 0"));
+  EXPECT_TRUE(throws_usage_error(parse("ibnorm-s:lambda=-0.5"), "lambda=-0.5 must lie in [0, 10000]"));
+  // λ so large that ψ_λ is flat (or overflows) in float32: NaN outputs, not a stronger norm.
+  EXPECT_TRUE(throws_usage_error(parse("ibnorm-l:lambda=1e308"), "lambda=1e+308 must lie in [0, 10000]"));
+  EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:lambda=1e999"), "lambda='1e999' is not a finite number"));
   EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:lambda=1:lambda=2"), "key 'lambda' given twice"));
   EXPECT_TRUE(throws_usage_error(parse("layernorm:lambda=1"), "key 'lambda' applies only to the ibnorm-* normalizers"));
   EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:area=pixel"), "unknown area 'pixel'; expected one of: batch, token, group"));

@@ -63,7 +63,7 @@ int bench_mi(const std::vector<std::string>& args) {
   const auto vm = cmd.parse(rest);
   if (!vm) return 0;
   const c10::Device device = resolve_device((*vm)["device"].as<std::string>());
-  if ((*vm)["threads"].as<int>() > 0) torch::set_num_threads((*vm)["threads"].as<int>());
+  set_compute_threads((*vm)["threads"].as<int>());
   const std::vector<int64_t> ns = parse_shape("n", vm->count("n") ? (*vm)["n"].as<std::string>()
                                                                   : device.is_cuda() ? "5000,20000,200000" : "5000,20000");
   const std::vector<int64_t> ds = parse_shape("d", vm->count("d") ? (*vm)["d"].as<std::string>()
@@ -120,7 +120,7 @@ int bench_train(const std::vector<std::string>& args) {
   const auto vm = cmd.parse(rest);
   if (!vm) return 0;
   const c10::Device device = resolve_device((*vm)["device"].as<std::string>());
-  if ((*vm)["threads"].as<int>() > 0) torch::set_num_threads((*vm)["threads"].as<int>());
+  set_compute_threads((*vm)["threads"].as<int>());
   const int64_t steps = (*vm)["steps"].as<int64_t>();
   if (steps < 1) throw UsageError("--steps must be at least 1");
   std::cout << fmt::format("ibn bench train on {} ({} CPU threads), batch 64, Adam\n", device.str(), torch::get_num_threads());
@@ -156,7 +156,8 @@ int bench_train(const std::vector<std::string>& args) {
     std::cout << fmt::format("{:<42} {:<34} {:>9.1f} {:>11.0f}\n", model->spec(), data_spec, rate, rate * 64) << std::flush;
   }
 
-  const std::string dir = fmt::format("{}/ibn_bench_train_{}", std::filesystem::temp_directory_path().string(), ::getpid());
+  const io::TemporaryDirectory scratch("ibn_bench_train_");
+  const std::string& dir = scratch.path();
   const auto timed_run = [&](const std::string& dumps) {
     train::TrainConfig c;
     c.epochs = 100;
@@ -177,7 +178,6 @@ int bench_train(const std::vector<std::string>& args) {
     plain.push_back(timed_run("none"));
     dumped.push_back(timed_run("log:20"));
   }
-  std::filesystem::remove_all(dir);
   std::sort(plain.begin(), plain.end());
   std::sort(dumped.begin(), dumped.end());
   std::cout << fmt::format("dump overhead (mlp on ibsgd12, 100 epochs, median of 3): {:.2f} s without, {:.2f} s with "

@@ -76,7 +76,7 @@ int run_contraction(const std::vector<std::string>& args) {
        "compression strengths λ for the IBNorm specs")
       ("shape", po::value<std::string>()->default_value("4096,256")->value_name("N,D"),
        "input shape: N,D or N,T,D or N,C,H,W")
-      ("seed", po::value<uint64_t>()->default_value(0), "random seed of the input")
+      ("seed", po::value<int64_t>()->default_value(0), "random seed of the input")
       ("device", po::value<std::string>()->default_value("cpu"), "cpu, cuda, cuda:N or auto")
       ("csv", po::value<std::string>()->value_name("FILE"), "also write the table as CSV");
   const auto vm = cmd.parse(args);
@@ -84,13 +84,15 @@ int run_contraction(const std::vector<std::string>& args) {
 
   const std::vector<double> lambdas = parse_numbers("lambdas", (*vm)["lambdas"].as<std::string>());
   for (double lambda : lambdas) {
-    if (lambda < 0) throw UsageError(fmt::format("--lambdas: lambda={} must be >= 0", lambda));
+    if (lambda < 0 || lambda > nm::kMaxLambda) {
+      throw UsageError(fmt::format("--lambdas: lambda={} must lie in [0, {}]", lambda, nm::kMaxLambda));
+    }
   }
   const std::vector<nm::NormSpec> specs = expand(parse_words((*vm)["norms"].as<std::string>()), lambdas);
   const std::vector<int64_t> shape = parse_shape("shape", (*vm)["shape"].as<std::string>());
   if (shape.size() < 2) throw UsageError("--shape needs at least two dims: N,D or N,T,D or N,C,H,W");
   const c10::Device device = resolve_device((*vm)["device"].as<std::string>());
-  const uint64_t seed = (*vm)["seed"].as<uint64_t>();
+  const uint64_t seed = checked_seed("seed", (*vm)["seed"].as<int64_t>());
   torch::manual_seed(seed);
   const torch::Tensor x = torch::randn(shape, torch::TensorOptions().device(device));
 

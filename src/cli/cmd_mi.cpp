@@ -37,7 +37,8 @@ std::string json_string(const std::string& s) {
   return out + "\"";
 }
 
-std::string json_number(std::optional<double> v) { return v ? fmt::format("{:.10g}", *v) : "null"; }
+// JSON has no NaN or Infinity: a value that is not finite is written as null.
+std::string json_number(std::optional<double> v) { return v && std::isfinite(*v) ? fmt::format("{:.10g}", *v) : "null"; }
 
 std::string help_text() {
   std::string text =
@@ -72,7 +73,7 @@ int run_mi(const std::vector<std::string>& args) {
       ("list", "list the datasets of --input and exit")
       ("task", po::value<std::string>()->value_name("SPEC"), "a built-in task with known I (see above)")
       ("n", po::value<int64_t>()->default_value(5000), "samples drawn from --task")
-      ("seed", po::value<uint64_t>()->default_value(0), "seed of the task's samples")
+      ("seed", po::value<int64_t>()->default_value(0), "seed of the task's samples")
       ("estimator", po::value<std::vector<std::string>>()->composing()->value_name("SPEC"),
        "estimator spec, repeatable (default: binning, kde, ksg)")
       ("discrete", po::value<std::string>()->default_value("auto"), "auto (integers), a, b, both or none")
@@ -124,17 +125,24 @@ int run_mi(const std::vector<std::string>& args) {
     source = fmt::format("{}: A = {}, B = {}", input, vm["a"].as<std::string>(), vm["b"].as<std::string>());
   } else {
     const int64_t n = vm["n"].as<int64_t>();
-    const mi::TaskSample task = mi::sample_task(vm["task"].as<std::string>(), n, vm["seed"].as<uint64_t>());
+    const uint64_t seed = checked_seed("seed", vm["seed"].as<int64_t>());
+    const mi::TaskSample task = mi::sample_task(vm["task"].as<std::string>(), n, seed);
     a.values = task.a;
     b.values = task.b;
     truth = task.truth_nats;
-    source = fmt::format("task {}, N = {}, seed {}", task.spec, n, vm["seed"].as<uint64_t>());
+    source = fmt::format("task {}, N = {}, seed {}", task.spec, n, seed);
   }
   a.discrete = discrete == "a" || discrete == "both" || (discrete == "auto" && !at::isFloatingType(a.values.scalar_type()));
   b.discrete = discrete == "b" || discrete == "both" || (discrete == "auto" && !at::isFloatingType(b.values.scalar_type()));
   for (mi::Variable* v : {&a, &b}) {
     if (v->discrete && at::isFloatingType(v->values.scalar_type())) {
       // Floats asked to be discrete (e.g. 0/1 inputs stored as float): exact values are codes.
+      // NaN and Inf are no code (cast to integers they would become one arbitrary class).
+      const int64_t bad = v->values.isfinite().logical_not().sum().item<int64_t>();
+      if (bad > 0) {
+        throw DataError(fmt::format("{} holds {} NaN or infinite value{}; as a discrete variable (--discrete {}) its "
+                                    "values must be finite codes", v == &a ? "A" : "B", bad, bad == 1 ? "" : "s", discrete));
+      }
       v->values = v->values.round().to(at::kLong);
     }
     v->values = v->values.to(device);

@@ -56,7 +56,8 @@ int run_one(const po::variables_map& vm) {
     throw UsageError(fmt::format("--mode '{}' must be train or eval", mode));
   }
   const c10::Device device = resolve_device(vm["device"].as<std::string>());
-  torch::manual_seed(vm["seed"].as<uint64_t>());
+  const uint64_t seed = checked_seed("seed", vm["seed"].as<int64_t>());
+  torch::manual_seed(seed);
 
   nm::Normalizer norm(vm["spec"].as<std::string>(), features);
   norm->to(device);
@@ -66,7 +67,7 @@ int run_one(const po::variables_map& vm) {
 
   std::cout << fmt::format("spec      {}\nformula   {}\ninput     randn {} on {}, {} mode, seed {}\n",
                            norm->spec().str(), norm->operation().formula(), nm::shape_str(shape),
-                           device.str(), mode, vm["seed"].as<uint64_t>());
+                           device.str(), mode, seed);
   std::cout << fmt::format("output    mean {:+.6f}  std {:.6f}  min {:+.4f}  max {:+.4f}\n",
                            y.mean().item<double>(), y.std().item<double>(), y.min().item<double>(),
                            y.max().item<double>());
@@ -86,7 +87,7 @@ int run_norms(const std::vector<std::string>& args) {
   cmd.options.add_options()
       ("spec", po::value<std::string>()->value_name("S"), "normalizer spec, e.g. ibnorm-t:lambda=2")
       ("shape", po::value<std::string>()->value_name("N,D"), "input shape: N,D or N,T,D or N,C,H,W")
-      ("seed", po::value<uint64_t>()->default_value(0), "random seed of the input")
+      ("seed", po::value<int64_t>()->default_value(0), "random seed of the input")
       ("mode", po::value<std::string>()->default_value("train"), "train (batch statistics) or eval")
       ("device", po::value<std::string>()->default_value("cpu"), "cpu, cuda, cuda:N or auto");
   const auto vm = cmd.parse(args);

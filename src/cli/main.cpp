@@ -1,5 +1,6 @@
 // ibn: one binary, git-style subcommands. Exit codes: 0 ok, 1 failure, 2 bad usage.
 #include <exception>
+#include <new>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -18,6 +19,9 @@ namespace {
 constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
+// Sizes come from options; the failing allocation cannot tell which one was too large.
+constexpr const char* kOutOfMemoryHint =
+    "(the sizes asked for do not fit in memory: lower --n, --shape, --batch, --max-samples or the model's widths)";
 
 void print_help() {
   std::cout << "usage: ibn [--help] [--version] <command> [options]\n\n"
@@ -71,7 +75,12 @@ int main(int argc, char** argv) {
   } catch (const c10::Error& e) {
     // LibTorch's own messages carry a backtrace after the first line; users need the first.
     const std::string what = e.what_without_backtrace();
-    std::cerr << "ibn: error: " << what.substr(0, what.find('\n')) << "\n";
+    const std::string first = what.substr(0, what.find('\n'));
+    std::cerr << "ibn: error: " << first
+              << (first.find("allocate") != std::string::npos ? std::string(" ") + kOutOfMemoryHint : "") << "\n";
+    return kExitFailure;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "ibn: error: out of memory " << kOutOfMemoryHint << "\n";
     return kExitFailure;
   } catch (const std::exception& e) {
     std::cerr << "ibn: error: " << e.what() << "\n";

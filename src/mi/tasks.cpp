@@ -52,7 +52,11 @@ std::string task_help() {
 }
 
 TaskSample sample_task(const std::string& text, int64_t n, uint64_t seed) {
-  if (n < 2) throw UsageError(fmt::format("a task needs at least 2 samples, got {}", n));
+  // 10^8 rows of a few dims is already gigabytes, and past any estimator's reach.
+  constexpr int64_t kMaxSamples = 100'000'000;
+  if (n < 2 || n > kMaxSamples) {
+    throw UsageError(fmt::format("--n {}: a task draws between 2 and {} samples", n, kMaxSamples));
+  }
   KeyValueSpec kv(text, "task spec");
   at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
   Drawn drawn;

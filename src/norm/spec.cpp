@@ -39,7 +39,7 @@ NormSpec parse_norm_spec(const std::string& text) {
     kv.fail(fmt::format("key 'momentum' applies only to area=batch, not to area={}", spec.area));
   }
   spec.lambda = kv.number("lambda", spec.lambda);
-  kv.require_at_least("lambda", spec.lambda, 0);
+  kv.require_within("lambda", spec.lambda, 0, kMaxLambda);
   spec.groups = kv.integer_at_least("groups", spec.groups, 1);
   spec.momentum = kv.number("momentum", spec.momentum);
   kv.require_within("momentum", spec.momentum, 0, 1);

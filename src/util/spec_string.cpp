@@ -64,9 +64,12 @@ double KeyValueSpec::number(const std::string& key, double fallback) {
   errno = 0;
   char* end = nullptr;
   const double v = std::strtod(value->c_str(), &end);
-  if (end != value->c_str() + value->size() || errno == ERANGE || !std::isfinite(v)) {
-    fail(fmt::format("{}='{}' is not a finite number", key, *value));
+  // ERANGE with a finite result is an underflow (1e-320 is a denormal, 1e-400 rounds to 0):
+  // a number all the same. Overflow gives ±HUGE_VAL, caught as not finite.
+  if (end == value->c_str() || end != value->c_str() + value->size()) {
+    fail(fmt::format("{}='{}' is not a number", key, *value));
   }
+  if (!std::isfinite(v)) fail(fmt::format("{}='{}' is not a finite number", key, *value));
   return v;
 }
 

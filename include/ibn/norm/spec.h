@@ -5,7 +5,7 @@
 // the normalization operation and, for IBNorm, the compression; keys override the rest:
 //   area=batch|token|group   which elements share statistics (SPEC §1, NAP)
 //   groups=G                 number of channel groups, area=group only
-//   lambda=L                 compression strength λ ≥ 0, IBNorm operations only
+//   lambda=L                 compression strength 0 ≤ λ ≤ kMaxLambda, IBNorm operations only
 //   eps=E                    added to variances, E ≥ 0
 //   affine=true|false        learnable per-channel γ, β
 //   momentum=M               running-statistics momentum in [0, 1], area=batch only
@@ -13,6 +13,11 @@
 #include <string>
 
 namespace ibn::norm {
+
+// Beyond this λ every ψ_λ is numerically flat on float32 inputs (tanh(λz)/λ ~ 1e-4, and
+// log(1 + λ|z|)/λ overflows as λ nears 1e308): outputs would be noise or NaN, not a stronger
+// compression.
+constexpr double kMaxLambda = 1e4;
 
 struct NormSpec {
   std::string name;         // registry preset, e.g. "ibnorm-t"
