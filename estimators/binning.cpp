@@ -73,7 +73,7 @@ class Binning final : public Estimator {
         throw UsageError(fmt::format("{} cuts the data's range [{}, {}] into {} bins, more than 2^50; choose a wider width",
                                      spec(), lo, x.max().item<double>(), span));
       }
-      return x.to(at::kDouble).sub(lo).div(*width_).floor().to(at::kLong);
+      return x.sub(lo).div(*width_).floor().to(at::kLong);
     }
     const double hi = hi_ ? *hi_ : x.max().item<double>();
     if (hi <= lo) return at::zeros_like(x, x.options().dtype(at::kLong));

@@ -208,8 +208,8 @@ def main(report_dir):
 
 def write_atomically(path, write):
     """Calls write(binary file) on a new temporary beside `path`, then renames it over `path`:
-    a killed report leaves the previous figure or none, never half a PNG. The temporary's
-    name is the one ibn's C++ side uses (.NAME.ibn-tmp-XXXXXX)."""
+    a killed report leaves the previous figure or none, never half a PNG. The temporary is
+    named like ibn's own (.NAME.ibn-tmp-, then mkstemp's random characters)."""
     directory, name = os.path.split(path)
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.ibn-tmp-")
     try:

@@ -100,14 +100,16 @@ check "each point trained once in its final directory" \
 
 # Killing only the sweep process (SIGKILL, no chance to clean up) takes its running child with
 # it, and while a child runs its point is locked: a second sweep leaves that point alone.
-printf '[grid]\nseed = 0 | 1\n[train]\nepochs = 2000\nbatch = 64\ndump-epochs = none\n[analyze]\nestimator = binning\n' >"$work/long.ini"
+printf '[grid]\nseed = 0 | 1\n[train]\nepochs = 2000\nbatch = 64\ndump-epochs = list:2000\n[analyze]\nestimator = binning\n' >"$work/long.ini"
 "$IBN" sweep "$work/long.ini" --out "$work/l" -j 1 --no-report >"$work/long.out" 2>&1 &
 sweep_pid=$!
 children() { pgrep -f -- "--out $work/l/points/" ; }
 for _ in $(seq 1 200); do children >/dev/null && break; sleep 0.1; done
 check "the sweep's point is training" test -n "$(children)"
 "$IBN" sweep "$work/long.ini" --out "$work/l" -j 1 --no-report --shard 0/2 >"$work/second.out" 2>&1
+code=$?
 check "a second sweep leaves the locked point to its owner" grep -q "seed0 is being run by another process" "$work/second.out"
+check "and exits 1, saying so (got $code)" bash -c "[ $code -eq 1 ] && grep -q '^ibn: error: 1 of 1 points were left to another process' '$work/second.out'"
 kill -9 "$sweep_pid"
 wait "$sweep_pid" 2>/dev/null
 for _ in $(seq 1 50); do children >/dev/null || break; sleep 0.1; done
@@ -115,17 +117,17 @@ check "no child outlives the killed sweep" test -z "$(children)"
 pkill -9 -f -- "--out $work/l/points/" 2>/dev/null
 
 # A failed point is recorded with its error; the others finish; the sweep exits 1. (Options
-# are checked before any point runs, so the failure is one only a run can find: an analyzed
-# epoch that this point's dump schedule does not hold.)
-printf '[grid]\ndump-epochs = list:1 | list:0\n[train]\nepochs = 1\n[analyze]\nestimator = binning\nepochs = 1\n' >"$work/failing.ini"
+# are checked before any point runs, so the failure is one only a run can find: KSG's k above
+# the number of samples this point stores.)
+printf '[grid]\ndump-samples = subset:400 | subset:50\n[train]\nepochs = 1\ndump-epochs = list:1\n[analyze]\nestimator = ksg:k=100\n' >"$work/failing.ini"
 "$IBN" sweep "$work/failing.ini" --out "$work/f" --no-report >"$work/failing.out" 2>"$work/failing.err"
 code=$?
 check "a sweep with a failed point exits 1 (got $code)" test "$code" -eq 1
 check "the failure names the point and the error" \
-  grep -q "dump-epochslist-0-h[0-9a-f]* FAILED: analyze: ibn: --epochs: epoch '1' was not dumped" "$work/failing.out"
+  grep -q "dump-samplessubset-50 FAILED: analyze: ibn: error: ksg:k=100 needs more than k samples, and there are 50" "$work/failing.out"
 check "the sweep's own error is one line on stderr" grep -q "^ibn: error: 1 of 2 points failed" "$work/failing.err"
-check "status shows the failed point's error" bash -c "'$IBN' sweep '$work/failing.ini' --out '$work/f' --status | grep -q 'dump-epochslist-0-h.* failed: analyze: ibn: --epochs'"
-check "the other point finished" test -e "$work/f/points/dump-epochslist-1-h"*/done
+check "status shows the failed point's error" bash -c "'$IBN' sweep '$work/failing.ini' --out '$work/f' --status | grep -q 'dump-samplessubset-50 .* failed: analyze: ibn: error: ksg:k=100'"
+check "the other point finished" test -e "$work/f/points/dump-samplessubset-400/done"
 
 # A bad option of any point stops the sweep before anything runs or is written (exit 2).
 printf '[grid]\nbatch = 64 | 0\n[train]\nepochs = 1\n[analyze]\nestimator = binning\n' >"$work/bad.ini"

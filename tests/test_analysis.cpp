@@ -193,8 +193,13 @@ TEST(Sweep, PointIdsArePlainAndDistinct) {
   const ibn::sweep::Sweep g = ibn::sweep::load_sweep(longer, "");
   EXPECT_TRUE(ibn::sweep::is_plain_point_id(g.points[0].id)) << g.points[0].id;
   EXPECT_LE(g.points[0].id.size(), 120u);
-  for (const std::string bad : {".", "..", "", "a/b", "-x", ".hidden"}) EXPECT_FALSE(ibn::sweep::is_plain_point_id(bad)) << bad;
-  for (const auto& f : {dots, lr, paths, longer}) fs::remove(f);
+  for (const std::string bad : {".", "..", "", "a/b", "/abs"}) EXPECT_FALSE(ibn::sweep::is_plain_point_id(bad)) << bad;
+  // Ids of existing sweeps keep their names: ':' and '=' read as '-', no fingerprint when unique.
+  const std::string kept = write_experiment("kept", "[grid]\nnorm = layernorm | ibnorm-s:area=batch\nlambda = 0.5\n");
+  const ibn::sweep::Sweep k = ibn::sweep::load_sweep(kept, "");
+  ASSERT_EQ(k.points.size(), 2u);
+  EXPECT_EQ(k.points[1].id, "ibnorm-s-area-batch_lambda0.5");
+  for (const auto& f : {dots, lr, paths, longer, kept}) fs::remove(f);
 }
 
 TEST(Sweep, ShardTextsAreCheckedWhole) {

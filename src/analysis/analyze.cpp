@@ -71,9 +71,51 @@ std::vector<std::unique_ptr<mi::Estimator>> checked_estimators(const AnalyzeConf
   return estimators;
 }
 
+// --layers: "all", or names among `available`, returned in forward order (the IB chain's).
+std::vector<std::string> chosen_layers(const std::string& spec, const std::vector<std::string>& available,
+                                       const std::string& source) {
+  if (spec == "all") return available;
+  std::vector<std::string> layers;
+  for (const std::string& name : split(spec, ',')) {
+    if (std::find(available.begin(), available.end(), name) == available.end()) {
+      throw UsageError(fmt::format("--layers: {} has no layer '{}'; it has: {}", source, name, fmt::join(available, ", ")));
+    }
+    layers.push_back(name);
+  }
+  std::sort(layers.begin(), layers.end(), [&](const std::string& a, const std::string& b) {
+    return std::find(available.begin(), available.end(), a) < std::find(available.begin(), available.end(), b);
+  });
+  return layers;
+}
+
+// --epochs: "all", or epochs among `dumped`, sorted.
+std::vector<int64_t> chosen_epochs(const std::string& spec, const std::vector<int64_t>& dumped, const std::string& source) {
+  if (spec == "all") return dumped;
+  std::vector<int64_t> chosen;
+  for (const std::string& word : split(spec, ',')) {
+    char* end = nullptr;
+    const long long e = std::strtoll(word.c_str(), &end, 10);
+    if (word.empty() || *end != '\0' || std::find(dumped.begin(), dumped.end(), e) == dumped.end()) {
+      throw UsageError(fmt::format("--epochs: epoch '{}' was not dumped; {} has epochs {}", word, source, fmt::join(dumped, ",")));
+    }
+    chosen.push_back(e);
+  }
+  std::sort(chosen.begin(), chosen.end());
+  return chosen;
+}
+
 }  // namespace
 
 void check_options(const AnalyzeConfig& config) { checked_estimators(config); }
+
+void check_options(const AnalyzeConfig& config, const std::vector<std::string>& dumped_layers,
+                   const std::vector<int64_t>& dumped_epochs) {
+  checked_estimators(config);
+  chosen_layers(config.layers, dumped_layers, "the run");
+  if (chosen_epochs(config.epochs, dumped_epochs, "the run").empty()) {
+    throw UsageError("the run dumps no epochs (--dump-epochs none), so there is nothing to analyze");
+  }
+}
 
 Analysis analyze(const AnalyzeConfig& c, std::ostream& log) {
   const std::vector<std::unique_ptr<mi::Estimator>> estimators = checked_estimators(c);
@@ -87,36 +129,11 @@ Analysis analyze(const AnalyzeConfig& c, std::ostream& log) {
   const std::string store = c.run + "/activations.h5";
 
   const std::vector<std::string> all_layers = split(std::get<std::string>(io::read_attribute(store, "/", "layers")), ',');
-  if (c.layers == "all") {
-    out.layers = all_layers;
-  } else {
-    for (const std::string& name : split(c.layers, ',')) {
-      if (std::find(all_layers.begin(), all_layers.end(), name) == all_layers.end()) {
-        throw UsageError(fmt::format("--layers: the store has no layer '{}'; it has: {}", name, fmt::join(all_layers, ", ")));
-      }
-      out.layers.push_back(name);
-    }
-    // The IB chain follows the forward order, whatever order the names came in.
-    std::sort(out.layers.begin(), out.layers.end(), [&](const std::string& a, const std::string& b) {
-      return std::find(all_layers.begin(), all_layers.end(), a) < std::find(all_layers.begin(), all_layers.end(), b);
-    });
-  }
+  out.layers = chosen_layers(c.layers, all_layers, "the store");
   const at::Tensor dumped_tensor = io::read_dataset(store, "/meta/dumped_epochs");
-  std::vector<int64_t> epochs;
-  for (int64_t i = 0; i < dumped_tensor.numel(); ++i) epochs.push_back(dumped_tensor[i].item<int64_t>());
-  if (c.epochs != "all") {
-    std::vector<int64_t> chosen;
-    for (const std::string& word : split(c.epochs, ',')) {
-      char* end = nullptr;
-      const long long e = std::strtoll(word.c_str(), &end, 10);
-      if (word.empty() || *end != '\0' || std::find(epochs.begin(), epochs.end(), e) == epochs.end()) {
-        throw UsageError(fmt::format("--epochs: epoch '{}' was not dumped; the store has epochs {}", word, fmt::join(epochs, ",")));
-      }
-      chosen.push_back(e);
-    }
-    std::sort(chosen.begin(), chosen.end());
-    epochs = chosen;
-  }
+  std::vector<int64_t> dumped;
+  for (int64_t i = 0; i < dumped_tensor.numel(); ++i) dumped.push_back(dumped_tensor[i].item<int64_t>());
+  const std::vector<int64_t> epochs = chosen_epochs(c.epochs, dumped, "the store");
   if (epochs.empty()) throw UsageError(fmt::format("'{}' holds no dumped epochs (the run used --dump-epochs none)", store));
 
   // The samples: a split, then a seeded subset.
@@ -128,11 +145,24 @@ Analysis analyze(const AnalyzeConfig& c, std::ostream& log) {
     rows = std::get<0>(rows.index_select(0, at::randperm(rows.size(0), g, at::TensorOptions().dtype(at::kLong))
                                                   .slice(0, 0, c.max_samples)).sort());
   }
-  const auto take = [&](const at::Tensor& t) { return t.index_select(0, rows).to(device); };
-  at::Tensor labels = io::read_dataset(store, "/data/labels");
+  // Every array of the store has one row per sample of /data/split; a store edited or written
+  // by another tool may not, and index_select would fail with LibTorch's "index out of range".
+  const int64_t samples = split_of_sample.size(0);
+  const auto take_from = [&](const std::string& name) {
+    const at::Tensor t = io::read_dataset(store, name);
+    if (t.dim() == 0 || t.size(0) != samples) {
+      throw DataError(fmt::format("'{}' in '{}' has {} rows, but /data/split has {} samples", name, store,
+                                  t.dim() == 0 ? 0 : t.size(0), samples));
+    }
+    return t.index_select(0, rows).to(device);
+  };
+  at::Tensor labels = take_from("/data/labels");
   if (labels.dim() > 1) labels = labels.select(1, labels.size(1) - 1);  // text: the byte after the window
-  const mi::Variable y{take(labels), true};
-  const at::Tensor inputs = take(io::read_dataset(store, "/data/inputs"));
+  if (labels.numel() > 0 && labels.min().item<int64_t>() < 0) {
+    throw DataError(fmt::format("'/data/labels' in '{}' holds negative labels; labels are classes 0, 1, ...", store));
+  }
+  const mi::Variable y{labels, true};
+  const at::Tensor inputs = take_from("/data/inputs");
   const mi::Variable x_values{inputs.reshape({inputs.size(0), -1}).to(at::kFloat), false};
   const mi::Variable x_identity{at::arange(inputs.size(0), at::TensorOptions().dtype(at::kLong).device(device)), true};
   const std::vector<std::string> datasets = io::list_datasets(store);
@@ -146,7 +176,7 @@ Analysis analyze(const AnalyzeConfig& c, std::ostream& log) {
   for (const int64_t epoch : epochs) {
     mi::Variable previous = x_values;
     for (const std::string& layer : out.layers) {
-      const mi::Variable t{take(io::read_dataset(store, fmt::format("/epochs/{}/{}", epoch, layer))), false};
+      const mi::Variable t{take_from(fmt::format("/epochs/{}/{}", epoch, layer)), false};
       const std::string kappa_path = fmt::format("/contraction/{}/{}", epoch, layer);
       const double kappa = has(kappa_path) ? io::read_dataset(store, kappa_path)[0].item<double>() : kNaN;
       const double nuisance = nuisance_ratio(t.values, y.values);

@@ -99,11 +99,11 @@ void check_points(const sweep::Sweep& s) {
       const po::variables_map train_vm = train.cmd.parse_ini(p.ini, origin);
       train::TrainConfig config = train.resolved(train_vm);
       config.out = sweep::point_directory(s, p);
-      train::check_options(config);
+      const train::RunPlan plan = train::check_options(config);
       AnalyzeOptions analyze;
       const po::variables_map analyze_vm = analyze.cmd.parse_ini(p.ini, origin);
       analyze.config.run = config.out;
-      analysis::check_options(analyze.resolved(analyze_vm));
+      analysis::check_options(analyze.resolved(analyze_vm), plan.layers, plan.dumps);
     } catch (const UsageError& e) {
       throw UsageError(fmt::format("point {} of '{}': {}", p.id, s.file, e.what()));
     } catch (const std::exception& e) {
@@ -233,6 +233,7 @@ int run_sweep(const std::vector<std::string>& args) {
         std::cout << fmt::format("{} is being run by another process; left to it\n", p.id) << std::flush;
         continue;
       }
+      if (sweep::point_state(s, p) == sweep::State::done) continue;  // finished by another process meanwhile
       clear_point_directory(s, p);  // an unfinished or failed point starts again from scratch
       fs::create_directories(dir);
       io::write_file_atomically(dir + "/point.ini", p.ini);
@@ -272,6 +273,9 @@ int run_sweep(const std::vector<std::string>& args) {
     // On stderr, as every command's error: a script sees why the sweep exits 1.
     std::cerr << fmt::format("ibn: error: {} of {} points failed; 'ibn sweep {} --status' lists them, and running the sweep "
                              "again retries them\n", failed, todo.size(), experiment);
+  } else if (busy > 0) {
+    std::cerr << fmt::format("ibn: error: {} of {} points were left to another process that holds them; run the sweep again "
+                             "once it has finished (or died)\n", busy, todo.size());
   }
   if (done == static_cast<int64_t>(s.points.size()) && !vm->count("no-report")) {
     report::ReportOptions options;
@@ -280,7 +284,7 @@ int run_sweep(const std::vector<std::string>& args) {
   } else if (done < static_cast<int64_t>(s.points.size())) {
     std::cout << fmt::format("{} of {} points done; the report waits for all of them\n", done, s.points.size());
   }
-  return failed > 0 ? 1 : 0;
+  return failed > 0 || busy > 0 ? 1 : 0;
 }
 
 }  // namespace ibn::cli

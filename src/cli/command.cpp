@@ -63,10 +63,9 @@ po::parsed_options parse_config_text(std::istream& text, const std::string& orig
 
 po::parsed_options parse_config(const std::string& path, const std::string& command, const po::options_description& options) {
   std::error_code error;
-  if (!std::filesystem::is_regular_file(path, error)) {
-    usage_error(command, fmt::format("config file '{}' {}", path,
-                                     std::filesystem::exists(path, error) ? "is not a regular file" : "does not exist"));
-  }
+  if (!std::filesystem::exists(path, error)) usage_error(command, fmt::format("config file '{}' does not exist", path));
+  // A directory opens as a stream that reads nothing: it would pass as an empty config.
+  if (std::filesystem::is_directory(path, error)) usage_error(command, fmt::format("config file '{}' is a directory", path));
   std::ifstream file(path);
   if (!file) usage_error(command, fmt::format("cannot open config file '{}'", path));
   return parse_config_text(file, path, command, options);

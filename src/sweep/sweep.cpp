@@ -62,10 +62,11 @@ std::vector<std::string> alternatives(const std::string& value) {
   return out;
 }
 
-// Characters a point id keeps as they are: safe in a file name and in a shell word.
-bool plain_char(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '+' || c == '=';
-}
+using Settings = std::vector<std::pair<std::string, std::string>>;
+
+// Characters a point id keeps as they are; others become '-' (as ids have always been made, so
+// the directories of existing sweeps keep their names).
+bool plain_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-'; }
 
 std::string readable(const std::string& text) {
   std::string out;
@@ -74,44 +75,62 @@ std::string readable(const std::string& text) {
 }
 
 // FNV-1a, 64 bits: a short, stable fingerprint of a point's exact settings.
-uint64_t fingerprint(const std::string& text) {
+uint64_t fingerprint(const Settings& settings) {
   uint64_t hash = 14695981039346656037ull;
-  for (const char c : text) {
-    hash ^= static_cast<unsigned char>(c);
-    hash *= 1099511628211ull;
+  for (const auto& [key, value] : settings) {
+    for (const std::string& text : {key, value}) {
+      for (const char c : text + '\0') {
+        hash ^= static_cast<unsigned char>(c);
+        hash *= 1099511628211ull;
+      }
+    }
   }
   return hash;
 }
 
 constexpr size_t kMaxReadableId = 96;
 
-// The directory name of a point: its settings in readable form ("ibnorm-s_lambda0.5_seed1"),
-// and, when that form lost something (a character replaced, a leading dot, too long), a
-// fingerprint of the exact settings, so that ids stay distinct and every id is a plain name
-// (never "." or "..", no separator).
-std::string point_id(const std::vector<std::pair<std::string, std::string>>& settings) {
-  std::string id, exact;
-  bool lossless = true;
+// A point's settings in readable form: "ibnorm-s_lambda0.5_seed1".
+std::string readable_id(const Settings& settings) {
+  std::string id;
   for (const auto& [key, value] : settings) {
-    exact += key + '\0' + value + '\0';
     if (key == "lambda" && value.empty()) continue;  // λ does not apply to this norm
-    const std::string part = key == "norm" ? value : key + value;
-    lossless = lossless && std::all_of(part.begin(), part.end(), plain_char);
-    id += "_" + readable(part);
+    id += "_" + readable(key == "norm" ? value : key + value);
   }
-  id = id.empty() ? "point" : id.substr(1);
-  if (id.front() == '.' || id.front() == '-' || id.size() > kMaxReadableId) lossless = false;
-  if (lossless) return id;
-  std::string prefix = id.substr(0, kMaxReadableId);
+  return id.empty() ? "point" : id.substr(1);
+}
+
+// The readable id, or, where it is no safe directory name (".", "..", hidden, option-like, too
+// long) or another point of the grid has it too (1e-2 and 1e+2 both read "1e-2"), the readable
+// prefix and a fingerprint of the exact settings.
+std::string final_id(const std::string& readable, const Settings& settings, bool shared) {
+  const bool safe = readable.front() != '.' && readable.front() != '-' && readable.size() <= kMaxReadableId;
+  if (safe && !shared) return readable;
+  std::string prefix = readable.substr(0, kMaxReadableId);
   prefix.erase(0, std::min(prefix.find_first_not_of(".-"), prefix.size()));
-  return fmt::format("{}{}h{:016x}", prefix, prefix.empty() ? "" : "-", fingerprint(exact));
+  return fmt::format("{}{}h{:016x}", prefix, prefix.empty() ? "" : "-", fingerprint(settings));
+}
+
+// Directory names for every point: readable where that is safe and unshared, else
+// fingerprinted; two points with one id would share a directory, and that is an error.
+void assign_ids(Sweep& sweep, const std::string& file) {
+  std::map<std::string, int> readers;
+  for (const Point& p : sweep.points) ++readers[readable_id(p.settings)];
+  std::map<std::string, const Point*> owner;
+  for (Point& p : sweep.points) {
+    const std::string readable = readable_id(p.settings);
+    p.id = final_id(readable, p.settings, readers[readable] > 1);
+    const auto [other, inserted] = owner.emplace(p.id, &p);
+    if (!inserted) {
+      throw UsageError(fmt::format("'{}': grid points {} and {} get the same id '{}'", file, other->second->index, p.index, p.id));
+    }
+  }
 }
 
 }  // namespace
 
 bool is_plain_point_id(const std::string& id) {
-  return !id.empty() && id.size() <= kMaxReadableId + 18 && id.front() != '.' && id.front() != '-' &&
-         std::all_of(id.begin(), id.end(), [](char c) { return plain_char(c) || c == '_'; });  // '_' joins settings
+  return !id.empty() && id != "." && id != ".." && id.find('/') == std::string::npos && id.find('\0') == std::string::npos;
 }
 
 Sweep load_sweep(const std::string& file, const std::string& out_override) {
@@ -163,7 +182,7 @@ Sweep load_sweep(const std::string& file, const std::string& out_override) {
   // The Cartesian product, first key slowest; λ joins IBNorm variants only, so the other
   // norms' points repeat across λ and are kept once.
   std::vector<size_t> at(grid.size(), 0);
-  std::map<std::string, std::vector<std::pair<std::string, std::string>>> seen;
+  std::set<Settings> seen;
   while (true) {
     std::map<std::string, std::string> chosen;
     for (size_t k = 0; k < grid.size(); ++k) chosen[grid[k].first] = grid[k].second[at[k]];
@@ -188,22 +207,17 @@ Sweep load_sweep(const std::string& file, const std::string& out_override) {
       const std::string& l = chosen["lambda"];
       train += fmt::format("norm = {}{}\n", chosen["norm"], l.empty() ? "" : ":lambda=" + l);
     }
-    p.id = point_id(p.settings);
     p.ini = "[train]\n" + train + "\n[analyze]\n" + analyze_text;
-    // The same settings twice are one point (λ repeats for norms it does not apply to); two
-    // settings under one id would share a directory, and that is an error, not a lost point.
-    const auto [earlier, inserted] = seen.emplace(p.id, p.settings);
-    if (inserted) {
+    // The same settings twice are one point: λ repeats for the norms it does not apply to.
+    if (seen.insert(p.settings).second) {
       p.index = static_cast<int64_t>(sweep.points.size());
       sweep.points.push_back(std::move(p));
-    } else if (earlier->second != p.settings) {
-      throw UsageError(fmt::format("'{}': two grid points get the id '{}'; make their values differ in more than "
-                                   "punctuation", file, p.id));
     }
     size_t k = grid.size();
     while (k > 0 && ++at[k - 1] == grid[k - 1].second.size()) at[--k] = 0;
     if (k == 0) break;
   }
+  assign_ids(sweep, file);
   return sweep;
 }
 

@@ -58,6 +58,34 @@ std::string config_text(const TrainConfig& c, const std::string& data_spec, cons
   return text;
 }
 
+at::Tensor text_as_tensor(const std::string& text) {
+  return torch::tensor(std::vector<uint8_t>(text.begin(), text.end()), torch::kByte);
+}
+std::string tensor_as_text(const at::Tensor& bytes) {
+  const at::Tensor b = bytes.contiguous();
+  const auto* data = b.data_ptr<uint8_t>();
+  return std::string(data, data + b.numel());
+}
+
+// config_text's "key = value" lines as a map.
+std::map<std::string, std::string> config_entries(const std::string& text) {
+  std::map<std::string, std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    const size_t eq = line.find(" = ");
+    if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 3);
+  }
+  return out;
+}
+
+// The options a run was started with, as its checkpoint recorded them ("" when it predates
+// that record).
+std::string checkpoint_config(torch::serialize::InputArchive& archive) {
+  at::Tensor bytes;
+  if (!archive.try_read("config", bytes)) return "";
+  return tensor_as_text(bytes);
+}
+
 double scheduled_lr(const TrainConfig& c, int64_t epoch /* 1-based */) {
   if (epoch <= c.warmup_epochs) return c.lr * static_cast<double>(epoch) / static_cast<double>(c.warmup_epochs);
   if (c.schedule == "constant") return c.lr;
@@ -228,6 +256,9 @@ RunStatus run_status(const std::string& run) {
       at::Tensor epoch;
       archive.read("epoch", epoch);
       status.checkpoint_epoch = epoch.item<int64_t>();
+      // The run's planned length is the one it was started with, whatever config.ini says now.
+      const auto started_with = config_entries(checkpoint_config(archive));
+      if (started_with.count("epochs")) status.epochs = std::atoll(started_with.at("epochs").c_str());
     } catch (const std::exception&) {
       status.checkpoint_epoch = -1;  // unreadable: reported as no checkpoint
     }
@@ -243,12 +274,10 @@ RunStatus run_status(const std::string& run) {
     }
   }
   if (!unreadable.empty()) {
-    // The store is there and nothing is pending, yet it does not read: a damaged file. Only a
-    // checkpoint short of the end can rebuild it (the parts are gone once gathered).
+    // The store is there and nothing is pending, yet it does not read: a damaged file. Resuming
+    // cannot rebuild it (the parts were removed once gathered into it).
     status.state = RunStatus::State::damaged;
-    const bool resumable = status.checkpoint_epoch >= 0 && status.checkpoint_epoch < status.epochs;
-    status.summary = fmt::format("{}: its activations.h5 cannot be read ({}); {}", run, unreadable,
-                                 resumable ? fmt::format("resume with: ibn train --resume {}", run) : "train the run again");
+    status.summary = fmt::format("{}: its activations.h5 cannot be read ({}); train the run again", run, unreadable);
   } else if (complete) {
     status.state = RunStatus::State::complete;
     status.summary = fmt::format("{}: complete ({} epochs)", run, status.epochs);
@@ -265,34 +294,6 @@ RunStatus run_status(const std::string& run) {
 
 namespace {
 
-at::Tensor text_as_tensor(const std::string& text) {
-  return torch::tensor(std::vector<uint8_t>(text.begin(), text.end()), torch::kByte);
-}
-std::string tensor_as_text(const at::Tensor& bytes) {
-  const at::Tensor b = bytes.contiguous();
-  const auto* data = b.data_ptr<uint8_t>();
-  return std::string(data, data + b.numel());
-}
-
-// config_text's "key = value" lines as a map.
-std::map<std::string, std::string> parse_config_text(const std::string& text) {
-  std::map<std::string, std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    const size_t eq = line.find(" = ");
-    if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 3);
-  }
-  return out;
-}
-
-// The options a run was started with, as its checkpoint recorded them ("" when it predates
-// that record).
-std::string checkpoint_config(torch::serialize::InputArchive& archive) {
-  at::Tensor bytes;
-  if (!archive.try_read("config", bytes)) return "";
-  return tensor_as_text(bytes);
-}
-
 // A resumed run continues the checkpointed one only with the same options. What may differ:
 // threads (the arithmetic is the same; the last bits of CPU sums may not be), and epochs, when
 // the run so far is unchanged by it: a constant schedule and the same dumps up to the checkpoint.
@@ -305,7 +306,7 @@ void check_resumable(const TrainConfig& c, const std::string& config, torch::ser
   at::Tensor epoch_tensor;
   archive.read("epoch", epoch_tensor);
   const int64_t checkpoint_epoch = epoch_tensor.item<int64_t>();
-  const auto before = parse_config_text(recorded), now = parse_config_text(config);
+  const auto before = config_entries(recorded), now = config_entries(config);
   std::vector<std::string> differences;
   std::set<std::string> keys;
   for (const auto& [key, value] : before) keys.insert(key);
@@ -454,7 +455,10 @@ PreparedRun prepare_run(const TrainConfig& options) {
 
 }  // namespace
 
-void check_options(const TrainConfig& config) { prepare_run(config); }
+RunPlan check_options(const TrainConfig& config) {
+  const PreparedRun run = prepare_run(config);
+  return {run.layers, run.dumps};
+}
 
 TrainResult train(const TrainConfig& options, std::ostream& log) {
   PreparedRun run = prepare_run(options);
@@ -700,13 +704,19 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
     const auto order = c.steps_per_epoch > 0
                            ? at::randint(n_train, {c.steps_per_epoch * c.batch}, shuffle, at::TensorOptions().dtype(at::kLong)).to(device)
                            : at::randperm(n_train, shuffle, at::TensorOptions().dtype(at::kLong)).to(device);
+    at::Tensor nonfinite_loss;  // CUDA: whether any step of this epoch had a non-finite loss
     for (int64_t s = 0; s < order.size(0); s += c.batch) {
       const auto rows = order.slice(0, s, std::min(order.size(0), s + c.batch));
       const auto logits = model->forward(train_inputs.index_select(0, rows));
       const auto labels = train_labels.index_select(0, rows);
       const auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), labels.reshape({-1}));
       // Stopped at the first non-finite loss: every later step would only spread NaN weights.
-      if (const double value = loss.item<double>(); !std::isfinite(value)) {
+      // On the CPU each step's loss is read (free); on a GPU that would sync every step, so
+      // the steps are flagged on the device and the flag is read once per epoch.
+      if (device.is_cuda()) {
+        nonfinite_loss = nonfinite_loss.defined() ? nonfinite_loss.logical_or(loss.detach().isfinite().logical_not())
+                                                  : loss.detach().isfinite().logical_not();
+      } else if (const double value = loss.item<double>(); !std::isfinite(value)) {
         throw DataError(fmt::format(
             "the training loss became {} at epoch {}, step {} (lr {}): the learning rate is too high for this model, a "
             "normalizer divides by zero (eps=0 on a constant group), or the data holds NaN/Inf; {}",
@@ -717,6 +727,14 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
       optimizer->zero_grad();
       loss.backward();
       optimizer->step();
+    }
+    if (nonfinite_loss.defined() && nonfinite_loss.item<bool>()) {
+      throw DataError(fmt::format(
+          "the training loss became NaN or infinite during epoch {} (lr {}; on a GPU the step is not tracked): the learning "
+          "rate is too high for this model, a normalizer divides by zero (eps=0 on a constant group), or the data holds "
+          "NaN/Inf; {}", epoch, lr,
+          checkpoint_epoch >= 0 ? fmt::format("'{}' keeps its checkpoint of epoch {}", c.out, checkpoint_epoch)
+                                : "no checkpoint was taken"));
     }
     const double elapsed = elapsed_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     try {

@@ -50,6 +50,10 @@ double nuisance_ratio(const at::Tensor& t, const at::Tensor& labels);
 // Checks the options alone (estimator specs, β, split, device), with nothing read or written:
 // ibn::UsageError for the first bad one.
 void check_options(const AnalyzeConfig& config);
+// The same, and --layers and --epochs against what a run will dump (for a sweep's points,
+// checked before they train).
+void check_options(const AnalyzeConfig& config, const std::vector<std::string>& dumped_layers,
+                   const std::vector<int64_t>& dumped_epochs);
 
 // Runs the analysis and writes RUN/analysis.h5 and RUN/analysis.csv (each whole or absent).
 // Throws ibn::UsageError for bad options or a run that is not complete (naming how to resume

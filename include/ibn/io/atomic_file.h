@@ -22,7 +22,6 @@ class TemporaryFile {
   TemporaryFile& operator=(const TemporaryFile&) = delete;
 
   const std::string& path() const { return path_; }
-  int fd() const { return fd_; }  // close-on-exec; a child process may write to a dup2 of it
   void write(const char* data, size_t size);
   // Flushes to disk and closes (no more writes); throws naming the target.
   void sync();

@@ -56,8 +56,13 @@ struct TrainResult {
 std::vector<int64_t> dump_schedule(const std::string& spec, int64_t epochs);
 
 // Checks every option as `train` would before it writes anything (the data is loaded and the
-// model built, so specs and layer names are checked too); throws what `train` would.
-void check_options(const TrainConfig& config);
+// model built, so specs and layer names are checked too); throws what `train` would. Returns
+// what the run's store will hold.
+struct RunPlan {
+  std::vector<std::string> layers;  // the taps the store will hold
+  std::vector<int64_t> dumps;       // the epochs it will hold
+};
+RunPlan check_options(const TrainConfig& config);
 
 // Throws ibn::UsageError for bad options (checked before any work) and std::runtime_error for
 // failures; writes RUN/config.ini, RUN/checkpoint.pt (every checkpoint_every epochs and at the
