@@ -92,6 +92,8 @@ void clear_point_directory(const sweep::Sweep& s, const sweep::Point& p) {
 // Every point's [train] and [analyze] options, checked as the commands will check them, before
 // anything is written: a typo or a bad grid value is an error now, not after hours of training.
 void check_points(const sweep::Sweep& s) {
+  report::ReportOptions options;  // first: a typo there is found at once, not after every point's data is loaded
+  for (const auto& [key, value] : s.report_options) options.set(key, value);
   for (const sweep::Point& p : s.points) {
     const std::string origin = fmt::format("{} (point {})", s.file, p.id);
     try {
@@ -110,8 +112,6 @@ void check_points(const sweep::Sweep& s) {
       throw UsageError(fmt::format("point {} of '{}' cannot run: {}", p.id, s.file, e.what()));
     }
   }
-  report::ReportOptions options;
-  for (const auto& [key, value] : s.report_options) options.set(key, value);
 }
 
 // The last "ibn: ..." line of a point's log: the error its command printed.
