@@ -227,6 +227,8 @@ TEST(Train, DumpSchedules) {
   EXPECT_EQ(dump_schedule("all", 3), (std::vector<int64_t>{0, 1, 2, 3}));
   EXPECT_EQ(dump_schedule("every:4", 10), (std::vector<int64_t>{0, 4, 8, 10}));
   EXPECT_EQ(dump_schedule("list:5,1,5", 10), (std::vector<int64_t>{1, 5}));
+  // More log-spaced points than epochs: every epoch, none lost to the spacing.
+  EXPECT_EQ(dump_schedule("log:20", 5), (std::vector<int64_t>{0, 1, 2, 3, 4, 5}));
   const auto log = dump_schedule("log:6", 1000);
   EXPECT_EQ(log.front(), 0);
   EXPECT_EQ(log.back(), 1000);

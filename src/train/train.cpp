@@ -207,11 +207,9 @@ std::vector<int64_t> dump_schedule(const std::string& spec, int64_t epochs) {
     chosen.insert(epochs);
   } else if (kind == "log") {
     // K epochs spaced evenly in log(1 + e), as info-plane studies sample training.
-    int64_t k = positive(arg);
+    const int64_t k = positive(arg);
     if (k < 2) fail();
     at_most(k);
-    // A short run has fewer epochs than K: it dumps every one (the spacing is then moot).
-    k = std::min(k, epochs + 1);
     for (int64_t i = 0; i < k; ++i) {
       const double t = static_cast<double>(i) / static_cast<double>(k - 1);
       chosen.insert(static_cast<int64_t>(std::llround(std::exp(t * std::log(1.0 + epochs)) - 1.0)));
@@ -461,6 +459,11 @@ RunPlan check_options(const TrainConfig& config) {
 }
 
 TrainResult train(const TrainConfig& options, std::ostream& log) {
+  // Threads first: the data are generated with them (ibsgd12's labels come from a matrix
+  // product, whose last bits depend on OpenBLAS's thread count), and a run must be the same
+  // run for the same options.
+  check_config(options);
+  set_compute_threads(options.threads);
   PreparedRun run = prepare_run(options);
   const TrainConfig& c = run.config;
   const std::vector<int64_t>& dumps = run.dumps;
@@ -470,7 +473,6 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
   const std::vector<std::string>& layers = run.layers;
   const at::Tensor &dump_inputs = run.dump_inputs, &dump_labels = run.dump_labels, &dump_index = run.dump_index,
                    &dump_split = run.dump_split;
-  set_compute_threads(c.threads);
   model->to(device);
 
   std::error_code error;
