@@ -9,6 +9,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 
@@ -229,13 +230,8 @@ std::vector<int64_t> dump_schedule(const std::string& spec, int64_t epochs) {
 }
 
 std::map<std::string, std::string> read_run_config(const std::string& run) {
-  std::map<std::string, std::string> out;
   std::ifstream in(run + "/config.ini");
-  for (std::string line; std::getline(in, line);) {
-    const size_t eq = line.find(" = ");
-    if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 3);
-  }
-  return out;
+  return config_entries(std::string(std::istreambuf_iterator<char>(in), {}));
 }
 
 RunStatus run_status(const std::string& run) {
