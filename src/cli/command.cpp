@@ -7,10 +7,12 @@
 #include <fstream>
 #include <sstream>
 #include <iostream>
+#include <iterator>
 
 #include <fmt/format.h>
 
 #include "ibn/error.h"
+#include "ibn/io/ini.h"
 #include "ibn/spec_string.h"
 
 namespace ibn::cli {
@@ -33,18 +35,23 @@ namespace {
   throw UsageError(fmt::format("ibn {}: {} (see 'ibn {} --help')", command, what, command));
 }
 
-// Options from .ini text that belong to `command`, checked against its options.
-po::parsed_options parse_config_text(std::istream& text, const std::string& origin, const std::string& command,
+// Options from .ini text (read by io::parse_ini, the one .ini reader) that belong to
+// `command`, checked against its options.
+po::parsed_options parse_config_text(const std::string& text, const std::string& origin, const std::string& command,
                                      const po::options_description& options) {
-  po::parsed_options parsed(&options);
+  std::vector<io::IniEntry> entries;
   try {
-    parsed = po::parse_config_file(text, options, /*allow_unregistered=*/true);
-  } catch (const po::error& e) {
-    usage_error(command, fmt::format("config file '{}': {}", origin, e.what()));
+    entries = io::parse_ini(text, origin);
+  } catch (const UsageError& e) {
+    usage_error(command, fmt::format("config file {}", e.what()));
   }
   po::parsed_options mine(&options);
   const std::string section = command + ".";
-  for (po::option& option : parsed.options) {
+  for (const io::IniEntry& entry : entries) {
+    po::option option;
+    option.string_key = entry.section.empty() ? entry.key : entry.section + "." + entry.key;
+    option.value = {entry.value};
+    option.original_tokens = {option.string_key, entry.value};
     std::string key = option.string_key;
     if (key.rfind(section, 0) == 0) {
       key = key.substr(section.size());
@@ -68,7 +75,7 @@ po::parsed_options parse_config(const std::string& path, const std::string& comm
   if (std::filesystem::is_directory(path, error)) usage_error(command, fmt::format("config file '{}' is a directory", path));
   std::ifstream file(path);
   if (!file) usage_error(command, fmt::format("cannot open config file '{}'", path));
-  return parse_config_text(file, path, command, options);
+  return parse_config_text(std::string(std::istreambuf_iterator<char>(file), {}), path, command, options);
 }
 
 }  // namespace
@@ -94,8 +101,7 @@ std::optional<po::variables_map> CommandOptions::parse(const std::vector<std::st
 po::variables_map CommandOptions::parse_ini(const std::string& ini, const std::string& origin) {
   po::variables_map vm;
   try {
-    std::istringstream text(ini);
-    po::store(parse_config_text(text, origin, command, options), vm);
+    po::store(parse_config_text(ini, origin, command, options), vm);
     po::notify(vm);
   } catch (const po::error& e) {
     usage_error(command, fmt::format("{}: {}", origin, e.what()));

@@ -11,43 +11,20 @@
 #include <fmt/format.h>
 
 #include "ibn/error.h"
+#include "ibn/io/csv.h"
+#include "ibn/io/ini.h"
 #include "ibn/norm/spec.h"
 
 namespace ibn::sweep {
 namespace {
 
-std::string trim(const std::string& s) {
-  const size_t a = s.find_first_not_of(" \t\r");
-  if (a == std::string::npos) return "";
-  return s.substr(a, s.find_last_not_of(" \t\r") - a + 1);
-}
+using io::trim;
 
-struct Entry {
-  std::string section, key, value;
-  int line = 0;
-};
+using Entry = io::IniEntry;
 
-// The .ini dialect of Boost.Program_options: [section], key = value, '#' starts a comment.
 std::vector<Entry> read_ini(const std::string& file) {
-  std::ifstream in(file);
-  if (!in) throw UsageError(fmt::format("cannot open experiment file '{}'", file));
-  std::vector<Entry> entries;
-  std::string section, raw;
-  for (int line = 1; std::getline(in, raw); ++line) {
-    const std::string text = trim(raw.substr(0, raw.find('#')));
-    if (text.empty()) continue;
-    if (text.front() == '[') {
-      if (text.back() != ']') throw UsageError(fmt::format("{}:{}: malformed section '{}'", file, line, text));
-      section = trim(text.substr(1, text.size() - 2));
-      continue;
-    }
-    const size_t eq = text.find('=');
-    if (eq == std::string::npos || trim(text.substr(0, eq)).empty()) {
-      throw UsageError(fmt::format("{}:{}: expected 'key = value', found '{}'", file, line, text));
-    }
-    entries.push_back({section, trim(text.substr(0, eq)), trim(text.substr(eq + 1)), line});
-  }
-  return entries;
+  if (!std::filesystem::exists(file)) throw UsageError(fmt::format("cannot open experiment file '{}'", file));
+  return io::read_ini_file(file);
 }
 
 std::vector<std::string> alternatives(const std::string& value) {
@@ -252,6 +229,32 @@ State point_state(const Sweep& sweep, const Point& point, std::string* error) {
     return State::failed;
   }
   return State::pending;
+}
+
+std::vector<Point> read_points(const std::string& sweep_dir) {
+  const std::string path = sweep_dir + "/points.csv";
+  std::ifstream in(path);
+  if (!in) throw UsageError(fmt::format("'{}' is not a sweep directory (no points.csv)", sweep_dir));
+  std::string header, line;
+  std::getline(in, header);
+  const std::vector<std::string> keys = io::csv_fields(header);
+  if (keys.size() < 2 || keys[0] != "index" || keys[1] != "id") {
+    throw DataError(fmt::format("'{}' does not start with the columns index,id", path));
+  }
+  std::vector<Point> points;
+  for (int64_t number = 2; std::getline(in, line); ++number) {
+    if (line.empty()) continue;
+    const std::vector<std::string> f = io::csv_fields(line);
+    if (f.size() != keys.size() || !is_plain_point_id(f[1])) {
+      throw DataError(fmt::format("'{}':{} is malformed: expected {} fields with a point id second", path, number, keys.size()));
+    }
+    Point p;
+    p.index = io::csv_integer(f[0], fmt::format("{}:{}", path, number));
+    p.id = f[1];
+    for (size_t k = 2; k < keys.size(); ++k) p.settings.emplace_back(keys[k], f[k]);
+    points.push_back(std::move(p));
+  }
+  return points;
 }
 
 }  // namespace ibn::sweep

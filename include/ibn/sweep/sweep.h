@@ -43,6 +43,10 @@ bool is_plain_point_id(const std::string& id);
 // "i/n" with 0 <= i < n: every n-th point starting at i (cluster array jobs split a sweep so).
 std::pair<int64_t, int64_t> parse_shard(const std::string& text);
 
+// The points a sweep directory lists in its points.csv (index, id and settings; no ini),
+// every one checked to be a plain point id. ibn::DataError for a malformed file.
+std::vector<Point> read_points(const std::string& sweep_dir);
+
 enum class State { pending, done, failed };
 // A point's state from its directory; `error` gets a failed point's message.
 State point_state(const Sweep& sweep, const Point& point, std::string* error = nullptr);
