@@ -38,46 +38,63 @@ class KernelDensity final : public Estimator {
     return out;
   }
 
+  bool channel_only() const override { return mode_ == "channel"; }
+
   Estimate estimate(const Variable& a, const Variable& b) const override {
-    check_pair(a, b);
-    if (a.discrete && b.discrete) {
-      throw UsageError("kde needs a continuous side; for two discrete variables use binning");
-    }
-    const int64_t memory = memory_mb_ > 0 ? memory_mb_ : default_memory_mb(a.values);
-    // The matrices (and class subsets) are the same for both bounds; only the entropy differs.
-    std::vector<std::pair<double, at::Tensor>> parts;  // I = Σ weight · H(matrix)
-    if (a.discrete || b.discrete) {
-      // I(T;Y) = H(T) − Σ_y p(y)·H(T | Y = y)
-      const at::Tensor t = as_matrix(a.discrete ? b : a);
-      const at::Tensor ids = row_ids((a.discrete ? a : b).values);
-      parts.emplace_back(1.0, t);
-      const double n = static_cast<double>(t.size(0));
-      for (int64_t c = 0, classes = ids.max().item<int64_t>() + 1; c < classes; ++c) {
-        const at::Tensor members = t.index_select(0, ids.eq(c).nonzero().squeeze(1));
-        parts.emplace_back(-static_cast<double>(members.size(0)) / n, members);
-      }
-    } else if (mode_ == "channel") {
-      parts.emplace_back(1.0, as_matrix(b));  // minus H(noise), below
-    } else {
-      const at::Tensor ta = as_matrix(a), tb = as_matrix(b);
-      parts = {{1.0, ta}, {1.0, tb}, {-1.0, at::cat({ta, tb.to(ta.scalar_type())}, 1)}};
-    }
-    const bool channel = !a.discrete && !b.discrete && mode_ == "channel";
-    const double noise_entropy =
-        channel ? 0.5 * static_cast<double>(parts[0].second.size(1)) * std::log(2.0 * M_PI * M_E * var_) : 0.0;
+    const Mixture mixture = mixture_of(a, b);
     Estimate e{spec(), 0, {}, {}, {}};
-    for (const bool upper : {true, false}) {
-      double mi = -noise_entropy;
-      for (const auto& [weight, t] : parts) {
-        mi += weight * (upper ? kde_entropy_upper(t, var_, memory) : kde_entropy_lower(t, var_, memory));
-      }
-      (upper ? e.upper_nats : e.lower_nats) = mi;
-    }
+    e.upper_nats = information(mixture, /*upper=*/true);
+    e.lower_nats = information(mixture, /*upper=*/false);
     e.nats = *e.upper_nats;
     return e;
   }
 
+  double nats(const Variable& a, const Variable& b) const override { return information(mixture_of(a, b), /*upper=*/true); }
+
  private:
+  // I = Σ weight · H(matrix) − H(noise): the matrices (and class subsets) are the same for
+  // both bounds; only the entropy differs.
+  struct Mixture {
+    std::vector<std::pair<double, at::Tensor>> parts;
+    double noise_entropy = 0;
+    int64_t memory_mb = 0;
+  };
+
+  Mixture mixture_of(const Variable& a, const Variable& b) const {
+    check_pair(a, b);
+    if (a.discrete && b.discrete) {
+      throw UsageError("kde needs a continuous side; for two discrete variables use binning");
+    }
+    Mixture m;
+    m.memory_mb = memory_mb_ > 0 ? memory_mb_ : default_memory_mb(a.values);
+    if (a.discrete || b.discrete) {
+      // I(T;Y) = H(T) − Σ_y p(y)·H(T | Y = y)
+      const at::Tensor t = as_matrix(a.discrete ? b : a);
+      const at::Tensor ids = row_ids((a.discrete ? a : b).values);
+      m.parts.emplace_back(1.0, t);
+      const double n = static_cast<double>(t.size(0));
+      for (int64_t c = 0, classes = ids.max().item<int64_t>() + 1; c < classes; ++c) {
+        const at::Tensor members = t.index_select(0, ids.eq(c).nonzero().squeeze(1));
+        m.parts.emplace_back(-static_cast<double>(members.size(0)) / n, members);
+      }
+    } else if (mode_ == "channel") {
+      m.parts.emplace_back(1.0, as_matrix(b));
+      m.noise_entropy = 0.5 * static_cast<double>(m.parts[0].second.size(1)) * std::log(2.0 * M_PI * M_E * var_);
+    } else {
+      const at::Tensor ta = as_matrix(a), tb = as_matrix(b);
+      m.parts = {{1.0, ta}, {1.0, tb}, {-1.0, at::cat({ta, tb.to(ta.scalar_type())}, 1)}};
+    }
+    return m;
+  }
+
+  double information(const Mixture& m, bool upper) const {
+    double mi = -m.noise_entropy;
+    for (const auto& [weight, t] : m.parts) {
+      mi += weight * (upper ? kde_entropy_upper(t, var_, m.memory_mb) : kde_entropy_lower(t, var_, m.memory_mb));
+    }
+    return mi;
+  }
+
   double var_ = kDefaultVar;
   std::string mode_;
   int64_t memory_mb_ = 0;

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "ibn/analysis/analyze.h"
 #include "ibn/data/dataset.h"
 #include "ibn/error.h"
 #include "ibn/io/hdf5.h"
@@ -107,6 +108,8 @@ TEST(Models, MlpTapsAndNormalizers) {
   EXPECT_TRUE(taps.at("logits").equal(logits));
   // fc_i = tanh(norm_i): the taps are what the forward pass computed.
   EXPECT_TRUE(taps.at("fc2").equal(taps.at("norm2").tanh()));
+  // The IB chain: one representation per block (the activation's output), the logits last.
+  EXPECT_EQ(mlp->chain(), (std::vector<std::string>{"fc1", "fc2", "fc3", "fc4", "fc5", "logits"}));
   const auto plain = ibn::models::make_model("mlp:widths=6-4:act=relu", ibn::models::ModelContext({12}, 3, "none"));
   EXPECT_EQ(plain->normalizers().size(), 0u);
   EXPECT_EQ(plain->tap_names(), (std::vector<std::string>{"fc1", "fc2", "logits"}));
@@ -293,6 +296,33 @@ TEST(Train, Ibsgd12NetworkLearnsDeterministicallyAndStoresActivations) {
   // Samples are the training rows, then the 614 test rows.
   const auto split = ibn::io::read_dataset(a, "/data/split");
   EXPECT_EQ(split.sum().item<int64_t>(), 614);
+  EXPECT_EQ(std::get<int64_t>(ibn::io::read_attribute(a, "/", "test_predictions")), 614);
+  const auto test_labels = ibn::io::read_dataset(a, "/data/labels").index_select(0, split.eq(1).nonzero().squeeze(1));
+  const double ones = test_labels.sum().item<double>() / 614.0;
+  EXPECT_DOUBLE_EQ(std::get<double>(ibn::io::read_attribute(a, "/", "test_majority_rate")), std::max(ones, 1 - ones));
+  // The analysis of this store sums IB over exactly fc1..fc5 and the logits, never norm_i
+  // (norm_i and fc_i = tanh(norm_i) are one block).
+  ibn::analysis::AnalyzeConfig analyze;
+  analyze.run = temp_run("ibsgd12_a");
+  analyze.estimators = {"binning:bins=30"};
+  analyze.layers = "all";
+  analyze.epochs = "80";
+  analyze.sensitivity = false;
+  analyze.quiet = true;
+  const ibn::analysis::Analysis analysis = ibn::analysis::analyze(analyze, log);
+  EXPECT_EQ(analysis.chain, (std::vector<std::string>{"fc1", "fc2", "fc3", "fc4", "fc5", "logits"}));
+  EXPECT_EQ(analysis.layers.size(), 11u);
+  double chain_sum = 0;
+  int chain_rows = 0;
+  for (const auto& row : analysis.rows) {
+    EXPECT_EQ(row.in_chain, row.layer.rfind("norm", 0) != 0) << row.layer;
+    if (row.in_chain) {
+      chain_sum += row.ib;
+      ++chain_rows;
+    }
+  }
+  EXPECT_EQ(chain_rows, 6);
+  EXPECT_NEAR(ibn::analysis::ib_total(analysis, 80, "binning:bins=30"), chain_sum, 1e-12);
   EXPECT_EQ(split[0].item<int64_t>(), 0);
   std::ifstream csv(temp_run("ibsgd12_a") + "/metrics.csv");
   std::string header;

@@ -64,13 +64,24 @@ class DecoderImpl final : public ModelImpl {
     }
     h = final_norm_(h);
     if (taps != nullptr) (*taps)["final"] = h;
-    return head_->forward(h);
+    at::Tensor logits = head_->forward(h);
+    if (taps != nullptr) (*taps)["logits"] = logits;
+    return logits;
   }
 
   std::vector<std::string> tap_names() const override {
     std::vector<std::string> names{"embed"};
     for (int64_t i = 1; i <= depth_; ++i) names.push_back(fmt::format("block{}", i));
     names.emplace_back("final");
+    names.emplace_back("logits");
+    return names;
+  }
+
+  // The residual stream after each block, then the logits.
+  std::vector<std::string> chain() const override {
+    std::vector<std::string> names;
+    for (int64_t i = 1; i <= depth_; ++i) names.push_back(fmt::format("block{}", i));
+    names.emplace_back("logits");
     return names;
   }
 

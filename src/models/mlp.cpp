@@ -59,6 +59,14 @@ class MlpImpl final : public ModelImpl {
     return names;
   }
 
+  // A block is linear, norm, activation: its representation is the activation's output.
+  std::vector<std::string> chain() const override {
+    std::vector<std::string> names;
+    for (size_t i = 1; i <= linears_.size(); ++i) names.push_back("fc" + std::to_string(i));
+    names.push_back("logits");
+    return names;
+  }
+
   std::string spec() const override {
     return fmt::format("mlp:widths={}:act={}", fmt::join(widths_, "-"), activation_);
   }

@@ -78,6 +78,14 @@ class ResNetImpl final : public ModelImpl {
     return names;
   }
 
+  // The output of each stage (its last residual block), then the logits.
+  std::vector<std::string> chain() const override {
+    std::vector<std::string> names;
+    for (size_t s = 0; s < widths_.size(); ++s) names.push_back(fmt::format("stage{}.block{}", s + 1, blocks_));
+    names.push_back("logits");
+    return names;
+  }
+
   std::string spec() const override { return fmt::format("resnet:widths={}:blocks={}", fmt::join(widths_, "-"), blocks_); }
 
  private:

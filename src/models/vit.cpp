@@ -69,6 +69,14 @@ class VitImpl final : public ModelImpl {
     return names;
   }
 
+  // The residual stream after each block, then the logits.
+  std::vector<std::string> chain() const override {
+    std::vector<std::string> names;
+    for (int64_t i = 1; i <= depth_; ++i) names.push_back(fmt::format("block{}", i));
+    names.emplace_back("logits");
+    return names;
+  }
+
   std::string spec() const override {
     return fmt::format("vit:patch={}:dim={}:depth={}:heads={}:mlp={}", patch_, dim_, depth_, heads_, mlp_ratio_);
   }

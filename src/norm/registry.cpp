@@ -72,4 +72,18 @@ const Compression& find_compression(const std::string& name) {
   return find_named(compressions(), name, "compression");
 }
 
+std::string describe(const NormSpec& spec) {
+  std::string text = spec.name + " (area " + spec.area + (spec.area == "group" ? ", " + std::to_string(spec.groups) + " groups" : "") + "): ";
+  if (spec.is_ibnorm()) {
+    const Compression& c = find_compression(spec.compression);
+    text += "z = (x − μ)/√(σ² + ε), u = ψ_λ(z) with " + c.formula + " (" + c.label + "), x̂ = (u − mean u)/√(var u + ε); λ = " +
+            fmt::format("{}", spec.lambda);
+  } else {
+    text += find_operation(spec.operation).summary;
+  }
+  text += fmt::format("; ε = {}; {}", spec.eps, spec.affine ? "y = γ·x̂ + β (learned)" : "no affine");
+  if (spec.area == "batch") text += fmt::format("; running-statistics momentum {}", spec.momentum);
+  return text;
+}
+
 }  // namespace ibn::norm

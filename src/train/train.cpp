@@ -22,6 +22,8 @@
 #include "ibn/data/dataset.h"
 #include "ibn/device.h"
 #include "ibn/error.h"
+#include "ibn/io/ini.h"
+#include "ibn/norm/registry.h"
 #include "ibn/io/atomic_file.h"
 #include "ibn/io/background_writer.h"
 #include "ibn/io/hdf5.h"
@@ -69,15 +71,7 @@ std::string tensor_as_text(const at::Tensor& bytes) {
 }
 
 // config_text's "key = value" lines as a map.
-std::map<std::string, std::string> config_entries(const std::string& text) {
-  std::map<std::string, std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    const size_t eq = line.find(" = ");
-    if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 3);
-  }
-  return out;
-}
+std::map<std::string, std::string> config_entries(const std::string& text) { return io::ini_values(text, "config.ini"); }
 
 // The options a run was started with, as its checkpoint recorded them ("" when it predates
 // that record).
@@ -451,8 +445,42 @@ PreparedRun prepare_run(const TrainConfig& options) {
 
 RunPlan check_options(const TrainConfig& config) {
   const PreparedRun run = prepare_run(config);
-  return {run.layers, run.dumps};
+  return {run.layers, run.model->chain(), run.dumps};
 }
+
+namespace {
+
+// The rate of the most frequent class among `labels` (any shape: text labels are per token):
+// what a constant classifier reaches, the baseline of the `chance` flag.
+double majority_rate(const at::Tensor& labels) {
+  if (labels.numel() == 0) return std::numeric_limits<double>::quiet_NaN();
+  const at::Tensor flat = labels.reshape({-1}).to(at::kLong);
+  return at::bincount(flat).max().item<double>() / static_cast<double>(flat.numel());
+}
+
+// The distinct normalizers of a model's sites, canonical specs one per line ("none" without).
+std::vector<norm::NormSpec> distinct_normalizers(const models::ModelImpl& model) {
+  std::vector<norm::NormSpec> specs;
+  for (const auto& [site, normalizer] : model.normalizers()) {
+    const norm::NormSpec spec = normalizer->spec();
+    if (std::find(specs.begin(), specs.end(), spec) == specs.end()) specs.push_back(spec);
+  }
+  return specs;
+}
+
+std::string normalizer_specs(const models::ModelImpl& model) {
+  std::string out;
+  for (const norm::NormSpec& spec : distinct_normalizers(model)) out += (out.empty() ? "" : "\n") + spec.str();
+  return out.empty() ? "none" : out;
+}
+
+std::string normalizer_descriptions(const models::ModelImpl& model) {
+  std::string out;
+  for (const norm::NormSpec& spec : distinct_normalizers(model)) out += (out.empty() ? "" : "\n") + norm::describe(spec);
+  return out.empty() ? "no normalization" : out;
+}
+
+}  // namespace
 
 TrainResult train(const TrainConfig& options, std::ostream& log) {
   // Threads first: the data are generated with them (ibsgd12's labels come from a matrix
@@ -788,6 +816,9 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
                       {"ibn_version", info.version}, {"torch_version", info.torch_version}, {"device", device.str()},
                       {"data", data.spec}, {"data_description", data.description}, {"model", model->spec()},
                       {"norm", c.norm}, {"layers", fmt::format("{}", fmt::join(layers, ","))},
+                      {"chain", fmt::format("{}", fmt::join(model->chain(), ","))},
+                      {"norm_spec", normalizer_specs(*model)}, {"norm_description", normalizer_descriptions(*model)},
+                      {"test_predictions", static_cast<int64_t>(data.test.labels.numel())}, {"test_majority_rate", majority_rate(data.test.labels)},
                       {"start_time", started}, {"end_time", now_utc()}, {"complete", int64_t{1}}},
                      part_files);
   std::filesystem::remove_all(parts);

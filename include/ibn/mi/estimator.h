@@ -44,6 +44,13 @@ class Estimator {
   // I(A;B) in nats. Throws ibn::DataError for unusable data (see check_pair) and
   // ibn::UsageError for a pair this estimator cannot take (e.g. both sides discrete for KSG).
   virtual Estimate estimate(const Variable& a, const Variable& b) const = 0;
+  // True when, for two continuous sides, the estimate reads B alone: it assumes B = f(A) is
+  // deterministic and measures H(B + noise) − H(noise) (KDE's channel mode). The analysis then
+  // reuses I(X;T_l) as I(T_{l−1};T_l) instead of computing the same number twice.
+  virtual bool channel_only() const { return false; }
+  // The estimate's `nats` alone: an estimator may skip what only the details need (KDE's lower
+  // bound, half its work). Same number as estimate(a, b).nats.
+  virtual double nats(const Variable& a, const Variable& b) const { return estimate(a, b).nats; }
 };
 
 struct EstimatorEntry {

@@ -86,6 +86,9 @@ class ModelImpl : public torch::nn::Module {
   virtual at::Tensor forward(const at::Tensor& x, Taps* taps = nullptr) = 0;
   // Every tap name, in forward order: "fc1", "norm1", ..., "logits".
   virtual std::vector<std::string> tap_names() const = 0;
+  // The representation chain the IB value sums over (SPEC §3): one tap per block, in forward
+  // order, and the logits last; never two taps of one block.
+  virtual std::vector<std::string> chain() const = 0;
   // The model's normalization layers with their names (for κ per layer).
   const std::vector<std::pair<std::string, norm::Normalizer>>& normalizers() const { return normalizers_; }
   NormSite norm_site(const std::string& name, const std::string& spec, int64_t features) {

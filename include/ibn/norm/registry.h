@@ -48,6 +48,11 @@ const AreaEntry& find_area(const std::string& name);
 const OperationEntry& find_operation(const std::string& name);
 const Compression& find_compression(const std::string& name);
 
+// What a normalizer computes, in one line with every parameter, for reports: "ibnorm-t
+// (area token): standardize z = (x − μ)/√(σ² + ε), compress ψ(z) = tanh(λz)/λ, standardize
+// again; λ = 2, ε = 1e-05, affine (γ, β learned)".
+std::string describe(const NormSpec& spec);
+
 // "a, b, c": for error messages and help texts.
 template <typename Entry>
 std::string names_of(const std::vector<Entry>& entries) {

@@ -60,6 +60,7 @@ std::vector<int64_t> dump_schedule(const std::string& spec, int64_t epochs);
 // what the run's store will hold.
 struct RunPlan {
   std::vector<std::string> layers;  // the taps the store will hold
+  std::vector<std::string> chain;   // the model's representation chain (analysis::AnalyzeConfig::chain)
   std::vector<int64_t> dumps;       // the epochs it will hold
 };
 RunPlan check_options(const TrainConfig& config);
