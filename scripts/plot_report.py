@@ -1,18 +1,20 @@
 #!/usr/bin/python3
-"""Figures of an ibn report, drawn from the CSV files `ibn report` writes under REPORT/data/.
+"""Figures of an ibn report, drawn from the one file `ibn report` writes for them,
+REPORT/data/report.h5 (load_report reads it).
 
     plot_report.py REPORT_DIR
 
-Python only plots here: every number (means, intervals, MI) comes from the C++ side. Writes
-each figure as PNG and PDF into REPORT_DIR and lists them, with captions, in data/figures.txt.
-The notebooks in notebooks/ import this module and draw the same figures from the same files.
+Python only plots here: every statistic (means, intervals, flags, the β curves) comes from the
+C++ side. Writes each figure as PNG and PDF into REPORT_DIR and lists them, with captions, in
+data/figures.txt. The notebooks in notebooks/ import this module: load_report for a report's
+data, load_analysis for one run's analysis.h5, and the same drawing functions.
 """
-import csv
 import math
 import os
-import tempfile
 import sys
+import tempfile
 
+import h5py
 import matplotlib
 
 if __name__ == "__main__":
@@ -21,189 +23,276 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def read_csv(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+def _lines(text):
+    return [] if text == "" else str(text).split("\n")
 
 
-def read_meta(path):
-    meta = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            key, _, value = line.rstrip("\n").partition("=")
-            meta[key] = value
-    return meta
+def load_report(report_dir):
+    """Everything the figures draw, as numpy arrays and lists, from REPORT/data/report.h5."""
+    with h5py.File(os.path.join(report_dir, "data", "report.h5"), "r") as f:
+        r = {name: {key: f[name][key][...] for key in f[name] if isinstance(f[name][key], h5py.Dataset)}
+             for name in ("runs", "curves", "mi", "settings")}
+        r["beta"] = {"grid": f["beta"]["grid"][...]}
+        for key in f["beta"]:
+            if key != "grid":
+                r["beta"][int(key)] = {part: f["beta"][key][part][...] for part in ("mean", "low", "high")}
+        for key in f["settings"]:
+            if isinstance(f["settings"][key], h5py.Group):
+                r["settings"][key] = {part: f["settings"][key][part][...] for part in ("mean", "low", "high")}
+        attrs = dict(f.attrs)
+    r["labels"] = _lines(attrs["labels"])
+    r["variants"] = _lines(attrs["variants"])
+    r["run_flags"] = str(attrs["run_flags"]).split("\n")
+    r["estimators"] = _lines(attrs["estimators"])
+    r["chain"] = str(attrs["chain"]).split(",")
+    for key in ("baseline", "units", "split", "data", "model", "source", "interval"):
+        r[key] = str(attrs[key])
+    r["beta_value"] = float(attrs["beta"])
+    return r
 
 
-def number(text):
-    return float("nan") if text in ("", "nan") else float(text)
+def load_analysis(run_dir):
+    """One run's analysis.h5: the rows as arrays, and β, units, split, chain and estimators."""
+    with h5py.File(os.path.join(run_dir, "analysis.h5"), "r") as f:
+        out = {key: f["rows"][key][...] for key in f["rows"]}
+        out["totals"] = {key: f["totals"][key][...] for key in f["totals"]}
+        for key in ("beta", "units", "split", "samples"):
+            out[key] = f.attrs[key]
+        out["layers"] = str(f.attrs["layers"]).split(",")
+        out["chain"] = str(f.attrs["chain"]).split(",")
+        out["estimators"] = _lines(f.attrs["estimators"])
+    return out
 
 
-def estimators_of(meta):
-    return [meta[k] for k in sorted((k for k in meta if k.startswith("estimator_")), key=lambda k: int(k.split("_")[1]))]
-
-
-def footer(fig, meta, estimator=None):
-    """Every figure states its data, model and estimator with its parameters."""
-    text = f"data: {meta.get('data', '?')}   model: {meta.get('model', '?')}"
+def _title(fig, r, what, estimator=None):
+    """Every figure names its data, model and estimator, above the panels (never over them)."""
+    text = f"{what}\ndata {r['data']} · model {r['model']}"
     if estimator:
-        text += f"   estimator: {estimator}"
-    fig.text(0.01, 0.005, text, fontsize=7, color="0.35", ha="left", va="bottom")
+        text += f" · {estimator}"
+    fig.suptitle(text, fontsize=9)
 
 
-def panels(n, width=3.6, height=3.0):
-    cols = min(n, 4)
+def _excluded_note(r):
+    names = [label for label, used in zip(r["labels"], r["settings"]["used_runs"]) if used == 0]
+    return f"excluded (every run flagged): {', '.join(names)}" if names else ""
+
+
+def _panels(n, width=3.0, height=2.6, cols=5, sharey=False, sharex=False):
+    cols = min(n, cols)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols + 1, height * rows + 0.8), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols + 0.6, height * rows + 1.0), squeeze=False,
+                             constrained_layout=True, sharey=sharey, sharex=sharex)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
 
 
-def labels_in_order(rows):
-    seen = []
-    for r in rows:
-        if r["label"] not in seen:
-            seen.append(r["label"])
-    return seen
+def _runs_of(r, s):
+    return [i for i in range(len(r["runs"]["setting"])) if r["runs"]["setting"][i] == s]
 
 
-def info_plane(plane, meta, k):
-    """I(X;T) against I(T;Y), a line per layer through its epochs, points coloured by epoch."""
-    rows = [r for r in plane if int(r["estimator"]) == k]
-    labels = labels_in_order(rows)
-    epochs = sorted({int(r["epoch"]) for r in rows})
+def _panel_title(r, s):
+    runs = _runs_of(r, s)
+    flagged = sum(1 for i in runs if r["run_flags"][i])
+    text = f"{r['labels'][s]} ({len(runs)} runs"
+    return text + (f", {flagged} flagged)" if flagged else ")")
+
+
+def curves(r):
+    """Training and test loss and accuracy against epoch: a line per setting (mean of the runs
+    used), thin lines for every run."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), constrained_layout=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    c = r["curves"]
+    for ax, field, title in zip(axes.flat, ("train_loss", "test_loss", "train_accuracy", "test_accuracy"),
+                                ("training loss (nats)", "test loss (nats)", "training accuracy", "test accuracy")):
+        for s, label in enumerate(r["labels"]):
+            color = colors[s % len(colors)]
+            used = []
+            for i in _runs_of(r, s):
+                mask = c["run"] == i
+                ax.plot(c["epoch"][mask], c[field][mask], color=color, lw=0.5, alpha=0.35,
+                        ls=":" if r["run_flags"][i] else "-")
+                if r["runs"]["used"][i]:
+                    used.append(c[field][mask])
+            if used and len({len(u) for u in used}) == 1:
+                ax.plot(c["epoch"][c["run"] == _runs_of(r, s)[0]], np.mean(used, axis=0), color=color, lw=1.6, label=label)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch")
+        if "loss" in field:
+            ax.set_yscale("log")
+    axes.flat[0].legend(fontsize=7, ncol=2)
+    caption = "Training and test curves per setting (thick: mean of the runs used; thin: every run; dotted: flagged)"
+    _title(fig, r, caption)
+    return fig, caption
+
+
+def _layer_colors(n):
+    return plt.get_cmap("viridis")(np.linspace(0, 0.9, max(n, 1)))
+
+
+def mi_vs_epoch(r, k, field):
+    """I(X;T) or I(T;Y) of every chain layer against epoch: a panel per setting, thin lines
+    for every run, thick for the mean of the runs used; one y-axis for all panels."""
+    name = "I(X;T)" if field == "I_XT" else "I(T;Y)"
+    fig, axes = _panels(len(r["labels"]), sharey=True, sharex=True)
+    m = r["mi"]
+    colors = _layer_colors(len(r["chain"]))
+    for s, ax in enumerate(axes):
+        for layer, layer_name in enumerate(r["chain"]):
+            series = []
+            for i in _runs_of(r, s):
+                mask = (m["run"] == i) & (m["estimator"] == k) & (m["layer"] == layer)
+                ax.plot(m["epoch"][mask], m[field][mask], color=colors[layer], lw=0.5, alpha=0.4,
+                        ls=":" if r["run_flags"][i] else "-")
+                if r["runs"]["used"][i]:
+                    series.append((m["epoch"][mask], m[field][mask]))
+            if series and len({len(y) for _, y in series}) == 1:
+                ax.plot(series[0][0], np.mean([y for _, y in series], axis=0), color=colors[layer], lw=1.6,
+                        label=layer_name if s == 0 else None)
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_title(_panel_title(r, s), fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"{name} (nats)")
+    if axes:
+        axes[0].legend(fontsize=6, title="layer", title_fontsize=6)
+    caption = f"{name} of every chain layer against epoch, a panel per setting, every seed ({r['estimators'][k]})"
+    _title(fig, r, caption + ". Thick: mean of the runs used; thin: each run; dotted: flagged", r["estimators"][k])
+    return fig, caption
+
+
+def info_plane(r, k):
+    """I(X;T) against I(T;Y) of each chain layer through the epochs, mean of the runs used,
+    coloured by epoch; a panel per setting, shared axes."""
+    fig, axes = _panels(len(r["labels"]), sharey=True, sharex=True)
+    m = r["mi"]
+    epochs = np.unique(m["epoch"])
     norm = matplotlib.colors.SymLogNorm(linthresh=1, vmin=0, vmax=max(epochs[-1], 1))
-    fig, axes = panels(len(labels))
-    for ax, label in zip(axes, labels):
-        mine = [r for r in rows if r["label"] == label]
-        for layer_index in sorted({int(r["layer_index"]) for r in mine}):
-            layer = sorted((r for r in mine if int(r["layer_index"]) == layer_index), key=lambda r: int(r["epoch"]))
-            x = [number(r["I_XT"]) for r in layer]
-            y = [number(r["I_TY"]) for r in layer]
-            ax.plot(x, y, color="0.75", linewidth=0.8, zorder=1)
-            points = ax.scatter(x, y, c=[int(r["epoch"]) for r in layer], cmap="viridis", norm=norm, s=14, zorder=2)
-            ax.annotate(layer[-1]["layer"], (x[-1], y[-1]), fontsize=6, xytext=(2, 2), textcoords="offset points")
-        ax.set_title(f"{label} (seed {mine[0]['seed']})", fontsize=9)
-        ax.set_xlabel("I(X;T) [nats]")
-        ax.set_ylabel("I(T;Y) [nats]")
-    fig.colorbar(points, ax=axes, label="epoch", shrink=0.8)
-    estimator = estimators_of(meta)[k]
-    fig.suptitle(f"Information plane per layer ({estimator})", fontsize=11)
-    footer(fig, meta, estimator)
-    return fig, f"Information plane per layer, coloured by epoch, one panel per setting ({estimator})"
+    layer_colors = plt.get_cmap("tab10").colors
+    for s, ax in enumerate(axes):
+        runs = [i for i in _runs_of(r, s) if r["runs"]["used"][i]] or _runs_of(r, s)
+        for layer in range(len(r["chain"])):
+            xs, ys = [], []
+            for i in runs:
+                mask = (m["run"] == i) & (m["estimator"] == k) & (m["layer"] == layer)
+                xs.append(m["I_XT"][mask])
+                ys.append(m["I_TY"][mask])
+            if not xs or len({len(x) for x in xs}) != 1:
+                continue
+            x, y = np.mean(xs, axis=0), np.mean(ys, axis=0)
+            mask = (m["run"] == runs[0]) & (m["estimator"] == k) & (m["layer"] == layer)
+            # The layer is the line's colour (a legend, not labels that collide); the epoch the points'.
+            ax.plot(x, y, color=layer_colors[layer % len(layer_colors)], lw=1.0, zorder=1,
+                    label=r["chain"][layer] if s == 0 else None)
+            ax.scatter(x, y, c=m["epoch"][mask], cmap="viridis", norm=norm, s=10, zorder=2)
+        ax.set_title(_panel_title(r, s), fontsize=8)
+        ax.set_xlabel("I(X;T) (nats)")
+        ax.set_ylabel("I(T;Y) (nats)")
+    if axes:
+        axes[0].legend(fontsize=6, title="layer", title_fontsize=6)
+    if len(epochs):
+        fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes, label="epoch", shrink=0.8)
+    caption = f"Information plane of the chain layers, coloured by epoch, a panel per setting ({r['estimators'][k]})"
+    _title(fig, r, caption + "; mean of the runs used (all runs where every run is flagged)", r["estimators"][k])
+    return fig, caption
 
 
-def mi_vs_epoch(plane, meta, k):
-    """I(X;T) and I(T;Y) of every layer against epoch, a column per setting."""
-    rows = [r for r in plane if int(r["estimator"]) == k]
-    labels = labels_in_order(rows)
-    fig, axes = plt.subplots(2, len(labels), figsize=(3.4 * len(labels), 6.0), squeeze=False, constrained_layout=True)
-    for column, label in enumerate(labels):
-        mine = [r for r in rows if r["label"] == label]
-        layers = sorted({(int(r["layer_index"]), r["layer"]) for r in mine})
-        colours = plt.cm.plasma(np.linspace(0, 0.9, len(layers)))
-        for colour, (layer_index, layer) in zip(colours, layers):
-            series = sorted((r for r in mine if int(r["layer_index"]) == layer_index), key=lambda r: int(r["epoch"]))
-            epochs = [max(int(r["epoch"]), 0) + 1 for r in series]  # log axis: epoch + 1
-            axes[0][column].plot(epochs, [number(r["I_XT"]) for r in series], color=colour, label=layer, marker=".")
-            axes[1][column].plot(epochs, [number(r["I_TY"]) for r in series], color=colour, label=layer, marker=".")
-        axes[0][column].set_title(label, fontsize=9)
-        for row, name in ((0, "I(X;T)"), (1, "I(T;Y)")):
-            axes[row][column].set_xscale("log")
-            axes[row][column].set_ylabel(f"{name} [nats]")
-            axes[row][column].set_xlabel("epoch + 1")
-    axes[0][-1].legend(fontsize=6, loc="best")
-    estimator = estimators_of(meta)[k]
-    fig.suptitle(f"Mutual information against epoch ({estimator})", fontsize=11)
-    footer(fig, meta, estimator)
-    return fig, f"I(X;T) and I(T;Y) of every layer against epoch, one column per setting ({estimator})"
-
-
-def against_lambda(ax, settings, field, ylabel):
-    """Mean and 95 % interval of `field` per setting (computed by ibn report) against λ: a line
-    per variant (and other grid values); settings without λ are baselines, drawn as bands."""
-    series = {}
-    for r in settings:
-        key = r["label"].replace(f" λ={r['lambda']}", "") if r["lambda"] else r["label"]
-        series.setdefault(key, []).append(r)
-    for key, rows in series.items():
-        mean = [number(r[f"{field}_mean"]) for r in rows]
-        ci = [0 if math.isnan(number(r[f"{field}_ci95"])) else number(r[f"{field}_ci95"]) for r in rows]
-        if rows[0]["lambda"]:
-            order = sorted(range(len(rows)), key=lambda i: float(rows[i]["lambda"]))
-            ax.errorbar([float(rows[i]["lambda"]) for i in order], [mean[i] for i in order], yerr=[ci[i] for i in order],
-                        marker="o", capsize=3, label=key)
+def ib_vs_beta(r, k):
+    """Σ_l IB_l = Σ I(T;Y) − β Σ I(T_(l−1);T_l) against β, a line per setting with its 95 % band."""
+    fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
+    grid = r["beta"]["grid"]
+    curves_k = r["beta"][k]
+    for s, label in enumerate(r["labels"]):
+        if r["settings"]["used_runs"][s] == 0:
             continue
-        line = ax.axhline(mean[0], linestyle="--", color="0.3", linewidth=1, label=f"{key} (no λ)")
-        if ci[0] > 0:
-            ax.axhspan(mean[0] - ci[0], mean[0] + ci[0], color=line.get_color(), alpha=0.12)
-    if any(r["lambda"] for r in settings):
+        line, = ax.plot(grid, curves_k["mean"][s], label=label, lw=1.4)
+        if np.isfinite(curves_k["low"][s]).any():
+            ax.fill_between(grid, curves_k["low"][s], curves_k["high"][s], color=line.get_color(), alpha=0.15, lw=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("β")
+    ax.set_ylabel("Σ_l IB_l (nats)")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    note = _excluded_note(r)
+    caption = f"Σ_l IB_l over the chain against β, mean and 95 % interval over the runs used ({r['estimators'][k]})"
+    _title(fig, r, caption + (f"\n{note}" if note else ""), r["estimators"][k])
+    return fig, caption
+
+
+def _against_lambda(ax, r, stat, ylabel):
+    lam = r["settings"]["lambda"]
+    used = r["settings"]["used_runs"]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    variants = list(dict.fromkeys(r["variants"]))
+    for n, variant in enumerate(variants):
+        idx = [s for s, v in enumerate(r["variants"]) if v == variant and np.isfinite(lam[s]) and used[s] > 0]
+        if idx:
+            idx.sort(key=lambda s: lam[s])
+            mean = stat["mean"][idx]
+            err = np.array([mean - stat["low"][idx], stat["high"][idx] - mean])
+            ax.errorbar(lam[idx], mean, yerr=np.nan_to_num(err), marker="o", capsize=3, label=variant,
+                        color=colors[n % len(colors)])
+    base = r["labels"].index(r["baseline"])
+    if not np.isfinite(lam[base]) and used[base] > 0:
+        ax.axhline(stat["mean"][base], color="0.3", ls="--", lw=1, label=f"{r['baseline']} (baseline)")
+        if np.isfinite(stat["low"][base]):
+            ax.axhspan(stat["low"][base], stat["high"][base], color="0.5", alpha=0.12, lw=0)
+    if ax.lines:
+        ticks = sorted({float(v) for v in lam if np.isfinite(v)})
         ax.set_xscale("log")
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{t:g}" for t in ticks])
+        ax.minorticks_off()
     ax.set_xlabel("λ")
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7)
 
 
-def two_panels(settings, meta, left, right, title, estimator, name, caption):
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    against_lambda(axes[0], settings, *left)
-    against_lambda(axes[1], settings, *right)
-    fig.suptitle(title, fontsize=10)
-    footer(fig, meta, estimator)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.94))
-    return name, fig, caption
+def lambda_figures(r):
+    """Σ IB, accuracy, loss, κ and the nuisance ratio against λ per variant, with 95 % intervals;
+    the baseline as a dashed line; settings whose runs are all flagged are left out (named)."""
+    out = []
+    st = r["settings"]
+    note = _excluded_note(r)
+    specs = [("ib_vs_lambda", [(st[f"IB_{k}"], f"Σ IB, {e.split(':')[0]} (nats)") for k, e in enumerate(r["estimators"])],
+              f"Σ_l IB_l over the chain (β = {r['beta_value']:g}) against λ per variant, 95 % intervals"),
+             ("accuracy_vs_lambda", [(st["acc"], "test accuracy"), (st["loss"], "test loss (nats)")],
+              "Test accuracy and loss against λ per variant, 95 % intervals"),
+             ("contraction_vs_lambda", [(st["kappa"], "κ (mean over norm sites)"), (st["nuisance"], "nuisance ratio")],
+              "Variance contraction κ and nuisance ratio of the last hidden layer against λ per variant")]
+    for name, panels, caption in specs:
+        fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + 1, 4), constrained_layout=True, squeeze=False)
+        for ax, (stat, ylabel) in zip(axes.flat, panels):
+            _against_lambda(ax, r, stat, ylabel)
+        axes.flat[0].legend(fontsize=7)
+        _title(fig, r, caption + (f"\n{note}" if note else ""))
+        out.append((name, fig, caption))
+    return out
 
 
-def lambda_figures(settings, meta):
-    """The figures against λ, from ibn report's per-setting table (data/table_comparison.csv)."""
-    estimators = estimators_of(meta)
-    figures = []
-    fig, axes = plt.subplots(1, len(estimators), figsize=(4.4 * len(estimators), 3.6), squeeze=False)
-    for k, estimator in enumerate(estimators):
-        against_lambda(axes[0][k], settings, f"ib_total_{k}", f"Σ_l IB_l [nats] ({estimator.split(':')[0]})")
-        axes[0][k].set_title(estimator, fontsize=8)
-    fig.suptitle(f"IB value against λ (β = {meta.get('beta', '1')}, final epoch; 95 % intervals over seeds)", fontsize=10)
-    footer(fig, meta, "; ".join(estimators))
-    fig.tight_layout(rect=(0, 0.04, 1, 0.94))
-    figures.append(("ib_vs_lambda", fig, "IB value against λ per variant (mean and 95 % interval over seeds)"))
-
-    figures.append(two_panels(settings, meta, ("test_accuracy", "test accuracy"), ("test_loss", "test loss [nats]"),
-                              "Test accuracy and loss against λ (final epoch; 95 % intervals over seeds)", None,
-                              "accuracy_vs_lambda", "Test accuracy and loss against λ per variant (95 % intervals)"))
-    figures.append(two_panels(settings, meta, ("kappa", "κ (mean over norm sites)"),
-                              ("nuisance_ratio", "nuisance ratio (last hidden layer)"),
-                              "Variance contraction κ and nuisance ratio against λ (final epoch)",
-                              estimators[0] if estimators else None, "contraction_vs_lambda",
-                              "Variance contraction κ and nuisance ratio against λ per variant"))
+def all_figures(r):
+    figures = [("curves",) + curves(r)]
+    for k, estimator in enumerate(r["estimators"]):
+        name = estimator.split(":")[0]
+        figures.append((f"mi_xt_vs_epoch_{k}_{name}",) + mi_vs_epoch(r, k, "I_XT"))
+        figures.append((f"mi_ty_vs_epoch_{k}_{name}",) + mi_vs_epoch(r, k, "I_TY"))
+        figures.append((f"info_plane_{k}_{name}",) + info_plane(r, k))
+        figures.append((f"ib_vs_beta_{k}_{name}",) + ib_vs_beta(r, k))
+    if np.isfinite(r["settings"]["lambda"]).any():
+        figures += lambda_figures(r)
     return figures
 
 
 def main(report_dir):
-    data = os.path.join(report_dir, "data")
-    meta = read_meta(os.path.join(data, "meta.txt"))
-    plane = read_csv(os.path.join(data, "info_plane.csv"))
-    settings = read_csv(os.path.join(data, "table_comparison.csv"))
-    figures = []
-    for k, estimator in enumerate(estimators_of(meta)):
-        name = estimator.split(":")[0]
-        fig, caption = info_plane(plane, meta, k)
-        figures.append((f"info_plane_{k}_{name}", fig, caption))
-        fig, caption = mi_vs_epoch(plane, meta, k)
-        figures.append((f"mi_vs_epoch_{k}_{name}", fig, caption))
-    if any(r["lambda"] for r in settings):
-        figures += lambda_figures(settings, meta)
+    r = load_report(report_dir)
     listing = []
-    for name, fig, caption in figures:
+    for name, fig, caption in all_figures(r):
         for extension in ("png", "pdf"):
             write_atomically(os.path.join(report_dir, f"{name}.{extension}"),
-                             lambda f, ext=extension: fig.savefig(f, format=ext, dpi=130))
+                             lambda f, ext=extension: fig.savefig(f, format=ext, dpi=120))
         plt.close(fig)
         listing.append(f"{name}\t{caption}")
     text = ("\n".join(listing) + "\n").encode("utf-8")
-    write_atomically(os.path.join(data, "figures.txt"), lambda f: f.write(text))
-    return [name for name, _, _ in figures]
+    write_atomically(os.path.join(report_dir, "data", "figures.txt"), lambda f: f.write(text))
+    return [line.split("\t")[0] for line in listing]
 
 
 def write_atomically(path, write):

@@ -623,17 +623,18 @@ def garble(rel: str, old_line_re: str, new: str):
     return setup
 
 
-case("report.garbled-metrics", ["report", "run", "--no-figures"], 1, r"metrics\.csv",
-     setup=chain(analyzed, garble("run/metrics.csv", r"^2,", "2,abc,x,y,z,0.001,0.1")), note="issue 16: 'stod'")
-case("report.short-metrics-row", ["report", "run", "--no-figures"], 1, r"metrics\.csv",
-     setup=chain(analyzed, garble("run/metrics.csv", r"^2,", "2,0.6")),
-     note="a row with 2 of 7 columns is read silently")
-case("report.garbled-analysis", ["report", "run", "--no-figures"], 1, r"analysis\.csv",
-     setup=chain(analyzed, garble("run/analysis.csv", r"^\d+,", "0,norm1,binning:bins=10,abc,x,y,z,w,v")),
-     note="issue 16: 'stod'")
-case("report.garbled-config", ["report", "run", "--no-figures"], 1, r"config\.ini|seed",
-     setup=chain(analyzed, lambda s: edit(s.work / "run" / "config.ini", "seed = 0", "seed = abc")),
-     note="issue 16: 'stoll'")
+case("report.truncated-analysis", ["report", "run", "--no-figures"], (1, 2), r"analysis\.h5",
+     setup=chain(analyzed, lambda s: truncate(s.work / "run" / "analysis.h5")),
+     note="issue 11: the report reads analysis.h5; a damaged one is named")
+case("report.analysis-from-before-chains", ["report", "run", "--no-figures"], 2, r"predates representation chains",
+     setup=chain(analyzed, lambda s: h5_attr(s.work / "run" / "analysis.h5", "format", 1)),
+     note="issue 11: an old analysis.h5 asks for a new analysis instead of being misread")
+case("report.baseline-unknown", ["report", "run", "--no-figures", "--baseline", "nosuch"], 2, r"--baseline 'nosuch'",
+     setup=analyzed)
+case("report.beta-range-bad", ["report", "run", "--no-figures", "--beta-min", "2"], 2, r"beta-min", setup=analyzed)
+case("report.alpha-bad", ["report", "run", "--no-figures", "--alpha", "1.5"], 2, r"alpha", setup=analyzed)
+case("analyze.chain-backwards", A + ["--chain", "logits,fc1"], 2, r"forward order", setup=run)
+case("analyze.chain-nosuch", A + ["--chain", "fc1,nosuch"], 2, r"nosuch", setup=run)
 case("report.points-csv-malformed", ["report", "sw", "--no-figures"], 1, r"points\.csv",
      setup=chain(copy_fixture("sweep", "sw"), lambda s: write(s.work / "sw" / "points.csv", "index,id,seed\n0\n")),
      note="issue 16: vector::_M_range_check")
@@ -669,6 +670,12 @@ case("bench.train-temporaries", ["bench", "train", "--steps", "1", "--device", "
 
 # --------------------------------------------------------------------------------------------
 # Fixtures
+
+
+def h5_attr(path: Path, name: str, value) -> None:
+    import h5py
+    with h5py.File(path, "r+") as f:
+        f.attrs[name] = value
 
 
 def truncate(path: Path) -> None:

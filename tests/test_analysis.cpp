@@ -6,8 +6,10 @@
 #include <filesystem>
 #include <set>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -15,6 +17,7 @@
 #include "ibn/error.h"
 #include "ibn/io/atomic_file.h"
 #include "ibn/io/hdf5.h"
+#include "ibn/io/ini.h"
 #include "ibn/report/report.h"
 #include "ibn/sweep/sweep.h"
 #include "test_util.h"
@@ -33,7 +36,7 @@ std::string temp_dir(const std::string& name) {
 // four bins, so I(X;copy) = H(X) = ln 4, I(copy;Y) = H(Y) = ln 2, I(copy;double) = ln 4, and
 // everything about the constant layer is 0. Nuisance ratio of copy: within-class variance 1
 // over total variance 1.25 = 0.8.
-std::string known_run() {
+std::string known_run(const std::string& chain = "copy,double,constant") {
   const std::string run = temp_dir("known");
   fs::create_directories(run);
   const auto x = torch::arange(400, torch::kLong).remainder(4);
@@ -48,7 +51,7 @@ std::string known_run() {
                            {"/epochs/1/double", copy * 2, {}},
                            {"/epochs/1/constant", torch::zeros({400, 2}), {}},
                            {"/contraction/1/copy", torch::tensor({0.75}, torch::kDouble), {}}},
-                          {{"layers", std::string("copy,double,constant")}, {"complete", int64_t{1}}});
+                          {{"layers", std::string("copy,double,constant")}, {"chain", chain}, {"complete", int64_t{1}}});
   return run;
 }
 
@@ -78,15 +81,166 @@ TEST(Analysis, KnownStructureGivesTheExpectedInformation) {
   EXPECT_NEAR(constant.i_xt, 0, 1e-12);
   EXPECT_NEAR(constant.i_ty, 0, 1e-12);
   EXPECT_NEAR(constant.i_prev, 0, 1e-12);
-  // The files: the CSV reads back to the same rows; the HDF5 columns hold the same numbers.
+  // The files: analysis.h5 reads back to the same rows, β and parameters.
   const ibn::analysis::Analysis back = ibn::analysis::read_analysis(run);
   ASSERT_EQ(back.rows.size(), 3u);
   EXPECT_EQ(back.layers, (std::vector<std::string>{"copy", "double", "constant"}));
-  EXPECT_NEAR(back.rows[1].ib, twice.ib, 1e-7);
+  EXPECT_EQ(back.chain, back.layers);
+  EXPECT_EQ(back.beta, 0.5);
+  EXPECT_EQ(back.units, "nats");
+  EXPECT_EQ(back.estimators, a.estimators);
+  EXPECT_DOUBLE_EQ(back.rows[1].ib, twice.ib);
+  ASSERT_EQ(back.totals.size(), 1u);
+  EXPECT_NEAR(back.totals[0].i_ty, copy.i_ty + twice.i_ty + constant.i_ty, 1e-12);
+  EXPECT_NEAR(back.totals[0].i_prev, copy.i_prev + twice.i_prev + constant.i_prev, 1e-12);
+  // The resolution table: the last hidden representation ("double"), six estimator settings.
+  EXPECT_EQ(back.sensitivity_layer, "double");
+  ASSERT_EQ(back.sensitivity.size(), ibn::analysis::sensitivity_estimators().size());
+  EXPECT_NEAR(back.sensitivity[0].i_xt, ln4, 1e-9);  // binning:bins=10 still separates 0, 2, 4, 6
   EXPECT_NEAR(ibn::io::read_dataset(run + "/analysis.h5", "/rows/I_TY")[0].item<double>(), ln2, 1e-9);
   EXPECT_EQ(std::get<double>(ibn::io::read_attribute(run + "/analysis.h5", "/", "beta")), 0.5);
   EXPECT_NEAR(ibn::io::read_dataset(run + "/analysis.h5", "/totals/IB")[0].item<double>(), copy.ib + twice.ib + constant.ib, 1e-12);
   fs::remove_all(run);
+}
+
+// The IB sum runs over the chain only: with chain copy -> constant, "double" is analyzed (I(X;T)
+// and I(T;Y)) but has no I(T_prev;T) or IB, and constant's predecessor is copy.
+TEST(Analysis, SumRunsOverTheChainOnly) {
+  const std::string run = known_run("copy,constant");
+  ibn::analysis::AnalyzeConfig c;
+  c.run = run;
+  c.estimators = {"binning:bins=30", "kde:var=0.1"};
+  c.layers = "all";
+  c.quiet = true;
+  std::ostringstream log;
+  const ibn::analysis::Analysis a = ibn::analysis::analyze(c, log);
+  EXPECT_EQ(a.chain, (std::vector<std::string>{"copy", "constant"}));
+  EXPECT_EQ(a.layers, (std::vector<std::string>{"copy", "double", "constant"}));
+  ASSERT_EQ(a.rows.size(), 6u);
+  for (const auto& estimator : a.estimators) {
+    double sum = 0;
+    for (const auto& r : a.rows) {
+      if (r.estimator != estimator) continue;
+      EXPECT_EQ(r.in_chain, r.layer != "double");
+      if (r.layer == "double") {
+        EXPECT_TRUE(std::isnan(r.i_prev) && std::isnan(r.ib));
+        EXPECT_GT(r.i_xt, 0.5);
+      } else {
+        sum += r.ib;
+      }
+    }
+    EXPECT_NEAR(ibn::analysis::ib_total(a, 1, estimator), sum, 1e-12);
+  }
+  // Chosen by the option instead of the store: forward order, each once.
+  c.chain = "double,copy";
+  EXPECT_TRUE(throws_usage_error([&] { ibn::analysis::analyze(c, log); }, "forward order"));
+  c.chain = "copy,missing";
+  EXPECT_TRUE(throws_usage_error([&] { ibn::analysis::analyze(c, log); }, "no layer 'missing'"));
+  c.chain = "copy,double";
+  c.layers = "chain";
+  EXPECT_EQ(ibn::analysis::analyze(c, log).layers, (std::vector<std::string>{"copy", "double"}));
+  fs::remove_all(run);
+}
+
+// A finished, analyzed run of a synthetic store: 400 samples (the last 100 the test split, 60 %
+// of them class 0), a final test accuracy `accuracy`, a training loss that is flat at the end
+// unless `still_learning`.
+std::string synthetic_run(const std::string& dir, double accuracy, bool still_learning, int64_t seed) {
+  fs::create_directories(dir);
+  const auto x = torch::arange(400, torch::kLong).remainder(4);
+  const auto labels = torch::cat({x.slice(0, 0, 300).remainder(2), torch::tensor({0, 0, 0, 1, 1}, torch::kLong).repeat({20})});
+  const auto copy = x.to(torch::kFloat).unsqueeze(1) + 0.01 * static_cast<double>(seed);
+  const auto epochs = torch::arange(21, torch::kDouble);
+  const auto train_loss = still_learning ? 0.7 - 0.03 * epochs : torch::full({21}, 0.2, torch::kDouble);
+  ibn::io::write_file_atomically(dir + "/config.ini", "epochs = 20\nnorm = layernorm\nseed = " + std::to_string(seed) + "\n");
+  ibn::io::write_datasets(dir + "/activations.h5",
+                          {{"/data/inputs", copy, {}},
+                           {"/data/labels", labels, {}},
+                           {"/data/split", torch::cat({torch::zeros({300}, torch::kLong), torch::ones({100}, torch::kLong)}), {}},
+                           {"/meta/dumped_epochs", torch::tensor({20}, torch::kLong), {}},
+                           {"/metrics/epoch", epochs, {}},
+                           {"/metrics/train_loss", train_loss, {}},
+                           {"/metrics/train_accuracy", torch::full({21}, accuracy, torch::kDouble), {}},
+                           {"/metrics/test_loss", torch::full({21}, 0.3, torch::kDouble), {}},
+                           {"/metrics/test_accuracy", torch::full({21}, accuracy, torch::kDouble), {}},
+                           {"/epochs/20/copy", copy, {}},
+                           {"/epochs/20/logits", copy * 2, {}},
+                           {"/contraction/20/norm1", torch::tensor({0.5}, torch::kDouble), {}}},
+                          {{"layers", std::string("copy,logits")}, {"chain", std::string("copy,logits")},
+                           {"seed", seed}, {"complete", int64_t{1}}});
+  ibn::analysis::AnalyzeConfig c;
+  c.run = dir;
+  c.estimators = {"binning:bins=30"};
+  c.beta = 0.25;
+  c.quiet = true;
+  std::ostringstream log;
+  ibn::analysis::analyze(c, log);
+  return dir;
+}
+
+std::string file_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// One setting at chance (accuracy 0.6 = the majority rate of the test split) and one still
+// learning: both flagged, excluded from the tables, the β curve and the λ figures' data, and
+// counted; --include-flagged keeps them. β is the analysis' own (0.25), not 1.
+TEST(Report, FlaggedSettingsAreExcludedAndCounted) {
+  const std::string sweep = temp_dir("flags");
+  fs::remove_all(sweep);
+  std::vector<ibn::report::ReportRun> runs;
+  const struct {
+    const char* norm;
+    const char* lambda;
+    double accuracy;
+    bool still_learning;
+  } settings[] = {{"layernorm", "", 0.95, false}, {"ibnorm-s", "2", 0.6, false}, {"ibnorm-t", "2", 0.93, false},
+                  {"ibnorm-t", "4", 0.9, true}};
+  for (const auto& s : settings) {
+    for (int64_t seed = 0; seed < 3; ++seed) {
+      const std::string dir = fmt::format("{}/points/{}{}_seed{}", sweep, s.norm, s.lambda, seed);
+      synthetic_run(dir, s.accuracy + 0.01 * static_cast<double>(seed), s.still_learning, seed);
+      runs.push_back({dir, {{"norm", s.norm}, {"lambda", s.lambda}, {"seed", std::to_string(seed)}}});
+    }
+  }
+  ibn::report::ReportOptions options;
+  options.figures = false;
+  std::ostringstream log;
+  const std::string md_path = ibn::report::write_report(sweep, runs, options, log);
+  const std::string md = file_text(md_path);
+  EXPECT_NE(md.find("| ibnorm-s λ=2 | 0 (3 excluded) |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| ibnorm-t λ=4 | 0 (3 excluded) |"), std::string::npos);
+  EXPECT_NE(md.find("| ibnorm-t λ=2 | 3 |"), std::string::npos);
+  EXPECT_NE(md.find("6 flagged"), std::string::npos);
+  EXPECT_NE(md.find("β = 0.25"), std::string::npos);
+  EXPECT_EQ(md.find("β = 1;"), std::string::npos);
+  EXPECT_NE(md.find("Holm"), std::string::npos);
+  const std::string runs_csv = file_text(sweep + "/report/data/runs.csv");
+  EXPECT_NE(runs_csv.find(",flags"), std::string::npos);
+  EXPECT_NE(runs_csv.find(",chance,"), std::string::npos);
+  EXPECT_NE(runs_csv.find(",unconverged,"), std::string::npos);
+  // The figures' data: no statistics for the excluded settings, so no β curve or λ point.
+  const std::string h5 = sweep + "/report/data/report.h5";
+  const auto used = ibn::io::read_dataset(h5, "/settings/used_runs");
+  EXPECT_TRUE(used.equal(torch::tensor({3, 0, 3, 0}, torch::kLong)));
+  const auto curve = ibn::io::read_dataset(h5, "/beta/0/mean");
+  ASSERT_EQ(curve.size(0), 4);
+  EXPECT_TRUE(curve[1].isnan().all().item<bool>());
+  EXPECT_TRUE(curve[3].isnan().all().item<bool>());
+  EXPECT_FALSE(curve[0].isnan().any().item<bool>());
+  EXPECT_TRUE(std::isnan(ibn::io::read_dataset(h5, "/settings/IB_0/mean")[1].item<double>()));
+  EXPECT_TRUE(std::isnan(ibn::io::read_dataset(h5, "/settings/acc/mean")[1].item<double>()));
+  EXPECT_EQ(std::get<double>(ibn::io::read_attribute(h5, "/", "beta")), 0.25);
+  // Kept on request.
+  options.include_flagged = true;
+  ibn::report::write_report(sweep, runs, options, log);
+  EXPECT_TRUE(ibn::io::read_dataset(h5, "/settings/used_runs").equal(torch::tensor({3, 3, 3, 3}, torch::kLong)));
+  EXPECT_FALSE(ibn::io::read_dataset(h5, "/beta/0/mean")[1].isnan().any().item<bool>());
+  // A baseline that is not a setting is named.
+  options.baseline = "batchnorm";
+  EXPECT_TRUE(throws_usage_error([&] { ibn::report::write_report(sweep, runs, options, log); }, "--baseline 'batchnorm' is none"));
+  fs::remove_all(sweep);
 }
 
 TEST(Analysis, NuisanceRatioMatchesItsDefinition) {
@@ -118,6 +272,22 @@ std::string write_experiment(const std::string& name, const std::string& text) {
   const std::string path = temp_dir(name) + ".ini";
   ibn::io::write_file_atomically(path, text);
   return path;
+}
+
+// The one .ini reader: sections, comments, trimming; a malformed line is named by origin and line.
+TEST(Ini, ReadsTheProgramOptionsDialect) {
+  const std::vector<ibn::io::IniEntry> e =
+      ibn::io::parse_ini("top = 1\n# comment\n[train]\n  lr = 0.01   # rate\n\n[analyze]\nestimator = kde:var=0.1\n", "x.ini");
+  ASSERT_EQ(e.size(), 3u);
+  EXPECT_EQ(e[0].section, "");
+  EXPECT_EQ(e[0].key, "top");
+  EXPECT_EQ(e[1].section, "train");
+  EXPECT_EQ(e[1].value, "0.01");
+  EXPECT_EQ(e[1].line, 4);
+  EXPECT_EQ(e[2].value, "kde:var=0.1");
+  EXPECT_TRUE(throws_usage_error([] { ibn::io::parse_ini("[train]\nlr 0.01\n", "x.ini"); }, "x.ini:2: expected 'key = value'"));
+  EXPECT_TRUE(throws_usage_error([] { ibn::io::parse_ini("[train\n", "x.ini"); }, "x.ini:1: malformed section"));
+  EXPECT_EQ(ibn::io::ini_values("epochs = 5\nnorm = ibnorm-t:lambda=2\n", "config.ini").at("norm"), "ibnorm-t:lambda=2");
 }
 
 TEST(Sweep, LambdaJoinsIbnormVariantsOnly) {
@@ -209,10 +379,5 @@ TEST(Sweep, ShardTextsAreCheckedWhole) {
   }
 }
 
-TEST(Report, StudentQuantiles) {
-  EXPECT_DOUBLE_EQ(ibn::report::t_quantile_95(1), 12.706);
-  EXPECT_DOUBLE_EQ(ibn::report::t_quantile_95(4), 2.776);
-  EXPECT_DOUBLE_EQ(ibn::report::t_quantile_95(1000), 1.96);
-}
 
 }  // namespace

@@ -10,17 +10,29 @@
 namespace ibn::cli {
 
 int run_report(const std::vector<std::string>& args) {
-  CommandOptions cmd("report", "ibn report SWEEP_OR_RUN_DIR [--no-figures] [--python PATH]",
-                     "Writes DIR/report/report.md with a comparison table (mean ± 95 % interval over seeds;\n"
-                     "also LaTeX booktabs and CSV) and figures in PNG and PDF: information planes per layer\n"
-                     "coloured by epoch (a panel per setting), MI against epoch, and for sweeps over λ the\n"
-                     "IB value, test accuracy and loss, κ and the nuisance ratio against λ. Figures are\n"
-                     "drawn by scripts/plot_report.py with matplotlib; every one names its data, model and\n"
-                     "estimator. Prints the path of report.md.");
+  CommandOptions cmd("report", "ibn report SWEEP_OR_RUN_DIR [--baseline SETTING] [--include-flagged] [options]",
+                     "Writes DIR/report/report.md: validity flags per run (chance: test accuracy not above the\n"
+                     "majority rate, one-sided binomial; unconverged: training loss still moving over the last\n"
+                     "10 % of epochs), per setting the mean and 95 % Student-t interval over seeds (flagged\n"
+                     "runs excluded and counted), each setting against the baseline paired by seed (paired t,\n"
+                     "Wilcoxon, Holm-Bonferroni), the IB terms over the representation chain and the sum\n"
+                     "against beta, a resolution table, every parameter and the caveats. Also LaTeX and CSV,\n"
+                     "data/report.h5 (the figures' data) and figures in PNG and PDF drawn by\n"
+                     "scripts/plot_report.py: training curves, MI against epoch and information planes with\n"
+                     "every seed, IB against beta, and for sweeps over lambda the quantities against lambda.\n"
+                     "Prints the path of report.md.");
   std::string target;
   report::ReportOptions options;
   cmd.options.add_options()
       ("target", po::value<std::string>(&target)->value_name("DIR"), "a sweep or run directory (also the first argument)")
+      ("baseline", po::value<std::string>(&options.baseline)->value_name("SETTING"),
+       "the setting comparisons are made against, as the tables name it (default: layernorm, else the first)")
+      ("include-flagged", "keep runs flagged chance or unconverged in the comparisons")
+      ("alpha", po::value<double>(&options.alpha)->default_value(options.alpha), "level of the chance test and the findings")
+      ("converged-tolerance", po::value<double>(&options.converged_tolerance)->default_value(options.converged_tolerance),
+       "how far (nats) the training loss may move over the last 10 % of epochs")
+      ("beta-min", po::value<double>(&options.beta_min)->default_value(options.beta_min), "the beta curve's lower end")
+      ("beta-max", po::value<double>(&options.beta_max)->default_value(options.beta_max), "the beta curve's upper end")
       ("python", po::value<std::string>(&options.python), "Python interpreter for the figures (default /usr/bin/python3)")
       ("no-figures", "tables and report.md only");
   cmd.positional.add("target", 1);
@@ -28,6 +40,7 @@ int run_report(const std::vector<std::string>& args) {
   if (!vm) return 0;
   if (target.empty()) throw UsageError("give a sweep or run directory: ibn report DIR");
   if (vm->count("no-figures")) options.figures = false;
+  options.include_flagged = vm->count("include-flagged") > 0;
   std::cout << report::write_report(target, options, std::cout) << "\n";
   return 0;
 }

@@ -105,7 +105,7 @@ void check_points(const sweep::Sweep& s) {
       AnalyzeOptions analyze;
       const po::variables_map analyze_vm = analyze.cmd.parse_ini(p.ini, origin);
       analyze.config.run = config.out;
-      analysis::check_options(analyze.resolved(analyze_vm), plan.layers, plan.dumps);
+      analysis::check_options(analyze.resolved(analyze_vm), plan.layers, plan.chain, plan.dumps);
     } catch (const UsageError& e) {
       throw UsageError(fmt::format("point {} of '{}': {}", p.id, s.file, e.what()));
     } catch (const std::exception& e) {
@@ -280,7 +280,10 @@ int run_sweep(const std::vector<std::string>& args) {
   if (done == static_cast<int64_t>(s.points.size()) && !vm->count("no-report")) {
     report::ReportOptions options;
     for (const auto& [key, value] : s.report_options) options.set(key, value);
-    std::cout << report::write_report(s.out, options, std::cout) << "\n";
+    // The grid's settings go to the report as they are in memory, not re-read from files.
+    std::vector<report::ReportRun> runs;
+    for (const sweep::Point& p : s.points) runs.push_back({sweep::point_directory(s, p), p.settings});
+    std::cout << report::write_report(s.out, runs, options, std::cout) << "\n";
   } else if (done < static_cast<int64_t>(s.points.size())) {
     std::cout << fmt::format("{} of {} points done; the report waits for all of them\n", done, s.points.size());
   }

@@ -1,0 +1,167 @@
+#include "runs.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <variant>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "ibn/error.h"
+#include "ibn/io/csv.h"
+#include "ibn/io/hdf5.h"
+#include "ibn/train/train.h"
+
+namespace ibn::report {
+namespace {
+
+std::vector<double> doubles(const at::Tensor& t_in) {
+  const at::Tensor t = t_in.to(at::kDouble).contiguous();
+  return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+}
+
+std::string text_or(const std::string& store, const std::string& name, const std::string& fallback) {
+  try {
+    const io::AttributeValue v = io::read_attribute(store, "/", name);
+    if (const auto* s = std::get_if<std::string>(&v)) return *s;
+  } catch (const DataError&) {
+  }
+  return fallback;
+}
+
+// The test split's size and majority-class rate: recorded by training; for stores from
+// before that, from the store's own labels (every test sample is dumped by default).
+void read_test_split(const std::string& store, RunSummary& r) {
+  try {
+    r.test_predictions = std::get<int64_t>(io::read_attribute(store, "/", "test_predictions"));
+    r.majority_rate = std::get<double>(io::read_attribute(store, "/", "test_majority_rate"));
+    return;
+  } catch (const DataError&) {
+  } catch (const std::bad_variant_access&) {
+  }
+  const at::Tensor split = io::read_dataset(store, "/data/split");
+  const at::Tensor labels = io::read_dataset(store, "/data/labels").index_select(0, split.eq(1).nonzero().squeeze(1)).reshape({-1});
+  r.test_predictions = labels.numel();
+  if (labels.numel() > 0) r.majority_rate = at::bincount(labels).max().item<double>() / static_cast<double>(labels.numel());
+}
+
+void set_flags(RunSummary& r, const ReportOptions& options) {
+  const double accuracy = r.test_accuracy();
+  if (r.test_predictions > 0 && std::isfinite(accuracy) && std::isfinite(r.majority_rate)) {
+    const auto correct = static_cast<int64_t>(std::llround(accuracy * static_cast<double>(r.test_predictions)));
+    r.chance_p = stats::binomial_upper_p(correct, r.test_predictions, r.majority_rate);
+    if (!(r.chance_p < options.alpha)) r.flags.push_back("chance");
+  }
+  const std::vector<double>& loss = r.curves.train_loss;
+  if (loss.size() >= 2) {
+    // The last 10 % of the epochs (at least one epoch back).
+    const size_t last = loss.size() - 1;
+    const size_t back = std::max<size_t>(1, static_cast<size_t>(std::ceil(0.1 * static_cast<double>(last))));
+    r.loss_window_start = static_cast<int64_t>(r.curves.epoch[last - back]);
+    r.loss_moved = std::fabs(loss[last] - loss[last - back]);
+    if (!(r.loss_moved <= options.converged_tolerance)) r.flags.push_back("unconverged");
+  }
+}
+
+std::string setting_value(const RunSummary& r, const std::string& key) {
+  for (const auto& [k, v] : r.settings) {
+    if (k == key) return v;
+  }
+  return "";
+}
+
+}  // namespace
+
+RunSummary load_run(const ReportRun& run, const ReportOptions& options) {
+  RunSummary r;
+  r.dir = run.dir;
+  r.settings = run.settings;
+  const train::RunStatus status = train::run_status(run.dir);
+  if (status.state != train::RunStatus::State::complete) throw UsageError(status.summary);
+  const std::string store = run.dir + "/activations.h5";
+  r.data = text_or(store, "data", "?");
+  r.model = text_or(store, "model", "?");
+  r.config = text_or(store, "config", "");
+  r.norm_spec = text_or(store, "norm_spec", text_or(store, "norm", "?"));
+  r.norm_description = text_or(store, "norm_description", "(not recorded by this run's version of ibn)");
+  r.seed = std::get<int64_t>(io::read_attribute(store, "/", "seed"));
+  if (r.settings.empty()) r.settings = {{"norm", r.norm_spec}, {"seed", std::to_string(r.seed)}};
+  r.curves.epoch = doubles(io::read_dataset(store, "/metrics/epoch"));
+  r.curves.train_loss = doubles(io::read_dataset(store, "/metrics/train_loss"));
+  r.curves.train_accuracy = doubles(io::read_dataset(store, "/metrics/train_accuracy"));
+  r.curves.test_loss = doubles(io::read_dataset(store, "/metrics/test_loss"));
+  r.curves.test_accuracy = doubles(io::read_dataset(store, "/metrics/test_accuracy"));
+  for (const auto* v : {&r.curves.train_loss, &r.curves.train_accuracy, &r.curves.test_loss, &r.curves.test_accuracy}) {
+    if (v->size() != r.curves.epoch.size()) throw DataError(fmt::format("'{}': the /metrics arrays differ in length", store));
+  }
+  read_test_split(store, r);
+
+  r.analysis = analysis::read_analysis(run.dir);
+  if (r.analysis.rows.empty()) throw UsageError(fmt::format("'{}/analysis.h5' has no rows", run.dir));
+  r.final_epoch = r.analysis.rows.back().epoch;
+  for (const std::string& estimator : r.analysis.estimators) {
+    r.final_totals.push_back(analysis::chain_total(r.analysis, r.final_epoch, estimator));
+  }
+  // κ and the nuisance ratio do not depend on the estimator: the first one's rows hold them.
+  const std::string top = r.analysis.chain.size() > 1 ? r.analysis.chain[r.analysis.chain.size() - 2] : r.analysis.chain.back();
+  for (const analysis::AnalysisRow& row : r.analysis.rows) {
+    if (row.epoch == r.final_epoch && row.estimator == r.analysis.estimators.front() && row.layer == top) r.nuisance = row.nuisance_ratio;
+  }
+  // κ of every normalization site, whichever layers were analyzed: the store holds them.
+  std::vector<double> kappas;
+  const std::string prefix = fmt::format("/contraction/{}/", r.final_epoch);
+  for (const std::string& name : io::list_datasets(store)) {
+    if (name.rfind(prefix, 0) == 0) kappas.push_back(io::read_dataset(store, name)[0].item<double>());
+  }
+  r.kappa = stats::mean_interval(kappas).mean;
+  set_flags(r, options);
+  return r;
+}
+
+std::vector<Setting> group_settings(const std::vector<RunSummary>& runs, bool include_flagged) {
+  std::vector<Setting> settings;
+  for (const RunSummary& r : runs) {
+    std::string label = setting_value(r, "norm");
+    const std::string lambda = setting_value(r, "lambda");
+    if (!lambda.empty()) label += " λ=" + lambda;
+    for (const auto& [key, value] : r.settings) {
+      if (key != "norm" && key != "lambda" && key != "seed") label += fmt::format(" {}={}", key, value);
+    }
+    if (label.empty()) label = "run";
+    auto found = std::find_if(settings.begin(), settings.end(), [&](const Setting& s) { return s.label == label; });
+    if (found == settings.end()) {
+      Setting s;
+      s.label = label;
+      s.variant = setting_value(r, "norm");
+      s.lambda = lambda.empty() ? kNaN : io::csv_number(lambda, fmt::format("the sweep's lambda of '{}'", r.dir));
+      settings.push_back(s);
+      found = settings.end() - 1;
+    }
+    found->runs.push_back(&r);
+    if (include_flagged || r.flags.empty()) found->used.push_back(&r);
+  }
+  return settings;
+}
+
+stats::Interval interval_of(const Quantity& q, const std::vector<const RunSummary*>& runs) {
+  std::vector<double> values;
+  for (const RunSummary* r : runs) values.push_back(q.of(*r, q.estimator, q.beta));
+  return stats::mean_interval(values, q.lo, q.hi);
+}
+
+stats::PairedComparison compare(const Quantity& q, const Setting& setting, const Setting& baseline) {
+  std::vector<double> a, b;
+  for (const RunSummary* r : setting.used) {
+    for (const RunSummary* base : baseline.used) {
+      if (base->seed == r->seed) {
+        a.push_back(q.of(*r, q.estimator, q.beta));
+        b.push_back(q.of(*base, q.estimator, q.beta));
+      }
+    }
+  }
+  return stats::compare_paired(a, b);
+}
+
+}  // namespace ibn::report
