@@ -7,6 +7,7 @@
 // `nats` is the estimate from the upper bounds, `lower_nats` the one from the lower bounds.
 #include <cmath>
 #include <memory>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -90,14 +91,35 @@ class KernelDensity final : public Estimator {
   double information(const Mixture& m, bool upper) const {
     double mi = -m.noise_entropy;
     for (const auto& [weight, t] : m.parts) {
-      mi += weight * (upper ? kde_entropy_upper(t, var_, m.memory_mb) : kde_entropy_lower(t, var_, m.memory_mb));
+      mi += weight * (upper ? upper_entropy(t, m.memory_mb) : kde_entropy_lower(t, var_, m.memory_mb));
     }
     return mi;
+  }
+
+  // The analysis asks for I(X;T) = H(T + noise) − H(noise) and then I(T;Y) = H(T) − Σ p·H(T|y)
+  // of the same T: the full pairwise H(T), the costliest part, is kept for the next call.
+  // The kept tensor holds its storage, so equal data pointer, shape, strides and version
+  // counter (its value when kept; an in-place change bumps it) mean the same values.
+  double upper_entropy(const at::Tensor& t, int64_t memory_mb) const {
+    const std::lock_guard<std::mutex> lock(cache_mutex_);
+    const bool same = cached_.defined() && cached_.data_ptr() == t.data_ptr() && cached_.sizes() == t.sizes() &&
+                      cached_.strides() == t.strides() && cached_.scalar_type() == t.scalar_type() &&
+                      cached_.device() == t.device() && cached_version_ == t._version();
+    if (!same) {
+      cached_entropy_ = kde_entropy_upper(t, var_, memory_mb);
+      cached_ = t;
+      cached_version_ = t._version();  // the counter is shared with `t`: keep its value now
+    }
+    return cached_entropy_;
   }
 
   double var_ = kDefaultVar;
   std::string mode_;
   int64_t memory_mb_ = 0;
+  mutable std::mutex cache_mutex_;
+  mutable at::Tensor cached_;
+  mutable double cached_entropy_ = 0;
+  mutable int64_t cached_version_ = 0;
 };
 
 }  // namespace

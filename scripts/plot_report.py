@@ -95,6 +95,8 @@ def _panel_title(r, s):
     runs = _runs_of(r, s)
     flagged = sum(1 for i in runs if r["run_flags"][i])
     text = f"{r['labels'][s]} ({len(runs)} runs"
+    if flagged == len(runs):
+        return text + ", all flagged: not compared)"
     return text + (f", {flagged} flagged)" if flagged else ")")
 
 
@@ -228,8 +230,10 @@ def _against_lambda(ax, r, stat, ylabel):
         if idx:
             idx.sort(key=lambda s: lam[s])
             mean = stat["mean"][idx]
+            # A setting with one usable run has no interval: no bar (a zero-width one would read
+            # as certainty).
             err = np.array([mean - stat["low"][idx], stat["high"][idx] - mean])
-            ax.errorbar(lam[idx], mean, yerr=np.nan_to_num(err), marker="o", capsize=3, label=variant,
+            ax.errorbar(lam[idx], mean, yerr=np.ma.masked_invalid(err), marker="o", capsize=3, label=variant,
                         color=colors[n % len(colors)])
     base = r["labels"].index(r["baseline"])
     if not np.isfinite(lam[base]) and used[base] > 0:

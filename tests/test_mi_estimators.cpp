@@ -417,3 +417,62 @@ TEST(MiCuda, DeterministicEstimatorsAgreeWithCpu) {
 }
 
 }  // namespace
+
+namespace {
+
+// Distinct rows get distinct ids, equal rows equal ids, ids in lexicographic order of the rows:
+// checked against a std::map of the rows, for codes whose value ranges multiply past 2^53 (29^12,
+// where weights computed in double would round and merge rows) and past 2^62 (the slow path).
+TEST(RowIds, MatchRowIdentityAtAnyRange) {
+  for (const int64_t levels : {3, 29, 1000}) {
+    torch::manual_seed(levels);
+    torch::Tensor rows = torch::randint(0, levels, {300, 12}, torch::kLong);
+    rows[0] = torch::full({12}, levels - 1, torch::kLong);
+    rows[0][0] = 0;
+    rows[1] = torch::zeros({12}, torch::kLong);
+    rows[1][0] = 1;
+    rows[2] = rows[5].clone();
+    const torch::Tensor ids = ibn::mi::row_ids(rows);
+    std::map<std::vector<int64_t>, int64_t> order;
+    for (int64_t i = 0; i < rows.size(0); ++i) {
+      order[std::vector<int64_t>(rows[i].data_ptr<int64_t>(), rows[i].data_ptr<int64_t>() + 12)] = 0;
+    }
+    int64_t next = 0;
+    for (auto& [row, id] : order) id = next++;
+    for (int64_t i = 0; i < rows.size(0); ++i) {
+      const std::vector<int64_t> row(rows[i].data_ptr<int64_t>(), rows[i].data_ptr<int64_t>() + 12);
+      ASSERT_EQ(ids[i].item<int64_t>(), order.at(row)) << "levels " << levels << " row " << i;
+    }
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// KDE keeps the last full-sample entropy for the next call on the same T: a different
+// tensor, or the same one changed in place, must be computed afresh.
+TEST(Kde, KeptEntropyNeverOutlivesItsData) {
+  torch::manual_seed(5);
+  auto t = torch::randn({300, 3});
+  const auto y = torch::randint(0, 2, {300}, torch::kLong);
+  const auto x = torch::randn({300, 3});
+  const auto kept = ibn::mi::make_estimator("kde:var=0.1");
+  const auto fresh_value = [&](const torch::Tensor& values) {
+    return ibn::mi::make_estimator("kde:var=0.1")->nats({values, false}, {y, true});
+  };
+  EXPECT_DOUBLE_EQ(kept->nats({x, false}, {t, false}), ibn::mi::make_estimator("kde:var=0.1")->nats({x, false}, {t, false}));
+  EXPECT_DOUBLE_EQ(kept->nats({t, false}, {y, true}), fresh_value(t));
+  EXPECT_DOUBLE_EQ(kept->nats({t, false}, {y, true}), kept->estimate({t, false}, {y, true}).nats);
+  const auto other = t * 2;
+  EXPECT_DOUBLE_EQ(kept->nats({other, false}, {y, true}), fresh_value(other));
+  const auto fresh_channel = [&](const torch::Tensor& values) {
+    return ibn::mi::make_estimator("kde:var=0.1")->nats({x, false}, {values, false});
+  };
+  EXPECT_DOUBLE_EQ(kept->nats({x, false}, {t, false}), fresh_channel(t));  // keeps H(t)
+  t.mul_(3);  // same storage, new values, right after the entropy of the old ones was kept
+  EXPECT_DOUBLE_EQ(kept->nats({x, false}, {t, false}), fresh_channel(t));
+  EXPECT_DOUBLE_EQ(kept->nats({t, false}, {y, true}), fresh_value(t));
+}
+
+}  // namespace

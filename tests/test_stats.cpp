@@ -55,6 +55,10 @@ TEST(Stats, WilcoxonMatchesScipy) {
               0.05224609375, 1e-12);
   EXPECT_NEAR(ibn::stats::wilcoxon_p({1.0, -1.0, 2.0, 2.0, 3.0, 0.0, 4.0, 5.0, -5.0, 6.0}), 0.10880943004054568, 1e-12);
   EXPECT_TRUE(std::isnan(ibn::stats::wilcoxon_p({0.0, 0.0})));
+  // Tied |d| without zeros: exact over the midranks (scipy 1.10 gives the same here), never
+  // below 2/2^n as the normal approximation would (0.0422 for the first).
+  EXPECT_NEAR(ibn::stats::wilcoxon_p({1, 1, 2, 3, 4}), 0.0625, 1e-12);
+  EXPECT_NEAR(ibn::stats::wilcoxon_p({1, -1, 2, 3, 4}), 0.1875, 1e-12);
   // All five differences of one sign: the smallest p the exact test has for n = 5.
   EXPECT_DOUBLE_EQ(ibn::stats::wilcoxon_p({1, 2, 3, 4, 5}), 0.0625);
   EXPECT_DOUBLE_EQ(ibn::stats::wilcoxon_min_p(5), 0.0625);

@@ -30,13 +30,17 @@ at::Tensor row_ids(const at::Tensor& x) {
   // sort as the rows do): a 1-d unique, far faster than unique_dim's row comparisons.
   if (!rows.is_floating_point() && rows.numel() > 0 && rows.min().item<int64_t>() >= 0) {
     const at::Tensor sizes = rows.amax(0).to(at::kLong).add(1).cpu();
-    double product = 1;
+    constexpr int64_t kLimit = int64_t{1} << 62;
+    int64_t product = 1;
+    bool fits = true;
     std::vector<int64_t> weights(static_cast<size_t>(rows.size(1)));
-    for (int64_t j = rows.size(1) - 1; j >= 0; --j) {
-      weights[static_cast<size_t>(j)] = static_cast<int64_t>(product);
-      product *= static_cast<double>(sizes[j].item<int64_t>());
+    for (int64_t j = rows.size(1) - 1; j >= 0 && fits; --j) {
+      weights[static_cast<size_t>(j)] = product;
+      const int64_t size = sizes[j].item<int64_t>();
+      fits = size <= kLimit / product;  // integers throughout: no rounding, no overflow
+      product *= fits ? size : 1;
     }
-    if (product < std::ldexp(1.0, 62)) {
+    if (fits) {
       const at::Tensor key = rows.to(at::kLong).mul(at::tensor(weights, at::kLong).to(rows.device())).sum(1);
       return std::get<1>(at::_unique2(key, /*sorted=*/true, /*return_inverse=*/true, /*return_counts=*/false));
     }

@@ -60,9 +60,8 @@ at::Tensor as_matrix(const Variable& v) {
 }
 
 // On the CPU, blocks that stay near the caches run faster than large ones: every large
-// allocation there is fresh memory from the kernel, paid for in page faults.
-// On a CPU, blocks of a few MB stay in cache: 8 MB ran the KDE analysis of a 4096-sample
-// store about 1.3x faster than 32 MB, and 64 MB 1.6x slower.
+// allocation there is fresh memory from the kernel, paid for in page faults. 8 MB ran the KDE
+// analysis of a 4096-sample store about 1.3x faster than 32 MB, and 64 MB 1.6x slower.
 int64_t default_memory_mb(const at::Tensor& on) { return on.is_cuda() ? 4096 : 8; }
 
 }  // namespace ibn::mi

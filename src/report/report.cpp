@@ -297,7 +297,7 @@ std::string flags_table(const Context& c, std::string& csv) {
     }
   }
   if (rows.empty()) return "No run is flagged.\n\n";
-  return markdown_table({"setting", "seed", "test accuracy", "majority rate", "p (binomial, > majority)", "change of training loss over the last 10 % of epochs", "flags"}, rows) + "\n";
+  return markdown_table({"setting", "seed", "test accuracy", "majority rate", "p (binomial, > majority)", "range of the training loss over the last 10 % of epochs", "flags"}, rows) + "\n";
 }
 
 // Σ IB(β) = Σ I(T;Y) − β·Σ I(T_{l−1};T_l) per run; the settings' mean curves over a log grid.
@@ -555,11 +555,12 @@ std::string parameters_section(const Context& c) {
                     first.analysis.samples);
   md += fmt::format("- representation chain (the IB sum's layers, one per block and the logits): {}\n", fmt::join(first.analysis.chain, " → "));
   md += fmt::format("- statistics: {}; intervals clipped to each quantity's range; comparisons paired by seed against **{}**, "
-                    "paired t and Wilcoxon signed-rank (exact for ≤ 50 pairs without ties), Holm–Bonferroni across each table; "
+                    "paired t and Wilcoxon signed-rank (exact for ≤ 50 pairs and no zero difference), Holm–Bonferroni across each table; "
                     "with n pairs the exact Wilcoxon test cannot go below p = 2/2^n ({} here)\n",
                     stats::kIntervalMethod, c.settings[c.baseline].label, p_value(stats::wilcoxon_min_p(static_cast<int64_t>(seeds.size()))));
   md += fmt::format("- validity flags: `chance` when the test accuracy is not above the majority-class rate (one-sided binomial, "
-                    "α = {}); `unconverged` when the training loss moved more than {} nats over the last 10 % of epochs. "
+                    "α = {}; also when the test cannot be computed); `unconverged` when the training loss ranged over more than {} "
+                    "nats in the last 10 % of epochs. "
                     "Flagged runs are {} comparisons{}.\n",
                     c.options.alpha, c.options.converged_tolerance, c.options.include_flagged ? "kept in" : "excluded from",
                     c.options.include_flagged ? " (--include-flagged)" : "");
@@ -584,6 +585,12 @@ void check_estimators(const std::vector<RunSummary>& runs) {
   for (const RunSummary& r : runs) {
     if (r.analysis.estimators != runs.front().analysis.estimators) {
       throw DataError(fmt::format("'{}' was analyzed with other estimators than '{}'; analyze them alike", r.dir, runs.front().dir));
+    }
+    const analysis::Analysis& first = runs.front().analysis;
+    if (r.analysis.chain != first.chain || r.analysis.split != first.split || r.analysis.samples != first.samples) {
+      throw DataError(fmt::format("'{}' was analyzed over chain {} on {} '{}' samples, '{}' over chain {} on {} '{}' samples; "
+                                  "analyze them alike", r.dir, fmt::join(r.analysis.chain, ","), r.analysis.samples, r.analysis.split,
+                                  runs.front().dir, fmt::join(first.chain, ","), first.samples, first.split));
     }
     if (r.analysis.beta != runs.front().analysis.beta) {
       throw DataError(fmt::format("'{}' was analyzed with β = {}, '{}' with β = {}; analyze them alike", r.dir, r.analysis.beta,
@@ -686,7 +693,7 @@ std::string write_report(const std::string& target, const std::vector<ReportRun>
   for (const RunSummary& r : c.runs) flagged += !r.flags.empty();
   std::string report = fmt::format("# Report: {}\n\n", fs::path(target).filename().string().empty() ? target : fs::path(target).filename().string());
   report += fmt::format("{} runs in {} settings; {} flagged ({}); baseline **{}**; β = {}.\n\n", c.runs.size(), c.settings.size(), flagged,
-                        options.include_flagged ? "kept in the comparisons (--include-flagged)" : "excluded from every comparison, table and curve",
+                        options.include_flagged ? "kept in the comparisons (--include-flagged)" : "excluded from every statistic, comparison, β curve and λ figure; the MI figures still draw them, dotted",
                         c.settings[c.baseline].label, c.beta);
   report += "## Findings\n\n";
   if (findings.empty()) {

@@ -48,21 +48,25 @@ void read_test_split(const std::string& store, RunSummary& r) {
 }
 
 void set_flags(RunSummary& r, const ReportOptions& options) {
+  // A run whose test cannot be computed (no test split, a NaN accuracy) is flagged too: its
+  // learning is not shown.
   const double accuracy = r.test_accuracy();
   if (r.test_predictions > 0 && std::isfinite(accuracy) && std::isfinite(r.majority_rate)) {
     const auto correct = static_cast<int64_t>(std::llround(accuracy * static_cast<double>(r.test_predictions)));
     r.chance_p = stats::binomial_upper_p(correct, r.test_predictions, r.majority_rate);
-    if (!(r.chance_p < options.alpha)) r.flags.push_back("chance");
   }
+  if (!(r.chance_p < options.alpha)) r.flags.push_back("chance");
   const std::vector<double>& loss = r.curves.train_loss;
   if (loss.size() >= 2) {
-    // The last 10 % of the epochs (at least one epoch back).
+    // The last 10 % of the epochs (at least one epoch back): how far the loss ranged in that
+    // window, so a spike inside it counts as movement too.
     const size_t last = loss.size() - 1;
     const size_t back = std::max<size_t>(1, static_cast<size_t>(std::ceil(0.1 * static_cast<double>(last))));
     r.loss_window_start = static_cast<int64_t>(r.curves.epoch[last - back]);
-    r.loss_moved = std::fabs(loss[last] - loss[last - back]);
-    if (!(r.loss_moved <= options.converged_tolerance)) r.flags.push_back("unconverged");
+    const auto [low, high] = std::minmax_element(loss.begin() + static_cast<std::ptrdiff_t>(last - back), loss.end());
+    r.loss_moved = *high - *low;
   }
+  if (!(r.loss_moved <= options.converged_tolerance)) r.flags.push_back("unconverged");
 }
 
 std::string setting_value(const RunSummary& r, const std::string& key) {
@@ -87,7 +91,11 @@ RunSummary load_run(const ReportRun& run, const ReportOptions& options) {
   r.norm_spec = text_or(store, "norm_spec", text_or(store, "norm", "?"));
   r.norm_description = text_or(store, "norm_description", "(not recorded by this run's version of ibn)");
   r.seed = std::get<int64_t>(io::read_attribute(store, "/", "seed"));
-  if (r.settings.empty()) r.settings = {{"norm", r.norm_spec}, {"seed", std::to_string(r.seed)}};
+  if (r.settings.empty()) {
+    std::string norms = r.norm_spec;  // one line per distinct normalizer
+    std::replace(norms.begin(), norms.end(), '\n', '+');
+    r.settings = {{"norm", norms}, {"seed", std::to_string(r.seed)}};
+  }
   r.curves.epoch = doubles(io::read_dataset(store, "/metrics/epoch"));
   r.curves.train_loss = doubles(io::read_dataset(store, "/metrics/train_loss"));
   r.curves.train_accuracy = doubles(io::read_dataset(store, "/metrics/train_accuracy"));

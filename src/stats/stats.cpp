@@ -85,23 +85,30 @@ double wilcoxon_p(const std::vector<double>& differences) {
   if (n == 0) return kNaN;
   std::vector<double> magnitudes;
   for (const double x : d) magnitudes.push_back(std::fabs(x));
-  bool tied = false;
+  bool tied = false;  // the exact distribution below handles ties; the approximation corrects for them
   const std::vector<double> ranks = average_ranks(magnitudes, &tied);
   double r_plus = 0;
   for (size_t i = 0; i < n; ++i) {
     if (d[i] > 0) r_plus += ranks[i];
   }
   const bool had_zeros = d.size() != finite(differences).size();
-  if (n <= 50 && !tied && !had_zeros) {
-    // Exact: the number of subsets of {1..n} with each rank sum, over 2^n.
-    const size_t max_sum = n * (n + 1) / 2;
+  if (n <= 50 && !had_zeros) {
+    // Exact: every sign assignment of the (mid)ranks equally likely. Doubled midranks are
+    // integers, so the null distribution of 2·R+ is a subset-sum count; without ties this is
+    // the classic table, with ties the exact conditional distribution given the ties.
+    std::vector<size_t> doubled;
+    size_t max_sum = 0;
+    for (const double rank : ranks) {
+      doubled.push_back(static_cast<size_t>(std::llround(2 * rank)));
+      max_sum += doubled.back();
+    }
     std::vector<double> ways(max_sum + 1, 0.0);
     ways[0] = 1;
-    for (size_t rank = 1; rank <= n; ++rank) {
+    for (const size_t rank : doubled) {
       for (size_t s = max_sum; s >= rank; --s) ways[s] += ways[s - rank];
     }
     const double total = std::ldexp(1.0, static_cast<int>(n));
-    const size_t r = static_cast<size_t>(std::llround(r_plus));
+    const size_t r = static_cast<size_t>(std::llround(2 * r_plus));
     if (2 * r == max_sum) return 1.0;
     double below = 0, above = 0;
     for (size_t s = 0; s <= max_sum; ++s) {

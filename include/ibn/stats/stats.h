@@ -38,13 +38,16 @@ Interval mean_interval(const std::vector<double>& values, double lo = -std::nume
 double paired_t_p(const std::vector<double>& differences);
 
 // Wilcoxon signed-rank test of the differences (H0: symmetric about 0), two-sided, as
-// scipy.stats.wilcoxon (zero_method='wilcox', no continuity correction): zeros dropped; the
-// exact null distribution when at most 50 remain and no |d| are tied, else the normal
-// approximation with the tie correction. NaN when no nonzero difference remains.
+// scipy.stats.wilcoxon (zero_method='wilcox', no continuity correction, method 'auto'): with
+// at most 50 differences and no zeros, the exact null distribution (with tied |d|, the exact
+// distribution of their midranks, where scipy 1.10 floors R+ into the untied table); with
+// zeros (dropped) or more than 50, the normal approximation with the tie correction. NaN when
+// no nonzero difference remains.
 double wilcoxon_p(const std::vector<double>& differences);
 
 // The smallest two-sided p-value the exact signed-rank test can give with n pairs (2/2^n):
-// with 5 seeds it is 0.0625, so Wilcoxon alone can never reject at α = 0.05.
+// with 5 seeds it is 0.0625, so the exact Wilcoxon test alone can never reject at α = 0.05
+// (the approximation, used when a difference is 0, can go lower).
 double wilcoxon_min_p(int64_t n);
 
 // Holm–Bonferroni adjusted p-values, in the input's order. NaN entries stay NaN and are not
