@@ -318,11 +318,16 @@ std::string beta_orderings(const Context& c, size_t k) {
     double a, b;  // mean Σ I(T;Y), mean Σ I(T_{l−1};T_l)
   };
   std::vector<Line> lines;
+  std::vector<std::string> left_out;
   for (const Setting& s : c.settings) {
-    if (s.used.empty()) continue;
+    // A mean of one run has no interval: such a setting is not ranked.
+    if (s.used.size() < 2) {
+      if (!s.runs.empty()) left_out.push_back(s.label);
+      continue;
+    }
     lines.push_back({&s, interval_of(chain_quantities(k, 1)[0], s.used).mean, interval_of(chain_quantities(k, 1)[1], s.used).mean});
   }
-  if (lines.size() < 2) return "fewer than two settings to order";
+  if (lines.size() < 2) return "fewer than two settings with 2 or more runs to order";
   const auto ranking = [&](double beta) {
     std::vector<const Line*> order;
     for (const Line& l : lines) order.push_back(&l);
@@ -349,8 +354,10 @@ std::string beta_orderings(const Context& c, size_t k) {
     }
   }
   std::sort(crossings.begin(), crossings.end(), [](const Crossing& x, const Crossing& y) { return x.beta < y.beta; });
-  std::string text = fmt::format("order at β = {}: {}; at β = {}: {}. ", c.options.beta_min, fmt::join(ranking(c.options.beta_min), " > "),
-                                 c.options.beta_max, fmt::join(ranking(c.options.beta_max), " > "));
+  std::string text = fmt::format("order of the mean Σ IB at β = {}: {}; at β = {}: {}. ", c.options.beta_min,
+                                 fmt::join(ranking(c.options.beta_min), " > "), c.options.beta_max,
+                                 fmt::join(ranking(c.options.beta_max), " > "));
+  if (!left_out.empty()) text += fmt::format("Not ranked (fewer than 2 runs used): {}. ", fmt::join(left_out, ", "));
   if (crossings.empty()) return text + "The order does not change in between.";
   text += fmt::format("The order changes {} times:", crossings.size());
   for (const Crossing& x : crossings) text += "\n  - " + x.text;
@@ -576,7 +583,7 @@ std::string caveats_section(const Context& c) {
          "IBNorm variant) leaves it unchanged: IBNorm cannot change the true I(X;T). The figures and tables measure compression at "
          "the estimator's resolution (bin width, KDE noise variance), not information in the strict sense. The resolution table "
          "shows how much the numbers move with that resolution; an ordering of settings that changes across it is not a finding. "
-         "I(T;Y) is bounded by H(Y), while Σ_l I(T_(l−1);T_l) grows with the number of layers and the resolution, so at β = 1 "
+         "I(T;Y) is bounded by H(Y), while Σ_l I(T_(l−1);T_l) grows with the number of layers and the resolution, so for β near 1 "
          "Σ IB mostly measures compression: see the β curve for where the ordering of settings changes.\n\n" +
          sensitivity_table(c);
 }
