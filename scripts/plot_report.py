@@ -87,6 +87,14 @@ def _panels(n, width=3.0, height=2.6, cols=5, sharey=False, sharex=False):
     return fig, list(axes.flat[:n])
 
 
+def _outside_legend(ax, source=None, **kwargs):
+    """A legend beside the panel `ax`, not over its lines (constrained layout makes room for
+    it), of the lines labelled in `source` (default: `ax`)."""
+    handles, labels = (source or ax).get_legend_handles_labels()
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=6,
+              title_fontsize=6, **kwargs)
+
+
 def _runs_of(r, s):
     return [i for i in range(len(r["runs"]["setting"])) if r["runs"]["setting"][i] == s]
 
@@ -123,7 +131,7 @@ def curves(r):
         ax.set_xlabel("epoch")
         if "loss" in field:
             ax.set_yscale("log")
-    axes.flat[0].legend(fontsize=7, ncol=2)
+    _outside_legend(axes.flat[1])
     caption = "Training and test curves per setting (thick: mean of the runs used; thin: every run; dotted: flagged)"
     _title(fig, r, caption)
     return fig, caption
@@ -157,7 +165,7 @@ def mi_vs_epoch(r, k, field):
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{name} (nats)")
     if axes:
-        axes[0].legend(fontsize=6, title="layer", title_fontsize=6)
+        _outside_legend(axes[min(4, len(axes) - 1)], axes[0], title="layer")
     caption = f"{name} of every chain layer against epoch, a panel per setting, every seed ({r['estimators'][k]})"
     _title(fig, r, caption + ". Thick: mean of the runs used; thin: each run; dotted: flagged", r["estimators"][k])
     return fig, caption
@@ -191,7 +199,7 @@ def info_plane(r, k):
         ax.set_xlabel("I(X;T) (nats)")
         ax.set_ylabel("I(T;Y) (nats)")
     if axes:
-        axes[0].legend(fontsize=6, title="layer", title_fontsize=6)
+        _outside_legend(axes[min(4, len(axes) - 1)], axes[0], title="layer")
     if len(epochs):
         fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes, label="epoch", shrink=0.8)
     caption = f"Information plane of the chain layers, coloured by epoch, a panel per setting ({r['estimators'][k]})"
