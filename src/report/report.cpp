@@ -257,6 +257,8 @@ std::string comparison_tables(const Context& c, std::string& csv, std::vector<st
     quantities.push_back(chain[0]);
   }
   const Setting& baseline = c.settings[c.baseline];
+  size_t excluded_runs = 0;
+  for (const Setting& s : c.settings) excluded_runs += excluded(s);
   std::string md;
   csv = "quantity,estimator,setting,baseline,pairs,difference_mean,difference_low,difference_high,p_t,p_t_holm,p_wilcoxon,p_wilcoxon_holm\n";
   for (const Quantity& q : quantities) {
@@ -277,7 +279,8 @@ std::string comparison_tables(const Context& c, std::string& csv, std::vector<st
                                        with_interval(r.difference, 4), p_value(r.p_holm), r.pairs));
       }
     }
-    md += fmt::format("**{}{}**, setting − {}:\n\n", q.name, per_estimator ? fmt::format(", `{}`", estimator) : "", baseline.label);
+    md += fmt::format("**{}{}**, setting − {} (pairs: seeds where both runs are used; {} flagged runs excluded):\n\n", q.name,
+                      per_estimator ? fmt::format(", `{}`", estimator) : "", baseline.label, excluded_runs);
     md += markdown_table({"setting", "pairs", "difference [95 % CI]", "p (paired t)", "p Holm", "p (Wilcoxon)", "p Holm (W)"}, rows) + "\n";
   }
   return md;
