@@ -147,7 +147,6 @@ struct Context {
   std::vector<std::string> estimators;
   double beta = 1.0;
   size_t baseline = 0;
-  std::vector<std::string> files;  // written beside report.md, for the log
 };
 
 size_t excluded(const Setting& s) { return s.runs.size() - s.used.size(); }
