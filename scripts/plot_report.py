@@ -108,6 +108,19 @@ def _panel_title(r, s):
     return text + (f", {flagged} flagged)" if flagged else ")")
 
 
+def _runs_and_mean(ax, r, s, rows_of_run, x, y, color, label, alpha):
+    """Setting s on `ax`: a thin line per run (dotted when flagged) through the rows that
+    rows_of_run(i) selects of x and y, and a thick line for the mean of the runs used."""
+    used = []
+    for i in _runs_of(r, s):
+        mask = rows_of_run(i)
+        ax.plot(x[mask], y[mask], color=color, lw=0.5, alpha=alpha, ls=":" if r["run_flags"][i] else "-")
+        if r["runs"]["used"][i]:
+            used.append((x[mask], y[mask]))
+    if used and len({len(ys) for _, ys in used}) == 1:
+        ax.plot(used[0][0], np.mean([ys for _, ys in used], axis=0), color=color, lw=1.6, label=label)
+
+
 def curves(r):
     """Training and test loss and accuracy against epoch: a line per setting (mean of the runs
     used), thin lines for every run."""
@@ -117,16 +130,7 @@ def curves(r):
     for ax, field, title in zip(axes.flat, ("train_loss", "test_loss", "train_accuracy", "test_accuracy"),
                                 ("training loss (nats)", "test loss (nats)", "training accuracy", "test accuracy")):
         for s, label in enumerate(r["labels"]):
-            color = colors[s % len(colors)]
-            used = []
-            for i in _runs_of(r, s):
-                mask = c["run"] == i
-                ax.plot(c["epoch"][mask], c[field][mask], color=color, lw=0.5, alpha=0.35,
-                        ls=":" if r["run_flags"][i] else "-")
-                if r["runs"]["used"][i]:
-                    used.append(c[field][mask])
-            if used and len({len(u) for u in used}) == 1:
-                ax.plot(c["epoch"][c["run"] == _runs_of(r, s)[0]], np.mean(used, axis=0), color=color, lw=1.6, label=label)
+            _runs_and_mean(ax, r, s, lambda i: c["run"] == i, c["epoch"], c[field], colors[s % len(colors)], label, 0.35)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch")
         if "loss" in field:
@@ -150,16 +154,8 @@ def mi_vs_epoch(r, k, field):
     colors = _layer_colors(len(r["chain"]))
     for s, ax in enumerate(axes):
         for layer, layer_name in enumerate(r["chain"]):
-            series = []
-            for i in _runs_of(r, s):
-                mask = (m["run"] == i) & (m["estimator"] == k) & (m["layer"] == layer)
-                ax.plot(m["epoch"][mask], m[field][mask], color=colors[layer], lw=0.5, alpha=0.4,
-                        ls=":" if r["run_flags"][i] else "-")
-                if r["runs"]["used"][i]:
-                    series.append((m["epoch"][mask], m[field][mask]))
-            if series and len({len(y) for _, y in series}) == 1:
-                ax.plot(series[0][0], np.mean([y for _, y in series], axis=0), color=colors[layer], lw=1.6,
-                        label=layer_name if s == 0 else None)
+            _runs_and_mean(ax, r, s, lambda i, layer=layer: (m["run"] == i) & (m["estimator"] == k) & (m["layer"] == layer),
+                           m["epoch"], m[field], colors[layer], layer_name if s == 0 else None, 0.4)
         ax.set_xscale("symlog", linthresh=1)
         ax.set_title(_panel_title(r, s), fontsize=8)
         ax.set_xlabel("epoch")

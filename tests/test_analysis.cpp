@@ -55,15 +55,20 @@ std::string known_run(const std::string& chain = "copy,double,constant") {
   return run;
 }
 
-TEST(Analysis, KnownStructureGivesTheExpectedInformation) {
-  const std::string run = known_run();
+// Options for a quiet analysis of `run` with `estimators` and `beta`.
+ibn::analysis::AnalyzeConfig quiet_analysis(const std::string& run, std::vector<std::string> estimators, double beta) {
   ibn::analysis::AnalyzeConfig c;
   c.run = run;
-  c.estimators = {"binning:bins=30"};
-  c.beta = 0.5;
+  c.estimators = std::move(estimators);
+  c.beta = beta;
   c.quiet = true;
+  return c;
+}
+
+TEST(Analysis, KnownStructureGivesTheExpectedInformation) {
+  const std::string run = known_run();
   std::ostringstream log;
-  const ibn::analysis::Analysis a = ibn::analysis::analyze(c, log);
+  const ibn::analysis::Analysis a = ibn::analysis::analyze(quiet_analysis(run, {"binning:bins=30"}, 0.5), log);
   ASSERT_EQ(a.rows.size(), 3u);
   const double ln2 = std::log(2.0), ln4 = std::log(4.0);
   const auto& copy = a.rows[0];
@@ -107,11 +112,8 @@ TEST(Analysis, KnownStructureGivesTheExpectedInformation) {
 // and I(T;Y)) but has no I(T_prev;T) or IB, and constant's predecessor is copy.
 TEST(Analysis, SumRunsOverTheChainOnly) {
   const std::string run = known_run("copy,constant");
-  ibn::analysis::AnalyzeConfig c;
-  c.run = run;
-  c.estimators = {"binning:bins=30", "kde:var=0.1"};
+  ibn::analysis::AnalyzeConfig c = quiet_analysis(run, {"binning:bins=30", "kde:var=0.1"}, 1.0);
   c.layers = "all";
-  c.quiet = true;
   std::ostringstream log;
   const ibn::analysis::Analysis a = ibn::analysis::analyze(c, log);
   EXPECT_EQ(a.chain, (std::vector<std::string>{"copy", "constant"}));
@@ -168,13 +170,8 @@ std::string synthetic_run(const std::string& dir, double accuracy, bool still_le
                            {"/contraction/20/norm1", torch::tensor({0.5}, torch::kDouble), {}}},
                           {{"layers", std::string("copy,logits")}, {"chain", std::string("copy,logits")},
                            {"seed", seed}, {"complete", int64_t{1}}});
-  ibn::analysis::AnalyzeConfig c;
-  c.run = dir;
-  c.estimators = {"binning:bins=30"};
-  c.beta = 0.25;
-  c.quiet = true;
   std::ostringstream log;
-  ibn::analysis::analyze(c, log);
+  ibn::analysis::analyze(quiet_analysis(dir, {"binning:bins=30"}, 0.25), log);
   return dir;
 }
 

@@ -363,10 +363,10 @@ Analysis analyze(const AnalyzeConfig& c, std::ostream& log) {
   if (status.state != train::RunStatus::State::complete) throw UsageError(status.summary);
   const std::string store = c.run + "/activations.h5";
 
-  const std::vector<std::string> all_layers = split(std::get<std::string>(io::read_attribute(store, "/", "layers")), ',');
+  const std::vector<std::string> all_layers = split(io::read_text_attribute(store, "/", "layers"), ',');
   std::vector<std::string> model_chain;
   try {
-    model_chain = split(std::get<std::string>(io::read_attribute(store, "/", "chain")), ',');
+    model_chain = split(io::read_text_attribute(store, "/", "chain"), ',');
   } catch (const DataError&) {
     // a store from before chains: --chain must name one
   }
@@ -399,17 +399,6 @@ Analysis analyze(const AnalyzeConfig& c, std::ostream& log) {
 
 namespace {
 
-std::vector<double> doubles(const std::string& file, const std::string& name) {
-  const at::Tensor t = io::read_dataset(file, name).to(at::kDouble).contiguous();
-  return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
-}
-
-std::string text_attribute(const std::string& file, const std::string& object, const std::string& name) {
-  const io::AttributeValue value = io::read_attribute(file, object, name);
-  if (!std::holds_alternative<std::string>(value)) throw DataError(fmt::format("'{}': attribute '{}' is not text", file, name));
-  return std::get<std::string>(value);
-}
-
 double number_attribute(const std::string& file, const std::string& name) {
   const io::AttributeValue value = io::read_attribute(file, "/", name);
   if (const auto* d = std::get_if<double>(&value)) return *d;
@@ -438,19 +427,19 @@ Analysis read_analysis(const std::string& run) {
     format = 1;
   }
   if (format < 2) throw UsageError(fmt::format("'{}' predates representation chains; analyze the run again (ibn analyze {})", path, run));
-  out.layers = split(text_attribute(path, "/", "layers"), ',');
-  out.chain = split(text_attribute(path, "/", "chain"), ',');
-  out.estimators = split(text_attribute(path, "/", "estimators"), '\n');
+  out.layers = split(io::read_text_attribute(path, "/", "layers"), ',');
+  out.chain = split(io::read_text_attribute(path, "/", "chain"), ',');
+  out.estimators = split(io::read_text_attribute(path, "/", "estimators"), '\n');
   out.beta = number_attribute(path, "beta");
-  out.units = text_attribute(path, "/", "units");
-  out.split = text_attribute(path, "/", "split");
+  out.units = io::read_text_attribute(path, "/", "units");
+  out.split = io::read_text_attribute(path, "/", "split");
   out.samples = static_cast<int64_t>(number_attribute(path, "samples"));
 
-  const std::vector<double> epoch = doubles(path, "/rows/epoch"), layer = doubles(path, "/rows/layer_index"),
-                            estimator = doubles(path, "/rows/estimator_index"), in_chain = doubles(path, "/rows/in_chain"),
-                            i_xt = doubles(path, "/rows/I_XT"), i_ty = doubles(path, "/rows/I_TY"),
-                            i_prev = doubles(path, "/rows/I_prev"), ib = doubles(path, "/rows/IB"),
-                            nuisance = doubles(path, "/rows/nuisance_ratio"), kappa = doubles(path, "/rows/kappa");
+  const std::vector<double> epoch = io::read_doubles(path, "/rows/epoch"), layer = io::read_doubles(path, "/rows/layer_index"),
+                            estimator = io::read_doubles(path, "/rows/estimator_index"), in_chain = io::read_doubles(path, "/rows/in_chain"),
+                            i_xt = io::read_doubles(path, "/rows/I_XT"), i_ty = io::read_doubles(path, "/rows/I_TY"),
+                            i_prev = io::read_doubles(path, "/rows/I_prev"), ib = io::read_doubles(path, "/rows/IB"),
+                            nuisance = io::read_doubles(path, "/rows/nuisance_ratio"), kappa = io::read_doubles(path, "/rows/kappa");
   for (const std::vector<double>* v : {&layer, &estimator, &in_chain, &i_xt, &i_ty, &i_prev, &ib, &nuisance, &kappa}) {
     if (v->size() != epoch.size()) throw DataError(fmt::format("'{}': the /rows arrays differ in length", path));
   }
@@ -459,9 +448,9 @@ Analysis read_analysis(const std::string& run) {
                         name_at(out.estimators, estimator[i], path, "estimator"), in_chain[i] != 0, i_xt[i], i_ty[i],
                         i_prev[i], ib[i], nuisance[i], kappa[i]});
   }
-  const std::vector<double> t_epoch = doubles(path, "/totals/epoch"), t_estimator = doubles(path, "/totals/estimator_index"),
-                            t_ty = doubles(path, "/totals/I_TY"), t_prev = doubles(path, "/totals/I_prev"),
-                            t_ib = doubles(path, "/totals/IB");
+  const std::vector<double> t_epoch = io::read_doubles(path, "/totals/epoch"), t_estimator = io::read_doubles(path, "/totals/estimator_index"),
+                            t_ty = io::read_doubles(path, "/totals/I_TY"), t_prev = io::read_doubles(path, "/totals/I_prev"),
+                            t_ib = io::read_doubles(path, "/totals/IB");
   for (const std::vector<double>* v : {&t_estimator, &t_ty, &t_prev, &t_ib}) {
     if (v->size() != t_epoch.size()) throw DataError(fmt::format("'{}': the /totals arrays differ in length", path));
   }
@@ -471,10 +460,10 @@ Analysis read_analysis(const std::string& run) {
   }
   const std::vector<std::string> datasets = io::list_datasets(path);
   if (std::binary_search(datasets.begin(), datasets.end(), std::string("/sensitivity/I_XT"))) {
-    const std::vector<std::string> specs = split(text_attribute(path, "/sensitivity/I_XT", "estimators"), '\n');
-    const std::vector<double> s_xt = doubles(path, "/sensitivity/I_XT"), s_ty = doubles(path, "/sensitivity/I_TY");
+    const std::vector<std::string> specs = split(io::read_text_attribute(path, "/sensitivity/I_XT", "estimators"), '\n');
+    const std::vector<double> s_xt = io::read_doubles(path, "/sensitivity/I_XT"), s_ty = io::read_doubles(path, "/sensitivity/I_TY");
     if (s_xt.size() != specs.size() || s_ty.size() != specs.size()) throw DataError(fmt::format("'{}': /sensitivity is malformed", path));
-    out.sensitivity_layer = text_attribute(path, "/sensitivity/I_XT", "layer");
+    out.sensitivity_layer = io::read_text_attribute(path, "/sensitivity/I_XT", "layer");
     const io::AttributeValue at_epoch = io::read_attribute(path, "/sensitivity/I_XT", "epoch");
     out.sensitivity_epoch = std::holds_alternative<int64_t>(at_epoch) ? std::get<int64_t>(at_epoch) : 0;
     for (size_t i = 0; i < specs.size(); ++i) out.sensitivity.push_back({specs[i], s_xt[i], s_ty[i]});

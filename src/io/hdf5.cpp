@@ -361,4 +361,15 @@ void write_datasets(const std::string& path, const std::vector<DatasetToWrite>& 
   write_file_atomically(path, hdf5_image(path, datasets, root, copy_from));
 }
 
+std::string read_text_attribute(const std::string& file, const std::string& object, const std::string& name) {
+  const AttributeValue value = read_attribute(file, object, name);
+  if (const auto* text = std::get_if<std::string>(&value)) return *text;
+  throw DataError(fmt::format("'{}': attribute '{}' of '{}' is not text", file, name, object));
+}
+
+std::vector<double> read_doubles(const std::string& file, const std::string& dataset) {
+  const at::Tensor t = read_dataset(file, dataset).to(at::kDouble).contiguous();
+  return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+}
+
 }  // namespace ibn::io

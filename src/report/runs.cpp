@@ -17,18 +17,12 @@
 namespace ibn::report {
 namespace {
 
-std::vector<double> doubles(const at::Tensor& t_in) {
-  const at::Tensor t = t_in.to(at::kDouble).contiguous();
-  return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
-}
-
 std::string text_or(const std::string& store, const std::string& name, const std::string& fallback) {
   try {
-    const io::AttributeValue v = io::read_attribute(store, "/", name);
-    if (const auto* s = std::get_if<std::string>(&v)) return *s;
+    return io::read_text_attribute(store, "/", name);
   } catch (const DataError&) {
+    return fallback;  // absent or not text: written by an older ibn or another tool
   }
-  return fallback;
 }
 
 // The test split's size and majority-class rate: recorded by training; for stores from
@@ -44,7 +38,7 @@ void read_test_split(const std::string& store, RunSummary& r) {
   const at::Tensor split = io::read_dataset(store, "/data/split");
   const at::Tensor labels = io::read_dataset(store, "/data/labels").index_select(0, split.eq(1).nonzero().squeeze(1)).reshape({-1});
   r.test_predictions = labels.numel();
-  if (labels.numel() > 0) r.majority_rate = at::bincount(labels).max().item<double>() / static_cast<double>(labels.numel());
+  r.majority_rate = train::majority_rate(labels);
 }
 
 void set_flags(RunSummary& r, const ReportOptions& options) {
@@ -96,11 +90,11 @@ RunSummary load_run(const ReportRun& run, const ReportOptions& options) {
     std::replace(norms.begin(), norms.end(), '\n', '+');
     r.settings = {{"norm", norms}, {"seed", std::to_string(r.seed)}};
   }
-  r.curves.epoch = doubles(io::read_dataset(store, "/metrics/epoch"));
-  r.curves.train_loss = doubles(io::read_dataset(store, "/metrics/train_loss"));
-  r.curves.train_accuracy = doubles(io::read_dataset(store, "/metrics/train_accuracy"));
-  r.curves.test_loss = doubles(io::read_dataset(store, "/metrics/test_loss"));
-  r.curves.test_accuracy = doubles(io::read_dataset(store, "/metrics/test_accuracy"));
+  r.curves.epoch = io::read_doubles(store, "/metrics/epoch");
+  r.curves.train_loss = io::read_doubles(store, "/metrics/train_loss");
+  r.curves.train_accuracy = io::read_doubles(store, "/metrics/train_accuracy");
+  r.curves.test_loss = io::read_doubles(store, "/metrics/test_loss");
+  r.curves.test_accuracy = io::read_doubles(store, "/metrics/test_accuracy");
   for (const auto* v : {&r.curves.train_loss, &r.curves.train_accuracy, &r.curves.test_loss, &r.curves.test_accuracy}) {
     if (v->size() != r.curves.epoch.size()) throw DataError(fmt::format("'{}': the /metrics arrays differ in length", store));
   }

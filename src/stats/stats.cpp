@@ -28,17 +28,15 @@ double sample_sd(const std::vector<double>& v, double mean) {
 }
 
 // Average ranks (1-based) of |d|, ties sharing their mean rank, as scipy's rankdata.
-std::vector<double> average_ranks(const std::vector<double>& magnitudes, bool* tied) {
+std::vector<double> average_ranks(const std::vector<double>& magnitudes) {
   const size_t n = magnitudes.size();
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return magnitudes[a] < magnitudes[b]; });
   std::vector<double> ranks(n);
-  *tied = false;
   for (size_t i = 0; i < n;) {
     size_t j = i;
     while (j + 1 < n && magnitudes[order[j + 1]] == magnitudes[order[i]]) ++j;
-    if (j > i) *tied = true;
     for (size_t k = i; k <= j; ++k) ranks[order[k]] = (static_cast<double>(i + j) + 2.0) / 2.0;
     i = j + 1;
   }
@@ -85,8 +83,9 @@ double wilcoxon_p(const std::vector<double>& differences) {
   if (n == 0) return kNaN;
   std::vector<double> magnitudes;
   for (const double x : d) magnitudes.push_back(std::fabs(x));
-  bool tied = false;  // the exact distribution below handles ties; the approximation corrects for them
-  const std::vector<double> ranks = average_ranks(magnitudes, &tied);
+  // Ties share midranks: the exact distribution below counts them as they are, the normal
+  // approximation corrects its variance for them.
+  const std::vector<double> ranks = average_ranks(magnitudes);
   double r_plus = 0;
   for (size_t i = 0; i < n; ++i) {
     if (d[i] > 0) r_plus += ranks[i];

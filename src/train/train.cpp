@@ -448,15 +448,13 @@ RunPlan check_options(const TrainConfig& config) {
   return {run.layers, run.model->chain(), run.dumps};
 }
 
-namespace {
-
-// The rate of the most frequent class among `labels` (any shape: text labels are per token):
-// what a constant classifier reaches, the baseline of the `chance` flag.
 double majority_rate(const at::Tensor& labels) {
   if (labels.numel() == 0) return std::numeric_limits<double>::quiet_NaN();
   const at::Tensor flat = labels.reshape({-1}).to(at::kLong);
   return at::bincount(flat).max().item<double>() / static_cast<double>(flat.numel());
 }
+
+namespace {
 
 // The distinct normalizers of a model's sites, canonical specs one per line ("none" without).
 std::vector<norm::NormSpec> distinct_normalizers(const models::ModelImpl& model) {

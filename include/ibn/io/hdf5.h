@@ -35,6 +35,11 @@ std::vector<std::string> list_datasets(const std::string& file);
 
 // Reads a string or numeric attribute of an object ("/" for the file); throws if absent.
 AttributeValue read_attribute(const std::string& file, const std::string& object, const std::string& name);
+// The same for a text attribute; ibn::DataError when it is absent or not text.
+std::string read_text_attribute(const std::string& file, const std::string& object, const std::string& name);
+
+// A dataset of any numeric type as doubles, flattened in row-major order (read_dataset's rules).
+std::vector<double> read_doubles(const std::string& file, const std::string& dataset);
 
 // Writes a new file holding `datasets` (chunked and compressed when large), `root` attributes
 // on "/", and every dataset of the files in `copy_from` at the same path (copied as stored, so

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <ATen/core/Tensor.h>
+
 namespace ibn::train {
 
 struct TrainConfig {
@@ -88,5 +90,9 @@ struct RunStatus {
   std::string summary;           // one line for people, naming how to resume when that applies
 };
 RunStatus run_status(const std::string& run_dir);
+
+// The rate of the most frequent class among `labels` (any shape: text labels are per token),
+// what a constant classifier reaches: the baseline of a report's `chance` flag. NaN when empty.
+double majority_rate(const at::Tensor& labels);
 
 }  // namespace ibn::train
