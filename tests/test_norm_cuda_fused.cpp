@@ -1,7 +1,9 @@
 // The fused CUDA path of the normalizer modules (IBN_FUSED_NORM=1) against the ATen path run on
-// the same GPU: fp32 and double, forward and backward, the widths, rows, λ and eps,
-// non-contiguous inputs, constant rows; fp16/bf16 within 2× ATen LayerNorm's own error + 1e-3;
-// bitwise-deterministic backward. Skipped without a CUDA device.
+// the same GPU: fp32 and double, forward and backward, every width tier, rows, λ and eps,
+// non-contiguous inputs, constant rows (the same dy on both sides; ε = 0 is NaN on both);
+// fp16/bf16 forward and backward within 2× ATen LayerNorm's own error against fp64 + 1e-3;
+// running statistics; another GPU than the current one; bitwise-deterministic backward.
+// Comparisons are NaN-aware. Skipped without a CUDA device.
 #include <cstdlib>
 
 #include <gtest/gtest.h>
@@ -14,16 +16,21 @@
 namespace {
 
 using ibn::test::max_abs_diff;
+using ibn::test::nan_aware_max_diff;
 
 struct Outputs {
   torch::Tensor y, dx, dweight, dbias;
 };
 
-Outputs run(const std::string& spec, const torch::Tensor& x_in, const torch::Tensor& dy, bool fused) {
+bool batch_area(const std::string& spec) { return spec.find("area=batch") != std::string::npos || spec == "batchnorm"; }
+
+Outputs run(const std::string& spec, const torch::Tensor& x_in, const torch::Tensor& dy, bool fused,
+            ibn::norm::Normalizer* keep = nullptr) {
   ::setenv("IBN_FUSED_NORM", fused ? "1" : "0", 1);
-  const int64_t features = spec.find("area=batch") != std::string::npos || spec == "batchnorm" ? x_in.size(1) : x_in.size(-1);
+  const int64_t features = batch_area(spec) ? x_in.size(1) : x_in.size(-1);
   ibn::norm::Normalizer norm(spec, features);
   norm->to(x_in.device(), x_in.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat);
+  if (keep != nullptr) *keep = norm;
   {
     torch::NoGradGuard no_grad;
     torch::manual_seed(11);
@@ -38,13 +45,18 @@ Outputs run(const std::string& spec, const torch::Tensor& x_in, const torch::Ten
           norm->bias.defined() ? norm->bias.grad() : torch::Tensor()};
 }
 
+// max(1, max |finite reference|): the scale errors are relative to.
+double scale_of(const torch::Tensor& t) {
+  const auto finite = t.to(torch::kDouble).masked_select(t.isfinite());
+  return finite.numel() == 0 ? 1.0 : std::max(1.0, finite.abs().max().item<double>());
+}
+
 void expect_close(const Outputs& a, const Outputs& b, double tolerance, const std::string& where) {
-  const double scale = std::max(1.0, b.y.abs().max().item<double>());
-  EXPECT_LT(max_abs_diff(a.y, b.y) / scale, tolerance) << where;
-  EXPECT_LT(max_abs_diff(a.dx, b.dx) / std::max(1.0, b.dx.abs().max().item<double>()), tolerance * 10) << where;
+  EXPECT_LT(nan_aware_max_diff(a.y, b.y) / scale_of(b.y), tolerance) << where;
+  EXPECT_LT(nan_aware_max_diff(a.dx, b.dx) / scale_of(b.dx), tolerance * 10) << where;
   if (b.dweight.defined()) {
-    EXPECT_LT(max_abs_diff(a.dweight, b.dweight) / std::max(1.0, b.dweight.abs().max().item<double>()), tolerance * 10) << where;
-    EXPECT_LT(max_abs_diff(a.dbias, b.dbias) / std::max(1.0, b.dbias.abs().max().item<double>()), tolerance * 10) << where;
+    EXPECT_LT(nan_aware_max_diff(a.dweight, b.dweight) / scale_of(b.dweight), tolerance * 10) << where;
+    EXPECT_LT(nan_aware_max_diff(a.dbias, b.dbias) / scale_of(b.dbias), tolerance * 10) << where;
   }
 }
 
@@ -57,7 +69,7 @@ TEST(FusedCuda, MatchesTheAtenPathOnTheGpu) {
   for (const auto dtype : {torch::kDouble, torch::kFloat}) {
     const double tolerance = dtype == torch::kDouble ? 1e-10 : 1e-4;
     for (const std::string& spec : specs) {
-      for (int64_t D : {1, 33, 132, 260, 1025, 4096, 8192}) {
+      for (int64_t D : {1, 33, 132, 260, 1025, 4096, 8192, 9000, 16411, 65536}) {
         for (int64_t rows : {1, 7, 65536}) {
           if (rows * D > (1 << 26)) continue;
           const auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(dtype);
@@ -71,39 +83,92 @@ TEST(FusedCuda, MatchesTheAtenPathOnTheGpu) {
       const auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(dtype);
       const auto t = torch::randn({260, 33}, opts).t();
       expect_close(run(spec, t, torch::ones_like(t), true), run(spec, t, torch::ones_like(t), false), tolerance, spec + " transposed");
-      const auto constant = torch::full({7, 132}, 2.5, opts);
-      expect_close(run(spec, constant, torch::randn_like(constant), true), run(spec, constant, torch::randn_like(constant), false),
-                   tolerance, spec + " constant rows");
+      for (int64_t D : {132, 4096, 20000}) {
+        const auto constant = torch::full({7, D}, 2.5, opts);
+        const auto dy = torch::randn_like(constant);  // one dy for both paths
+        expect_close(run(spec, constant, dy, true), run(spec, constant, dy, false), tolerance,
+                     spec + " constant rows D=" + std::to_string(D));
+      }
     }
-    for (const std::string spec : {"batchnorm", "ibnorm-t:lambda=0.5:area=batch", "ibnorm-l:lambda=2:area=batch"}) {
+    for (const std::string spec : {"batchnorm", "ibnorm-t:lambda=0.5:area=batch", "ibnorm-l:lambda=2:area=batch",
+                                   "ibnorm-s:lambda=1:area=batch"}) {
       const auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(dtype);
-      const auto x = torch::randn({32, 16, 7, 7}, opts);
-      const auto dy = torch::randn_like(x);
-      expect_close(run(spec, x, dy, true), run(spec, x, dy, false), tolerance, spec + " [32,16,7,7]");
+      for (const auto& shape : std::vector<std::vector<int64_t>>{{32, 16, 7, 7}, {4096, 70}, {2, 3, 56, 56}, {64, 9, 1000}}) {
+        const auto x = torch::randn(shape, opts);
+        const auto dy = torch::randn_like(x);
+        expect_close(run(spec, x, dy, true), run(spec, x, dy, false), tolerance, spec + " " + c10::str(x.sizes()));
+      }
     }
   }
 }
 
-// Half precision: the fused error against the fp64 reference is at most twice ATen's
-// LayerNorm (or RMSNorm) error in the same dtype, plus 1e-3.
-TEST(FusedCuda, HalfPrecisionWithinTwiceAten) {
+// Half precision, forward and backward: the fused error against the fp64 reference (the ATen
+// path in double on the same values) is at most twice ATen's own error in that dtype (its
+// LayerNorm, or RMSNorm composed of ATen ops), plus 1e-3, for y, dx, dγ and dβ.
+TEST(FusedCuda, HalfPrecisionForwardAndBackwardWithinTwiceAten) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(7);
   for (const auto dtype : {torch::kHalf, torch::kBFloat16}) {
-    for (const std::string spec : {"layernorm", "rmsnorm", "ibnorm-t:lambda=1"}) {
-      const auto x64 = torch::randn({4096, 1024}, torch::TensorOptions().device(torch::kCUDA).dtype(torch::kDouble));
-      const auto reference = run(spec, x64, torch::ones_like(x64), false).y;
-      const auto x = x64.to(dtype);
-      const auto ours = run(spec, x, torch::ones_like(x), true).y.to(torch::kDouble);
-      const auto aten = spec == "rmsnorm" ? (x.to(torch::kFloat) * (x.to(torch::kFloat).square().mean(-1, true) + 1e-5).rsqrt()).to(dtype)
-                                          : torch::layer_norm(x, {1024}).to(dtype);
-      const auto aten_reference = spec == "rmsnorm" ? x64 * (x64.square().mean(-1, true) + 1e-5).rsqrt()
-                                                    : torch::layer_norm(x64, {1024});
-      const double aten_error = max_abs_diff(aten.to(torch::kDouble), aten_reference);
-      // Our reference has γ, β from the seeded module; compare the normalized part's error scale.
-      EXPECT_LT(max_abs_diff(ours, reference), 2 * aten_error * std::max(1.0, reference.abs().max().item<double>()) + 1e-3)
-          << spec << " " << c10::toString(dtype);
+    for (const std::string spec : {"layernorm", "rmsnorm", "ibnorm-t:lambda=1", "ibnorm-s:lambda=0.5", "ibnorm-l:lambda=2"}) {
+      for (int64_t D : {96, 1024, 4096, 20000}) {
+        const auto x = torch::randn({512, D}, torch::TensorOptions().device(torch::kCUDA).dtype(dtype));
+        const auto dy = torch::randn_like(x);
+        const Outputs reference = run(spec, x.to(torch::kDouble), dy.to(torch::kDouble), false);
+        const Outputs fused = run(spec, x, dy, true);
+        // ATen's own error in this dtype, on a plain LayerNorm (or RMSNorm) of the same values.
+        const bool rms = spec == "rmsnorm";
+        const auto aten_in = x.detach().clone().requires_grad_(true);
+        const auto aten_in64 = x.to(torch::kDouble).requires_grad_(true);
+        const auto norm_of = [&](const torch::Tensor& v) {
+          return rms ? v * (v.square().mean(-1, true) + 1e-5).rsqrt() : torch::layer_norm(v, {D});
+        };
+        norm_of(aten_in).backward(dy);
+        const auto aten_y = norm_of(aten_in.detach());
+        norm_of(aten_in64).backward(dy.to(torch::kDouble));
+        const auto aten_y64 = norm_of(aten_in64.detach());
+        const double y_bound = 2 * nan_aware_max_diff(aten_y, aten_y64) / scale_of(aten_y64) + 1e-3;
+        const double dx_bound = 2 * nan_aware_max_diff(aten_in.grad(), aten_in64.grad()) / scale_of(aten_in64.grad()) + 1e-3;
+        const std::string where = spec + " " + c10::toString(dtype) + " D=" + std::to_string(D);
+        EXPECT_LT(nan_aware_max_diff(fused.y, reference.y) / scale_of(reference.y), y_bound) << where;
+        EXPECT_LT(nan_aware_max_diff(fused.dx, reference.dx) / scale_of(reference.dx), dx_bound) << where;
+        EXPECT_LT(nan_aware_max_diff(fused.dweight, reference.dweight) / scale_of(reference.dweight), 1e-3) << where;
+        EXPECT_LT(nan_aware_max_diff(fused.dbias, reference.dbias) / scale_of(reference.dbias), 1e-3) << where;
+      }
     }
   }
+}
+
+// The batch area's running statistics: the same as the ATen path's, also when σ² is far below ε
+// (the saved σ² is used; one rebuilt as r⁻² − ε from r = 1/√(σ² + ε) in float is off by about
+// 1e-4 of σ² here). momentum = 1 makes the running value the batch value, so nothing hides the
+// error. At λ = 0 the statistics of u are left alone, as the ATen path leaves them.
+TEST(FusedCuda, RunningStatisticsMatchTheAtenPath) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const auto x = torch::randn({64, 8, 5, 5}, torch::TensorOptions().device(torch::kCUDA)) * 1e-4;  // σ² ≈ 1e-8 ≪ ε
+  for (const std::string spec : {"batchnorm:momentum=1", "ibnorm-t:lambda=1:area=batch:momentum=1",
+                                 "ibnorm-t:lambda=0:area=batch:momentum=1"}) {
+    ibn::norm::Normalizer fused_norm(nullptr), aten_norm(nullptr);
+    run(spec, x, torch::ones_like(x), true, &fused_norm);
+    run(spec, x, torch::ones_like(x), false, &aten_norm);
+    const auto fused_buffers = fused_norm->named_buffers(), aten_buffers = aten_norm->named_buffers();
+    ASSERT_EQ(fused_buffers.size(), aten_buffers.size()) << spec;
+    for (const auto& item : aten_buffers) {
+      const auto& fused_value = fused_buffers[item.key()];
+      const double size = std::max(item.value().abs().max().item<double>(), 1e-30);  // running_mean_u may be 0
+      const double relative = nan_aware_max_diff(fused_value, item.value()) / size;
+      EXPECT_LT(relative, 1e-5) << spec << " " << item.key();
+    }
+  }
+}
+
+// Inputs on a GPU other than the current one run there (the kernels launch under a device guard).
+TEST(FusedCuda, RunsOnTheInputsDevice) {
+  if (!torch::cuda::is_available() || torch::cuda::device_count() < 2) GTEST_SKIP() << "needs two CUDA devices";
+  const auto x = torch::randn({33, 260}, torch::TensorOptions().device(torch::Device(torch::kCUDA, 1)));
+  const auto dy = torch::randn_like(x);
+  const Outputs fused = run("ibnorm-t:lambda=1", x, dy, true);
+  EXPECT_EQ(fused.y.device(), x.device());
+  expect_close(fused, run("ibnorm-t:lambda=1", x, dy, false), 1e-4, "cuda:1");
 }
 
 TEST(FusedCuda, BackwardIsBitwiseDeterministic) {

@@ -87,3 +87,37 @@ TEST(FusedNormMath, GroupAreaIsLeftToAten) {
 }
 
 }  // namespace
+
+namespace {
+
+// The kernels' ψ for each registered compression is that compression: norm_math.h's ψ and ψ′
+// against the registry's ATen ψ and ψ′ on a grid of z, for several λ. A compression without a
+// kernel ψ stays on the ATen path instead of falling through to another ψ.
+TEST(FusedNormMath, KernelPsiOfEveryCompressionIsThatCompression) {
+  const auto z = torch::linspace(-6, 6, 241, torch::kDouble);
+  int with_kernel = 0;
+  for (const ibn::norm::Compression& compression : ibn::norm::compressions()) {
+    const std::optional<fused::Psi> psi = fused::kernel_psi(compression);
+    if (!psi) continue;
+    ++with_kernel;
+    for (double lambda : {0.3, 1.0, 4.0}) {
+      fused::Params p;
+      p.op = fused::Op::ibnorm, p.psi = *psi, p.lambda = lambda;
+      const auto expected = compression.psi(z, lambda), expected_slope = compression.dpsi(z, lambda);
+      for (int64_t i = 0; i < z.size(0); ++i) {
+        const double zi = z[i].item<double>();
+        EXPECT_NEAR(fused::psi(p, zi), expected[i].item<double>(), 1e-12) << compression.label << " λ=" << lambda << " z=" << zi;
+        EXPECT_NEAR(fused::dpsi(p, zi), expected_slope[i].item<double>(), 1e-12) << compression.label << " λ=" << lambda << " z=" << zi;
+      }
+    }
+    const auto spec = ibn::norm::parse_norm_spec("ibnorm-" + compression.name + ":lambda=0.5");
+    const auto params = fused::params_of(spec);
+    ASSERT_TRUE(params.has_value()) << compression.label;
+    EXPECT_EQ(params->psi, *psi);
+  }
+  EXPECT_EQ(with_kernel, 3);  // s, l, t
+  const ibn::norm::Compression no_kernel{"x", "test", "ψ(z) = z", nullptr, nullptr};
+  EXPECT_FALSE(fused::kernel_psi(no_kernel).has_value());
+}
+
+}  // namespace

@@ -126,3 +126,14 @@ TEST(NormSpec, RegistriesListEveryPlugIn) {
 }
 
 }  // namespace
+
+TEST(TestTools, NanAwareMaxDiff) {
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  const auto t = [](std::vector<double> v) { return torch::tensor(v, torch::kDouble); };
+  EXPECT_EQ(ibn::test::nan_aware_max_diff(t({1, 2}), t({1, nan})), inf);
+  EXPECT_EQ(ibn::test::nan_aware_max_diff(t({nan, 2}), t({1, 2})), inf);
+  EXPECT_EQ(ibn::test::nan_aware_max_diff(t({nan, 2}), t({nan, 2.5})), 0.5);
+  EXPECT_EQ(ibn::test::nan_aware_max_diff(t({inf, 1}), t({inf, 1})), 0);
+  EXPECT_EQ(ibn::test::nan_aware_max_diff(t({inf, 1}), t({-inf, 1})), inf);
+  EXPECT_EQ(ibn::test::nan_aware_max_diff(t({nan}), t({nan})), 0);
+}

@@ -1,5 +1,6 @@
 #pragma once
 // Helpers shared by the test files.
+#include <limits>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -8,6 +9,20 @@
 #include "ibn/error.h"
 
 namespace ibn::test {
+
+// NaN-aware: +inf when a and b are NaN at different places, or infinite at different places
+// (or with different signs); otherwise the largest |a − b| over the finite elements. Where a
+// NaN on both sides is the defined result (ε = 0 on a constant group), it agrees.
+inline double nan_aware_max_diff(const torch::Tensor& a_in, const torch::Tensor& b_in) {
+  const auto a = a_in.to(torch::kDouble).cpu(), b = b_in.to(torch::kDouble).cpu();
+  if (a.sizes() != b.sizes()) return std::numeric_limits<double>::infinity();
+  if (!torch::equal(a.isnan(), b.isnan())) return std::numeric_limits<double>::infinity();
+  const auto infinite = a.isinf() | b.isinf();
+  if (!torch::equal(a.masked_select(infinite), b.masked_select(infinite))) return std::numeric_limits<double>::infinity();
+  const auto finite = a.isfinite() & b.isfinite();
+  if (finite.sum().item<int64_t>() == 0) return 0;
+  return (a.masked_select(finite) - b.masked_select(finite)).abs().max().item<double>();
+}
 
 inline double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();

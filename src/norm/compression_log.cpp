@@ -19,7 +19,7 @@ at::Tensor dpsi(const at::Tensor& z, double lambda) {
 }  // namespace
 
 Compression log_compression() {
-  return {"l", "logarithmic", "ψ(z) = sign(z)·log(1 + λ|z|)/λ", psi, dpsi};
+  return {"l", "logarithmic", "ψ(z) = sign(z)·log(1 + λ|z|)/λ", psi, dpsi, KernelPsi::log};
 }
 
 }  // namespace ibn::norm

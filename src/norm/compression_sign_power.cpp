@@ -29,7 +29,7 @@ at::Tensor dpsi(const at::Tensor& z, double lambda) {
 }  // namespace
 
 Compression sign_power_compression() {
-  return {"s", "sign-power", "ψ(z) = sign(z)·((|z|+δ)^p − δ^p), p = 1/(1+λ), δ = 1e-3", psi, dpsi};
+  return {"s", "sign-power", "ψ(z) = sign(z)·((|z|+δ)^p − δ^p), p = 1/(1+λ), δ = 1e-3", psi, dpsi, KernelPsi::sign_power};
 }
 
 }  // namespace ibn::norm

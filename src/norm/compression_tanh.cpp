@@ -18,6 +18,6 @@ at::Tensor dpsi(const at::Tensor& z, double lambda) {
 
 }  // namespace
 
-Compression tanh_compression() { return {"t", "tanh", "ψ(z) = tanh(λz)/λ", psi, dpsi}; }
+Compression tanh_compression() { return {"t", "tanh", "ψ(z) = tanh(λz)/λ", psi, dpsi, KernelPsi::tanh}; }
 
 }  // namespace ibn::norm

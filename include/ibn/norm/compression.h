@@ -7,6 +7,11 @@
 
 namespace ibn::norm {
 
+// Which ψ the fused CUDA kernels compute for a compression (src/norm/fused/norm_math.h). A
+// compression that leaves it `none` runs on the ATen path everywhere; it can never fall through
+// to another ψ in the kernels.
+enum class KernelPsi { none, sign_power, log, tanh };
+
 struct Compression {
   std::string name;     // spec suffix: "t" in ibnorm-t
   std::string label;    // "tanh"
@@ -15,6 +20,7 @@ struct Compression {
   // Both must be finite for every finite z and return the identity (derivative 1) at λ = 0.
   at::Tensor (*psi)(const at::Tensor& z, double lambda);
   at::Tensor (*dpsi)(const at::Tensor& z, double lambda);
+  KernelPsi kernel = KernelPsi::none;
 };
 
 // ψ_λ(z) with gradient dψ/dz taken from `dpsi`, not from autograd through `psi`: autograd's

@@ -7,6 +7,7 @@
 
 #if defined(IBN_WITH_CUDA)
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <torch/autograd.h>
 
 #include "norm/fused/norm_kernels.h"
@@ -54,18 +55,23 @@ struct Layout {
   double momentum = 0.1;
 };
 
-// The running statistics from the kernels' saved [C, 4] statistics (μ, r, μ_u, r_u), by
-// StatsContext's rule; a variance comes back from the saved r = 1/√(σ² + ε).
-void update_running_from(std::vector<RunningBuffer>& running, const at::Tensor& stats, double eps, double momentum,
-                         int64_t group_size) {
+// The running statistics from the kernels' saved [C, kStatsPerGroup] statistics, by
+// StatsContext's rule: the variances are the saved σ² themselves (rebuilding them from
+// r = 1/√(σ² + ε) loses them when σ² ≲ ε). The statistics of u exist only when IBNorm
+// compresses (λ ≠ 0); at λ = 0 the ATen path leaves running_*_u alone, and so does this.
+void update_running_from(std::vector<RunningBuffer>& running, const at::Tensor& stats, const Params& p,
+                         double momentum, int64_t group_size) {
   for (RunningBuffer& buffer : running) {
-    at::Tensor batch;
-    if (buffer.stat.key == "mean") batch = stats.select(1, 0);
-    if (buffer.stat.key == "var") batch = stats.select(1, 1).pow(-2).sub(eps).clamp_min(0);
-    if (buffer.stat.key == "mean_u") batch = stats.select(1, 2);
-    if (buffer.stat.key == "var_u") batch = stats.select(1, 3).pow(-2).sub(eps).clamp_min(0);
-    if (!batch.defined()) throw std::runtime_error("fused normalizer: unknown running statistic " + buffer.stat.key);
-    update_running(buffer, batch, group_size, momentum);
+    const std::string& key = buffer.stat.key;
+    const bool of_u = key == "mean_u" || key == "var_u";
+    if (of_u && !p.compresses()) continue;
+    int column = -1;
+    if (key == "mean") column = kMean;
+    if (key == "var") column = kVar;
+    if (key == "mean_u") column = kMeanU;
+    if (key == "var_u") column = kVarU;
+    if (column < 0) throw std::runtime_error("fused normalizer: unknown running statistic " + key);
+    update_running(buffer, stats.select(1, column), group_size, momentum);
   }
 }
 
@@ -77,24 +83,28 @@ class FusedNorm : public torch::autograd::Function<FusedNorm> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& weight,
                             const at::Tensor& bias, Params p, Layout layout) {
+    const c10::cuda::CUDAGuard device(x_in.device());  // launch on x's GPU, whichever is current
     const at::Tensor x = x_in.contiguous();
     const auto accumulate = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
     const at::Tensor w = p.affine ? weight.to(accumulate).contiguous() : at::Tensor();
     const at::Tensor b = p.affine ? bias.to(accumulate).contiguous() : at::Tensor();
     const int64_t groups = layout.channels ? layout.C : layout.rows;
     at::Tensor y = at::empty_like(x);
-    at::Tensor stats = at::empty({groups, 4}, x.options().dtype(accumulate));
+    at::Tensor stats = at::empty({groups, kStatsPerGroup}, x.options().dtype(accumulate));
     void* stream = at::cuda::getCurrentCUDAStream().stream();
     const void* wp = p.affine ? w.data_ptr() : nullptr;
     const void* bp = p.affine ? b.data_ptr() : nullptr;
     if (layout.channels) {
-      channel_forward(dtype_of(x), p, x.data_ptr(), wp, bp, y.data_ptr(), stats.data_ptr(), layout.N, layout.C, layout.HW, stream);
+      const size_t bytes = channel_workspace(dtype_of(x), layout.N, layout.C, layout.HW);
+      at::Tensor workspace = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
+      channel_forward(dtype_of(x), p, x.data_ptr(), wp, bp, y.data_ptr(), stats.data_ptr(), workspace.data_ptr(), layout.N,
+                      layout.C, layout.HW, stream);
     } else {
       token_forward(dtype_of(x), p, x.data_ptr(), wp, bp, y.data_ptr(), stats.data_ptr(), layout.rows, layout.D, stream);
     }
     check_launch();
     if (layout.running != nullptr && !layout.running->empty()) {
-      update_running_from(*layout.running, stats, p.eps, layout.momentum, layout.N * layout.HW);
+      update_running_from(*layout.running, stats, p, layout.momentum, layout.N * layout.HW);
     }
     ctx->save_for_backward({x, w, stats});
     ctx->saved_data["op"] = static_cast<int64_t>(p.op);
@@ -111,6 +121,7 @@ class FusedNorm : public torch::autograd::Function<FusedNorm> {
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor& x = saved[0];
+    const c10::cuda::CUDAGuard device(x.device());
     const at::Tensor& w = saved[1];
     const at::Tensor& stats = saved[2];
     Params p;
@@ -132,8 +143,10 @@ class FusedNorm : public torch::autograd::Function<FusedNorm> {
     void* dbp = p.affine ? dbias.data_ptr() : nullptr;
     const void* wp = p.affine ? w.data_ptr() : nullptr;
     if (channels) {
+      const size_t bytes = channel_workspace(dtype_of(x), shape[2], shape[3], shape[4]);
+      at::Tensor workspace = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
       channel_backward(dtype_of(x), p, x.data_ptr(), dy.data_ptr(), wp, stats.data_ptr(), dx.data_ptr(), dwp, dbp,
-                       shape[2], shape[3], shape[4], stream);
+                       workspace.data_ptr(), shape[2], shape[3], shape[4], stream);
     } else {
       const size_t bytes = token_backward_workspace(dtype_of(x), shape[0], shape[1]);
       at::Tensor workspace = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));

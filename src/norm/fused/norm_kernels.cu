@@ -1,291 +1,1093 @@
-// Fused normalizer kernels (see norm_kernels.h): one thread block per group (a row of the
-// token area, a channel of the batch area), block reductions in a fixed order, the arithmetic
-// of norm_math.h. Each pass re-reads the group (L1/L2 resident for rows up to ~100k values)
-// rather than holding it in registers, so any width works, 1 to beyond 65 536.
+// Fused normalizer kernels (see norm_kernels.h), the arithmetic of norm_math.h's reference.
+// One source for nvcc and for the SIMT emulator (tests/cuda_emu/): launches, shared memory and
+// global accesses go through device.h.
+//
+// Token area (a row of D values per group), three tiers by width:
+//   warp        D ≤ 256:    a warp per row, 8 values per lane in registers, warp shuffles only
+//   block       D ≤ 16384:  a block per row, 8 or 16 values per thread in registers
+//   streaming   D > 16384:  a block per row, each pass re-reads x (the row stays in L1/L2)
+// In the register tiers x is read from memory once: the row is loaded with 16-byte vector loads
+// (scalar loads for an unaligned row and for the tail), and every later pass works on registers.
+// Blocks are persistent (a fixed number, each taking rows grid-stride), so γ, β are loaded into
+// registers once per block, and the backward pass accumulates each block's dγ/dβ partials in
+// registers as it goes; a second kernel adds the blocks' partials in block order. The chunking
+// depends only on the shape and the device's multiprocessor count, so the backward pass is
+// bitwise deterministic on a given device.
+// Statistics: each thread's values give (n, mean, M2), merged across lanes (butterfly shuffles,
+// lower lane first, so every lane holds the same bits) and across warps (shared memory, warp
+// order): one reduction and one barrier per standardization. ψ is a compile-time functor with
+// its constants (1/λ, δ^p) computed on the host; t = tanh(λz) is computed once per element and
+// ψ′ = 1 − t² is derived from u = t/λ, in the forward and the backward pass alike.
+//
+// Batch area (a channel of [N, C, HW] per group): a 2D grid of (channel tiles × chunks of N).
+// With HW = 1 a block covers 32 consecutive channels (threadIdx.x, the contiguous dimension);
+// otherwise a block covers one channel with threadIdx.x along HW. Each block writes per-chunk
+// partial moments (or sums); a merge kernel combines the chunks of each channel in chunk order;
+// an elementwise kernel applies the result. No per-element division.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <cuda_runtime.h>
 
 #include <algorithm>
 
+#include "norm/fused/device.h"
 #include "norm/fused/norm_kernels.h"
 
 namespace ibn::norm::fused {
 namespace {
 
-constexpr int kMaxThreads = 256;
+constexpr unsigned kFullMask = 0xffffffffu;
 thread_local const char* launch_error = nullptr;
 
-template <typename A> __device__ __forceinline__ A load(const float* p) { return static_cast<A>(*p); }
-template <typename A> __device__ __forceinline__ A load(const double* p) { return static_cast<A>(*p); }
-template <typename A> __device__ __forceinline__ A load(const __half* p) { return static_cast<A>(__half2float(*p)); }
-template <typename A> __device__ __forceinline__ A load(const __nv_bfloat16* p) { return static_cast<A>(__bfloat162float(*p)); }
-template <typename A> __device__ __forceinline__ void store(float* p, A v) { *p = static_cast<float>(v); }
-template <typename A> __device__ __forceinline__ void store(double* p, A v) { *p = static_cast<double>(v); }
-template <typename A> __device__ __forceinline__ void store(__half* p, A v) { *p = __float2half(static_cast<float>(v)); }
-template <typename A> __device__ __forceinline__ void store(__nv_bfloat16* p, A v) { *p = __float2bfloat16(static_cast<float>(v)); }
+// ---- Element types: T in memory, A for arithmetic (float, or double for double inputs) ----
 
-// Sum over the block, the same order every time: warp shuffles, then warp 0's lanes in order.
+template <typename A> IBN_DEVICE A widen(float v) { return static_cast<A>(v); }
+template <typename A> IBN_DEVICE A widen(double v) { return static_cast<A>(v); }
+template <typename A> IBN_DEVICE A widen(__half v) { return static_cast<A>(__half2float(v)); }
+template <typename A> IBN_DEVICE A widen(__nv_bfloat16 v) { return static_cast<A>(__bfloat162float(v)); }
+IBN_DEVICE void narrow(float v, float* out) { *out = v; }
+IBN_DEVICE void narrow(double v, double* out) { *out = v; }
+IBN_DEVICE void narrow(float v, __half* out) { *out = __float2half(v); }
+IBN_DEVICE void narrow(float v, __nv_bfloat16* out) { *out = __float2bfloat16(v); }
+
+// Values per 16-byte vector.
+template <typename T> constexpr int kVec = static_cast<int>(16 / sizeof(T));
+
+// ---- ψ_λ as compile-time functors; constants computed once, on the host ----
+
 template <typename A>
-__device__ A block_sum(A v, A* shared) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    A total = 0;
-    for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) total += shared[w];
-    shared[32] = total;
+struct PsiIdentity {
+  static constexpr bool kCompresses = false;
+  IBN_HD explicit PsiIdentity(const Params&) {}
+  IBN_HD A value(A z) const { return z; }
+  IBN_HD A slope(A, A) const { return A(1); }
+};
+
+// ψ = tanh(λz)/λ; ψ′ = 1 − tanh²(λz) = 1 − (λu)².
+template <typename A>
+struct PsiTanh {
+  static constexpr bool kCompresses = true;
+  A lambda, inv_lambda;
+  IBN_HD explicit PsiTanh(const Params& p) : lambda(static_cast<A>(p.lambda)), inv_lambda(static_cast<A>(1.0 / p.lambda)) {}
+  IBN_HD A value(A z) const { return tanh(lambda * z) * inv_lambda; }
+  IBN_HD A slope(A, A u) const {
+    const A t = lambda * u;
+    return A(1) - t * t;
   }
+};
+
+// ψ = sign(z)·log(1 + λ|z|)/λ; ψ′ = 1/(1 + λ|z|).
+template <typename A>
+struct PsiLog {
+  static constexpr bool kCompresses = true;
+  A lambda, inv_lambda;
+  IBN_HD explicit PsiLog(const Params& p) : lambda(static_cast<A>(p.lambda)), inv_lambda(static_cast<A>(1.0 / p.lambda)) {}
+  IBN_HD A value(A z) const {
+    const A magnitude = log1p(lambda * (z < A(0) ? -z : z)) * inv_lambda;
+    return z < A(0) ? -magnitude : magnitude;
+  }
+  IBN_HD A slope(A z, A) const { return A(1) / (A(1) + lambda * (z < A(0) ? -z : z)); }
+};
+
+// ψ = sign(z)·((|z| + δ)^p − δ^p), p = 1/(1 + λ); ψ′ = p·(|z| + δ)^(p−1) = p·(|u| + δ^p)/(|z| + δ).
+template <typename A>
+struct PsiSignPower {
+  static constexpr bool kCompresses = true;
+  A power, delta, delta_pow;
+  IBN_HD explicit PsiSignPower(const Params& p)
+      : power(static_cast<A>(1.0 / (1.0 + p.lambda))),
+        delta(static_cast<A>(kSignPowerDelta)),
+        delta_pow(static_cast<A>(pow(kSignPowerDelta, 1.0 / (1.0 + p.lambda)))) {}
+  IBN_HD A value(A z) const {
+    const A magnitude = pow((z < A(0) ? -z : z) + delta, power) - delta_pow;
+    return z < A(0) ? -magnitude : (z > A(0) ? magnitude : A(0));
+  }
+  IBN_HD A slope(A z, A u) const { return power * ((u < A(0) ? -u : u) + delta_pow) / ((z < A(0) ? -z : z) + delta); }
+};
+
+// ---- Reductions ----
+
+// Count, mean and sum of squared deviations of a set of values (Chan et al.'s merge).
+template <typename A>
+struct Moments {
+  A n, mean, m2;
+};
+template <typename A>
+IBN_DEVICE Moments<A> combine(const Moments<A>& a, const Moments<A>& b) {
+  const A n = a.n + b.n;
+  if (n == A(0)) return a;
+  const A delta = b.mean - a.mean, weight = b.n / n;
+  return {n, a.mean + delta * weight, a.m2 + b.m2 + delta * delta * a.n * weight};
+}
+template <typename A>
+IBN_DEVICE Moments<A> shuffle_xor(const Moments<A>& m, int offset) {
+  return {__shfl_xor_sync(kFullMask, m.n, offset), __shfl_xor_sync(kFullMask, m.mean, offset),
+          __shfl_xor_sync(kFullMask, m.m2, offset)};
+}
+
+// Two sums reduced together.
+template <typename A>
+struct Sums {
+  A a, b;
+};
+template <typename A>
+IBN_DEVICE Sums<A> combine(const Sums<A>& x, const Sums<A>& y) {
+  return {x.a + y.a, x.b + y.b};
+}
+template <typename A>
+IBN_DEVICE Sums<A> shuffle_xor(const Sums<A>& s, int offset) {
+  return {__shfl_xor_sync(kFullMask, s.a, offset), __shfl_xor_sync(kFullMask, s.b, offset)};
+}
+
+// Over the 32 lanes of a warp; every lane gets the same bits (the lower lane's operand first).
+template <typename V>
+IBN_DEVICE V warp_all_reduce(V v, int lane) {
+  for (int offset = 1; offset < 32; offset <<= 1) {
+    const V other = shuffle_xor(v, offset);
+    v = (lane & offset) ? combine(other, v) : combine(v, other);
+  }
+  return v;
+}
+
+// Over a 1D block (blockDim.x a multiple of 32); every thread gets the same bits. `scratch`
+// holds 32 values in shared memory; callers alternate two scratch buffers between successive
+// calls, so that one barrier per call suffices: a buffer is rewritten only after the next
+// call's barrier, which every thread reaches after reading it.
+template <typename V>
+IBN_DEVICE V block_all_reduce(V v, V* scratch) {
+  v = warp_all_reduce(v, static_cast<int>(threadIdx.x & 31));
+  if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
   __syncthreads();
-  const A total = shared[32];
-  __syncthreads();  // shared is reused by the next call
+  V total = scratch[0];
+  const int warps = static_cast<int>(blockDim.x >> 5);
+  for (int w = 1; w < warps; ++w) total = combine(total, scratch[w]);
   return total;
 }
 
-template <typename A, typename T, typename Group>
-__device__ GroupStats<A> group_stats(const Params& p, const T* x, const Group& g, A* shared) {
-  const int64_t n = g.size();
-  const A inv_n = A(1) / static_cast<A>(n);
-  GroupStats<A> s;
-  if (p.op != Op::rms) {
-    A sum = 0;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum += load<A>(x + g.at(i));
-    s.mean = block_sum(sum, shared) * inv_n;
-  }
-  A sq = 0;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    const A d = load<A>(x + g.at(i)) - s.mean;
-    sq += d * d;
-  }
-  s.rstd = rsqrt(block_sum(sq, shared) * inv_n + static_cast<A>(p.eps));
-  if (p.compresses()) {
-    A sum_u = 0;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum_u += psi(p, (load<A>(x + g.at(i)) - s.mean) * s.rstd);
-    s.mean_u = block_sum(sum_u, shared) * inv_n;
-    A sq_u = 0;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-      const A d = psi(p, (load<A>(x + g.at(i)) - s.mean) * s.rstd) - s.mean_u;
-      sq_u += d * d;
-    }
-    s.rstd_u = rsqrt(block_sum(sq_u, shared) * inv_n + static_cast<A>(p.eps));
-  }
-  return s;
+// ---- Rows in registers ----
+// Slot k of a thread (of `width` threads sharing a row, at position `lane`) holds element
+// (k / V · width + lane) · V + k % V: consecutive lanes read consecutive 16-byte chunks, and the
+// vector and scalar paths place every element in the same slot.
+
+IBN_DEVICE int64_t chunk_base(int chunk, int lane, int width, int V) {
+  return (static_cast<int64_t>(chunk) * width + lane) * V;
 }
 
-struct TokenGroups {
-  int64_t rows, D;
-  __device__ int64_t count() const { return rows; }
-  __device__ TokenGroup group(int64_t r) const { return {D, r}; }
-};
-struct ChannelGroups {
-  int64_t N, C, HW;
-  __device__ int64_t count() const { return C; }
-  __device__ ChannelGroup group(int64_t c) const { return {N, C, HW, c}; }
-};
-
-template <typename A, typename T, typename Groups>
-__global__ void forward_kernel(Params p, const T* x, const A* gamma, const A* beta, T* y, A* stats, Groups groups) {
-  __shared__ A shared[33];
-  for (int64_t index = blockIdx.x; index < groups.count(); index += gridDim.x) {
-    const auto g = groups.group(index);
-    const GroupStats<A> s = group_stats<A>(p, x, g, shared);
-    for (int64_t i = threadIdx.x; i < g.size(); i += blockDim.x) {
-      const A xhat = normalized(p, load<A>(x + g.at(i)), s);
-      const int64_t f = g.feature(i);
-      store(y + g.at(i), p.affine ? gamma[f] * xhat + beta[f] : xhat);
-    }
-    if (threadIdx.x == 0) {
-      A* out = stats + 4 * index;
-      out[0] = s.mean, out[1] = s.rstd, out[2] = s.mean_u, out[3] = s.rstd_u;
-    }
+template <typename T, typename A>
+IBN_DEVICE void load_chunk(const T* row, int64_t D, int64_t base, bool aligned, A* v) {
+  constexpr int V = kVec<T>;
+  if (aligned && base + V <= D) {
+    const uint4 raw = ibn_load(reinterpret_cast<const uint4*>(row + base));
+    T chunk[V];
+    memcpy(chunk, &raw, sizeof(raw));
+#pragma unroll
+    for (int j = 0; j < V; ++j) v[j] = widen<A>(chunk[j]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < V; ++j) v[j] = base + j < D ? widen<A>(ibn_load(row + base + j)) : A(0);
   }
 }
 
-// dx per group; for channel groups also dγ_c, dβ_c (the group's own sums: no second pass).
-template <typename A, typename T, typename Groups>
-__global__ void backward_kernel(Params p, const T* x, const T* dy, const A* gamma, const A* stats, T* dx,
-                                A* dgamma, A* dbeta, Groups groups) {
-  __shared__ A shared[33];
-  for (int64_t index = blockIdx.x; index < groups.count(); index += gridDim.x) {
-    const auto g = groups.group(index);
-    const A* saved = stats + 4 * index;
-    GroupStats<A> s;
-    s.mean = saved[0], s.rstd = saved[1], s.mean_u = saved[2], s.rstd_u = saved[3];
-    const int64_t n = g.size();
-    const A inv_n = A(1) / static_cast<A>(n);
-    A g_sum = 0, g_dot = 0, dy_sum = 0, dy_dot = 0;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-      const A xhat = normalized(p, load<A>(x + g.at(i)), s);
-      const A d = load<A>(dy + g.at(i));
-      const A gi = p.affine ? gamma[g.feature(i)] * d : d;
-      g_sum += gi, g_dot += gi * xhat, dy_sum += d, dy_dot += d * xhat;
-    }
-    g_sum = block_sum(g_sum, shared);
-    g_dot = block_sum(g_dot, shared);
-    if (dgamma != nullptr) {  // channel groups: dγ_c = Σ dy·x̂, dβ_c = Σ dy
-      dy_sum = block_sum(dy_sum, shared);
-      dy_dot = block_sum(dy_dot, shared);
-      if (threadIdx.x == 0) dgamma[index] = dy_dot, dbeta[index] = dy_sum;
-    }
-    if (!p.compresses()) {
-      for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-        const A z = (load<A>(x + g.at(i)) - s.mean) * s.rstd;
-        const A d = load<A>(dy + g.at(i));
-        const A gi = p.affine ? gamma[g.feature(i)] * d : d;
-        const A centred = p.op == Op::rms ? gi : gi - g_sum * inv_n;
-        store(dx + g.at(i), s.rstd * (centred - z * g_dot * inv_n));
-      }
-      continue;
-    }
-    // The gradient reaching z = (x − μ)·r through the outer standardization and ψ.
-    const auto z_and_gz = [&](int64_t i, A* z) {
-      *z = (load<A>(x + g.at(i)) - s.mean) * s.rstd;
-      const A xhat = (psi(p, *z) - s.mean_u) * s.rstd_u;
-      const A d = load<A>(dy + g.at(i));
-      const A gi = p.affine ? gamma[g.feature(i)] * d : d;
-      return s.rstd_u * (gi - g_sum * inv_n - xhat * g_dot * inv_n) * dpsi(p, *z);
-    };
-    A gz_sum = 0, gz_dot = 0;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-      A z;
-      const A gz = z_and_gz(i, &z);
-      gz_sum += gz, gz_dot += gz * z;
-    }
-    gz_sum = block_sum(gz_sum, shared);
-    gz_dot = block_sum(gz_dot, shared);
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-      A z;
-      const A gz = z_and_gz(i, &z);
-      store(dx + g.at(i), s.rstd * (gz - gz_sum * inv_n - z * gz_dot * inv_n));
-    }
+template <typename T, typename A>
+IBN_DEVICE void store_chunk(T* row, int64_t D, int64_t base, bool aligned, const A* v) {
+  constexpr int V = kVec<T>;
+  T chunk[V];
+#pragma unroll
+  for (int j = 0; j < V; ++j) narrow(v[j], &chunk[j]);
+  if (aligned && base + V <= D) {
+    uint4 raw;
+    memcpy(&raw, chunk, sizeof(raw));
+    ibn_store(reinterpret_cast<uint4*>(row + base), raw);
+  } else {
+    for (int j = 0; j < V && base + j < D; ++j) ibn_store(row + base + j, chunk[j]);
   }
 }
 
-// Token area dγ/dβ, pass 1: block (chunk, tile) sums rows of its chunk for the features of its
-// tile into partial[chunk][f]; pass 2 adds the chunks in order. Deterministic, no atomics.
-template <typename A, typename T>
-__global__ void token_affine_partial(Params p, const T* x, const T* dy, const A* stats, A* partial_gamma,
-                                     A* partial_beta, int64_t rows, int64_t D, int64_t rows_per_chunk) {
-  const int64_t f = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t chunk = blockIdx.y;
-  if (f >= D) return;
-  A dg = 0, db = 0;
-  const int64_t end = (chunk + 1) * rows_per_chunk < rows ? (chunk + 1) * rows_per_chunk : rows;
-  for (int64_t r = chunk * rows_per_chunk; r < end; ++r) {
-    GroupStats<A> s;
-    s.mean = stats[4 * r], s.rstd = stats[4 * r + 1], s.mean_u = stats[4 * r + 2], s.rstd_u = stats[4 * r + 3];
-    const A d = load<A>(dy + r * D + f);
-    dg += d * normalized(p, load<A>(x + r * D + f), s);
-    db += d;
-  }
-  partial_gamma[chunk * D + f] = dg;
-  partial_beta[chunk * D + f] = db;
+IBN_DEVICE bool is_aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// K values of a row per thread. T is the memory type (the row's vector width decides the slots).
+template <int K, typename T, typename A>
+IBN_DEVICE void load_slots(const T* row, int64_t D, int lane, int width, A (&v)[K]) {
+  constexpr int V = kVec<T>;
+  static_assert(K % V == 0, "slots must hold whole vectors");
+  const bool aligned = is_aligned(row);
+#pragma unroll
+  for (int c = 0; c < K / V; ++c) load_chunk(row, D, chunk_base(c, lane, width, V), aligned, v + c * V);
 }
 
+template <int K, typename T, typename A>
+IBN_DEVICE void store_slots(T* row, int64_t D, int lane, int width, const A (&v)[K]) {
+  constexpr int V = kVec<T>;
+  const bool aligned = is_aligned(row);
+#pragma unroll
+  for (int c = 0; c < K / V; ++c) {
+    const int64_t base = chunk_base(c, lane, width, V);
+    if (base < D) store_chunk(row, D, base, aligned, v + c * V);
+  }
+}
+
+// γ or β ([D], type A) into the slots of a row of T: the slot layout follows T's vector width.
+template <int K, typename T, typename A>
+IBN_DEVICE void load_feature_slots(const A* values, int64_t D, int lane, int width, A (&v)[K]) {
+  constexpr int V = kVec<T>;
+#pragma unroll
+  for (int c = 0; c < K / V; ++c) {
+    const int64_t base = chunk_base(c, lane, width, V);
+#pragma unroll
+    for (int j = 0; j < V; ++j) v[c * V + j] = base + j < D ? ibn_load(values + base + j) : A(0);
+  }
+}
+
+template <int K, typename T>
+IBN_DEVICE int64_t slot_index(int k, int lane, int width) {
+  return chunk_base(k / kVec<T>, lane, width, kVec<T>) + k % kVec<T>;
+}
+
+template <int K, typename T, typename A>
+IBN_DEVICE Moments<A> slot_moments(const A (&v)[K], int64_t D, int lane, int width) {
+  A n = 0, sum = 0;
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    if (slot_index<K, T>(k, lane, width) < D) n += A(1), sum += v[k];
+  }
+  const A mean = n > A(0) ? sum / n : A(0);
+  A m2 = 0;
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const A d = v[k] - mean;
+    if (slot_index<K, T>(k, lane, width) < D) m2 += d * d;
+  }
+  return {n, mean, m2};
+}
+
+// A group's mean and variance from its moments: about the mean, or (rms) about zero.
 template <typename A>
-__global__ void token_affine_reduce(const A* partial_gamma, const A* partial_beta, A* dgamma, A* dbeta, int64_t chunks,
-                                    int64_t D) {
+struct Standardization {
+  A mean, var, rstd;
+};
+template <typename A>
+IBN_DEVICE Standardization<A> standardization(const Params& p, const Moments<A>& m, A inv_n, bool centre) {
+  const A var = centre ? m.m2 * inv_n : m.m2 * inv_n + m.mean * m.mean;
+  return {centre ? m.mean : A(0), var, rsqrt(var + static_cast<A>(p.eps))};
+}
+
+// The row's saved statistics, loaded by lane 0 of each warp and broadcast.
+template <typename A>
+IBN_DEVICE A broadcast_load(const A* p, int lane) {
+  return __shfl_sync(kFullMask, lane == 0 ? ibn_load(p) : A(0), 0);
+}
+
+// Where a block's threads find their row: the warp tier gives each warp its own rows.
+template <bool kWarpPerRow>
+struct RowPlan {
+  int lane, width;
+  int64_t first, stride;
+  IBN_DEVICE RowPlan() {
+    const int64_t warps = blockDim.x >> 5;
+    lane = kWarpPerRow ? static_cast<int>(threadIdx.x & 31) : static_cast<int>(threadIdx.x);
+    width = kWarpPerRow ? 32 : static_cast<int>(blockDim.x);
+    first = kWarpPerRow ? blockIdx.x * warps + (threadIdx.x >> 5) : blockIdx.x;
+    stride = kWarpPerRow ? gridDim.x * warps : gridDim.x;
+  }
+};
+
+// Reduces within a row's threads: the warp (warp tier) or the block (alternating scratch).
+template <bool kWarpPerRow, typename V>
+IBN_DEVICE V row_all_reduce(V v, V* scratch, int* round) {
+  if (kWarpPerRow) return warp_all_reduce(v, static_cast<int>(threadIdx.x & 31));
+  return block_all_reduce(v, scratch + 32 * ((*round)++ & 1));
+}
+
+template <typename T, typename A, typename Psi, int K, bool kWarpPerRow>
+__global__ void token_forward_registers(Params p, Psi psi, const T* x, const A* gamma, const A* beta, T* y, A* stats,
+                                        int64_t rows, int64_t D) {
+  IBN_DYNAMIC_SHARED(shared);
+  Moments<A>* scratch = reinterpret_cast<Moments<A>*>(shared);  // [2][32]
+  const RowPlan<kWarpPerRow> plan;
+  A g[K], b[K];
+  if (p.affine) {
+    load_feature_slots<K, T>(gamma, D, plan.lane, plan.width, g);
+    load_feature_slots<K, T>(beta, D, plan.lane, plan.width, b);
+  }
+  const A inv_n = A(1) / static_cast<A>(D);
+  const bool centre = p.op != Op::rms;
+  int round = 0;
+  for (int64_t row = plan.first; row < rows; row += plan.stride) {
+    A v[K];
+    load_slots<K>(x + row * D, D, plan.lane, plan.width, v);
+    const Moments<A> m = row_all_reduce<kWarpPerRow>(slot_moments<K, T>(v, D, plan.lane, plan.width), scratch, &round);
+    const Standardization<A> s = standardization(p, m, inv_n, centre);
+    Standardization<A> su{0, 1, 1};
+    if (Psi::kCompresses) {
+#pragma unroll
+      for (int k = 0; k < K; ++k) v[k] = psi.value((v[k] - s.mean) * s.rstd);
+      const Moments<A> mu = row_all_reduce<kWarpPerRow>(slot_moments<K, T>(v, D, plan.lane, plan.width), scratch, &round);
+      su = standardization(p, mu, inv_n, true);
+    } else {
+      su = s;  // x̂ = (x − μ)·r
+    }
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const A xhat = (v[k] - su.mean) * su.rstd;
+      v[k] = p.affine ? g[k] * xhat + b[k] : xhat;
+    }
+    store_slots<K>(y + row * D, D, plan.lane, plan.width, v);
+    if (plan.lane == 0) {
+      A* out = stats + row * kStatsPerGroup;
+      ibn_store(out + kMean, s.mean), ibn_store(out + kRstd, s.rstd), ibn_store(out + kVar, s.var);
+      const bool compressed = Psi::kCompresses;
+      ibn_store(out + kMeanU, compressed ? su.mean : A(0));
+      ibn_store(out + kRstdU, compressed ? su.rstd : A(1));
+      ibn_store(out + kVarU, compressed ? su.var : A(1));
+    }
+  }
+}
+
+// The saved statistics of one row, as every thread of the row needs them.
+template <typename A>
+struct RowStats {
+  A mean, rstd, mean_u, rstd_u;
+};
+template <typename A>
+IBN_DEVICE RowStats<A> load_row_stats(const A* stats, int64_t row, bool compresses) {
+  const A* s = stats + row * kStatsPerGroup;
+  const int lane = static_cast<int>(threadIdx.x & 31);
+  RowStats<A> out{broadcast_load(s + kMean, lane), broadcast_load(s + kRstd, lane), A(0), A(1)};
+  if (compresses) out.mean_u = broadcast_load(s + kMeanU, lane), out.rstd_u = broadcast_load(s + kRstdU, lane);
+  return out;
+}
+
+// dx of each row; dγ/dβ partials of the block's rows into partial[blockIdx.x] ([2][D]: γ, β).
+template <typename T, typename A, typename Psi, int K, bool kWarpPerRow>
+__global__ void token_backward_registers(Params p, Psi psi, const T* x, const T* dy, const A* gamma, const A* stats,
+                                         T* dx, A* partial, int64_t rows, int64_t D) {
+  IBN_DYNAMIC_SHARED(shared);
+  Sums<A>* scratch = reinterpret_cast<Sums<A>*>(shared);  // [2][32]
+  const RowPlan<kWarpPerRow> plan;
+  const bool grads = partial != nullptr;
+  A gam[K], acc_gamma[K], acc_beta[K];
+#pragma unroll
+  for (int k = 0; k < K; ++k) gam[k] = A(1), acc_gamma[k] = A(0), acc_beta[k] = A(0);
+  if (p.affine) load_feature_slots<K, T>(gamma, D, plan.lane, plan.width, gam);
+  const A inv_n = A(1) / static_cast<A>(D);
+  const bool centre = p.op != Op::rms;
+  int round = 0;
+  for (int64_t row = plan.first; row < rows; row += plan.stride) {
+    const RowStats<A> s = load_row_stats(stats, row, Psi::kCompresses);
+    A z[K], g[K], u[K];
+    load_slots<K>(x + row * D, D, plan.lane, plan.width, z);
+    load_slots<K>(dy + row * D, D, plan.lane, plan.width, g);
+    Sums<A> sums{0, 0};
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      z[k] = (z[k] - s.mean) * s.rstd;
+      u[k] = psi.value(z[k]);
+      const A xhat = Psi::kCompresses ? (u[k] - s.mean_u) * s.rstd_u : z[k];
+      acc_gamma[k] += g[k] * xhat;  // padding slots hold dy = 0
+      acc_beta[k] += g[k];
+      g[k] *= gam[k];  // ĝ = γ·dy
+      sums.a += g[k], sums.b += g[k] * xhat;
+    }
+    const Sums<A> total = row_all_reduce<kWarpPerRow>(sums, scratch, &round);
+    if (Psi::kCompresses) {
+      // The gradient reaching z through the outer standardization and ψ.
+      Sums<A> sums_z{0, 0};
+#pragma unroll
+      for (int k = 0; k < K; ++k) {
+        const A xhat = (u[k] - s.mean_u) * s.rstd_u;
+        const bool valid = slot_index<K, T>(k, plan.lane, plan.width) < D;
+        g[k] = valid ? s.rstd_u * (g[k] - total.a * inv_n - xhat * total.b * inv_n) * psi.slope(z[k], u[k]) : A(0);
+        sums_z.a += g[k], sums_z.b += g[k] * z[k];
+      }
+      const Sums<A> total_z = row_all_reduce<kWarpPerRow>(sums_z, scratch, &round);
+#pragma unroll
+      for (int k = 0; k < K; ++k) g[k] = s.rstd * (g[k] - total_z.a * inv_n - z[k] * total_z.b * inv_n);
+    } else {
+#pragma unroll
+      for (int k = 0; k < K; ++k) g[k] = s.rstd * ((centre ? g[k] - total.a * inv_n : g[k]) - z[k] * total.b * inv_n);
+    }
+    store_slots<K>(dx + row * D, D, plan.lane, plan.width, g);
+  }
+  if (!grads) return;
+  A* out = partial + static_cast<int64_t>(blockIdx.x) * 2 * D;
+  if (!kWarpPerRow) {
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const int64_t f = slot_index<K, T>(k, plan.lane, plan.width);
+      if (f < D) ibn_store(out + f, acc_gamma[k]), ibn_store(out + D + f, acc_beta[k]);
+    }
+    return;
+  }
+  // Warp tier (no block reductions above): the block's warps add their partials in warp order
+  // through shared memory.
+  A* by_warp = reinterpret_cast<A*>(shared);  // [warps][2][D]
+  const int warp = static_cast<int>(threadIdx.x >> 5), warps = static_cast<int>(blockDim.x >> 5);
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const int64_t f = slot_index<K, T>(k, plan.lane, plan.width);
+    if (f < D) by_warp[(warp * 2) * D + f] = acc_gamma[k], by_warp[(warp * 2 + 1) * D + f] = acc_beta[k];
+  }
+  __syncthreads();
+  for (int64_t f = threadIdx.x; f < D; f += blockDim.x) {
+    A dg = by_warp[f], db = by_warp[D + f];
+    for (int w = 1; w < warps; ++w) dg += by_warp[(w * 2) * D + f], db += by_warp[(w * 2 + 1) * D + f];
+    ibn_store(out + f, dg), ibn_store(out + D + f, db);
+  }
+}
+
+// ---- Streaming tier: rows too wide for registers; each pass re-reads the row ----
+
+// Calls body(base, values, features) for each of this thread's chunks of the row.
+template <typename T, typename A, typename Body>
+IBN_DEVICE void for_each_chunk(const T* row, int64_t D, Body body) {
+  constexpr int V = kVec<T>;
+  const bool aligned = is_aligned(row);
+  const int width = static_cast<int>(blockDim.x), lane = static_cast<int>(threadIdx.x);
+  for (int c = 0; chunk_base(c, lane, width, V) < D; ++c) {
+    const int64_t base = chunk_base(c, lane, width, V);
+    A v[V];
+    load_chunk(row, D, base, aligned, v);
+    body(base, v);
+  }
+}
+
+template <typename A, int V>
+IBN_DEVICE Moments<A> chunk_moments(const A (&v)[V], int64_t base, int64_t D) {
+  A n = 0, sum = 0;
+  for (int j = 0; j < V; ++j) {
+    if (base + j < D) n += A(1), sum += v[j];
+  }
+  const A mean = sum / n;
+  A m2 = 0;
+  for (int j = 0; j < V; ++j) {
+    const A d = v[j] - mean;
+    if (base + j < D) m2 += d * d;
+  }
+  return {n, mean, m2};
+}
+
+template <typename T, typename A, typename Psi>
+__global__ void token_forward_streaming(Params p, Psi psi, const T* x, const A* gamma, const A* beta, T* y, A* stats,
+                                        int64_t rows, int64_t D) {
+  IBN_DYNAMIC_SHARED(shared);
+  Moments<A>* scratch = reinterpret_cast<Moments<A>*>(shared);  // [2][32]
+  constexpr int V = kVec<T>;
+  const A inv_n = A(1) / static_cast<A>(D);
+  const bool centre = p.op != Op::rms;
+  int round = 0;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const T* in = x + row * D;
+    Moments<A> m{0, 0, 0};
+    for_each_chunk<T, A>(in, D, [&](int64_t base, const A(&v)[V]) { m = combine(m, chunk_moments(v, base, D)); });
+    const Standardization<A> s = standardization(p, block_all_reduce(m, scratch + 32 * (round++ & 1)), inv_n, centre);
+    Standardization<A> su = s;
+    if (Psi::kCompresses) {
+      Moments<A> mu{0, 0, 0};
+      for_each_chunk<T, A>(in, D, [&](int64_t base, const A(&v)[V]) {
+        A u[V];
+        for (int j = 0; j < V; ++j) u[j] = psi.value((v[j] - s.mean) * s.rstd);
+        mu = combine(mu, chunk_moments(u, base, D));
+      });
+      su = standardization(p, block_all_reduce(mu, scratch + 32 * (round++ & 1)), inv_n, true);
+    }
+    const bool aligned_out = is_aligned(y + row * D);
+    for_each_chunk<T, A>(in, D, [&](int64_t base, const A(&v)[V]) {
+      A out[V];
+      for (int j = 0; j < V; ++j) {
+        const A t = Psi::kCompresses ? psi.value((v[j] - s.mean) * s.rstd) : v[j];
+        const A xhat = (t - su.mean) * su.rstd;
+        out[j] = p.affine && base + j < D ? ibn_load(gamma + base + j) * xhat + ibn_load(beta + base + j) : xhat;
+      }
+      store_chunk(y + row * D, D, base, aligned_out, out);
+    });
+    if (threadIdx.x == 0) {
+      A* out = stats + row * kStatsPerGroup;
+      ibn_store(out + kMean, s.mean), ibn_store(out + kRstd, s.rstd), ibn_store(out + kVar, s.var);
+      ibn_store(out + kMeanU, Psi::kCompresses ? su.mean : A(0));
+      ibn_store(out + kRstdU, Psi::kCompresses ? su.rstd : A(1));
+      ibn_store(out + kVarU, Psi::kCompresses ? su.var : A(1));
+    }
+  }
+}
+
+// Streaming backward: the sums, the sums through ψ, then dx, each pass reading x and dy again;
+// dγ/dβ partials of the block's rows are added into partial[blockIdx.x] by the thread that owns
+// each feature (the same thread for every row, so no atomics).
+template <typename T, typename A, typename Psi>
+__global__ void token_backward_streaming(Params p, Psi psi, const T* x, const T* dy, const A* gamma, const A* stats,
+                                         T* dx, A* partial, int64_t rows, int64_t D) {
+  IBN_DYNAMIC_SHARED(shared);
+  Sums<A>* scratch = reinterpret_cast<Sums<A>*>(shared);  // [2][32]
+  constexpr int V = kVec<T>;
+  const A inv_n = A(1) / static_cast<A>(D);
+  const bool centre = p.op != Op::rms;
+  A* acc = partial == nullptr ? nullptr : partial + static_cast<int64_t>(blockIdx.x) * 2 * D;
+  int round = 0;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const RowStats<A> s = load_row_stats(stats, row, Psi::kCompresses);
+    const T* in = x + row * D;
+    const T* grad = dy + row * D;
+    const bool aligned_grad = is_aligned(grad);
+    const bool first_row = row == blockIdx.x;
+    // z, u, x̂ and ĝ = γ·dy of one chunk.
+    const auto terms = [&](int64_t base, const A(&v)[V], A (&z)[V], A (&u)[V], A (&xhat)[V], A (&d)[V], A (&g)[V]) {
+      load_chunk(grad, D, base, aligned_grad, d);
+      for (int j = 0; j < V; ++j) {
+        z[j] = (v[j] - s.mean) * s.rstd;
+        u[j] = psi.value(z[j]);
+        xhat[j] = Psi::kCompresses ? (u[j] - s.mean_u) * s.rstd_u : z[j];
+        g[j] = p.affine && base + j < D ? ibn_load(gamma + base + j) * d[j] : d[j];
+      }
+    };
+    Sums<A> sums{0, 0};
+    for_each_chunk<T, A>(in, D, [&](int64_t base, const A(&v)[V]) {
+      A z[V], u[V], xhat[V], d[V], g[V];
+      terms(base, v, z, u, xhat, d, g);
+      for (int j = 0; j < V && base + j < D; ++j) {
+        sums.a += g[j], sums.b += g[j] * xhat[j];
+        if (acc != nullptr) {
+          const A dg = first_row ? d[j] * xhat[j] : ibn_load(acc + base + j) + d[j] * xhat[j];
+          const A db = first_row ? d[j] : ibn_load(acc + D + base + j) + d[j];
+          ibn_store(acc + base + j, dg), ibn_store(acc + D + base + j, db);
+        }
+      }
+    });
+    const Sums<A> total = block_all_reduce(sums, scratch + 32 * (round++ & 1));
+    const auto grad_z = [&](A g, A xhat, A z, A u) {
+      return s.rstd_u * (g - total.a * inv_n - xhat * total.b * inv_n) * psi.slope(z, u);
+    };
+    Sums<A> total_z{0, 0};
+    if (Psi::kCompresses) {
+      Sums<A> sums_z{0, 0};
+      for_each_chunk<T, A>(in, D, [&](int64_t base, const A(&v)[V]) {
+        A z[V], u[V], xhat[V], d[V], g[V];
+        terms(base, v, z, u, xhat, d, g);
+        for (int j = 0; j < V && base + j < D; ++j) {
+          const A gz = grad_z(g[j], xhat[j], z[j], u[j]);
+          sums_z.a += gz, sums_z.b += gz * z[j];
+        }
+      });
+      total_z = block_all_reduce(sums_z, scratch + 32 * (round++ & 1));
+    }
+    const bool aligned_out = is_aligned(dx + row * D);
+    for_each_chunk<T, A>(in, D, [&](int64_t base, const A(&v)[V]) {
+      A z[V], u[V], xhat[V], d[V], g[V], out[V];
+      terms(base, v, z, u, xhat, d, g);
+      for (int j = 0; j < V; ++j) {
+        if (Psi::kCompresses) {
+          out[j] = s.rstd * (grad_z(g[j], xhat[j], z[j], u[j]) - total_z.a * inv_n - z[j] * total_z.b * inv_n);
+        } else {
+          out[j] = s.rstd * ((centre ? g[j] - total.a * inv_n : g[j]) - z[j] * total.b * inv_n);
+        }
+      }
+      store_chunk(dx + row * D, D, base, aligned_out, out);
+    });
+  }
+}
+
+// dγ, dβ: the blocks' partials ([blocks][2][D]) added in block order.
+template <typename A>
+__global__ void token_affine_reduce(const A* partial, A* dgamma, A* dbeta, int64_t blocks, int64_t D) {
   const int64_t f = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (f >= D) return;
   A dg = 0, db = 0;
-  for (int64_t c = 0; c < chunks; ++c) dg += partial_gamma[c * D + f], db += partial_beta[c * D + f];
-  dgamma[f] = dg;
-  dbeta[f] = db;
+  for (int64_t b = 0; b < blocks; ++b) dg += ibn_load(partial + b * 2 * D + f), db += ibn_load(partial + b * 2 * D + D + f);
+  ibn_store(dgamma + f, dg);
+  ibn_store(dbeta + f, db);
 }
 
-int threads_for(int64_t group_size) {
-  const int64_t warps = std::min<int64_t>(kMaxThreads / 32, std::max<int64_t>(1, (group_size + 31) / 32));
-  return static_cast<int>(warps * 32);
+// ---- Batch area ----
+
+// Which elements of [N, C, HW] a thread of the 2D grid visits: with HW = 1, channel
+// blockIdx.x·32 + threadIdx.x; otherwise channel blockIdx.x at hw = threadIdx.x + 32k. Rows n of
+// chunk blockIdx.y, threadIdx.y + 8j.
+struct ChannelGrid {
+  int64_t N, C, HW, chunks, rows_per_chunk;
+  IBN_HD bool tiles() const { return HW == 1; }
+  IBN_DEVICE int64_t channel() const {
+    return tiles() ? static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x : static_cast<int64_t>(blockIdx.x);
+  }
+  template <typename Body>
+  IBN_DEVICE void for_each(Body body) const {
+    const int64_t c = channel();
+    if (c >= C) return;
+    const int64_t n_end = (blockIdx.y + 1) * rows_per_chunk < N ? (blockIdx.y + 1) * rows_per_chunk : N;
+    for (int64_t n = blockIdx.y * rows_per_chunk + threadIdx.y; n < n_end; n += blockDim.y) {
+      const int64_t offset = (n * C + c) * HW;
+      for (int64_t hw = tiles() ? 0 : threadIdx.x; hw < HW; hw += tiles() ? 1 : 32) body(offset + hw);
+    }
+  }
+};
+constexpr int kChannelRows = 8;  // blockDim.y; blockDim.x is 32
+
+// One chunk's result for each channel of the block: with channel tiles, column threadIdx.x over
+// the rows; otherwise all 256 threads. Written by one thread per channel into out[chunk·C + c].
+template <typename V>
+IBN_DEVICE void store_block_partial(V v, const ChannelGrid& g, V* scratch, V* out) {
+  const int lane = static_cast<int>(threadIdx.x), row = static_cast<int>(threadIdx.y);
+  if (!g.tiles()) {
+    v = warp_all_reduce(v, lane);
+    if (lane == 0) scratch[row] = v;
+    __syncthreads();
+    if (lane != 0 || row != 0) return;
+    V total = scratch[0];
+    for (int r = 1; r < kChannelRows; ++r) total = combine(total, scratch[r]);
+    ibn_store(out + blockIdx.y * g.C + g.channel(), total);
+    return;
+  }
+  scratch[row * 32 + lane] = v;
+  __syncthreads();
+  if (row != 0 || g.channel() >= g.C) return;
+  V total = scratch[lane];
+  for (int r = 1; r < kChannelRows; ++r) total = combine(total, scratch[r * 32 + lane]);
+  ibn_store(out + blockIdx.y * g.C + g.channel(), total);
 }
-unsigned blocks_for(int64_t groups) { return static_cast<unsigned>(std::min<int64_t>(groups, 1 << 30)); }
-int64_t chunks_for(int64_t rows) { return std::max<int64_t>(1, std::min<int64_t>(256, rows / 64)); }
+
+// Accumulates values with a shift (the first value) and no division per element.
+template <typename A>
+struct ShiftedMoments {
+  A shift = 0, n = 0, sum = 0, sum_sq = 0;
+  IBN_DEVICE void add(A v) {
+    if (n == A(0)) shift = v;
+    const A d = v - shift;
+    n += A(1), sum += d, sum_sq += d * d;
+  }
+  IBN_DEVICE Moments<A> moments() const {
+    if (n == A(0)) return {0, 0, 0};
+    const A mean_shift = sum / n;
+    const A m2 = sum_sq - sum * mean_shift;
+    return {n, shift + mean_shift, m2 > A(0) ? m2 : A(0)};
+  }
+};
+
+// Per-chunk moments of x (kOfU = false) or of u = ψ((x − μ)·r) (kOfU = true).
+template <typename T, typename A, typename Psi, bool kOfU>
+__global__ void channel_moments(Params p, Psi psi, const T* x, const A* stats, Moments<A>* partial, ChannelGrid g) {
+  IBN_DYNAMIC_SHARED(shared);
+  ShiftedMoments<A> acc;
+  const int64_t c = g.channel();
+  A mean = 0, rstd = 1;
+  if (kOfU && c < g.C) mean = ibn_load(stats + c * kStatsPerGroup + kMean), rstd = ibn_load(stats + c * kStatsPerGroup + kRstd);
+  g.for_each([&](int64_t i) {
+    const A v = widen<A>(ibn_load(x + i));
+    acc.add(kOfU ? psi.value((v - mean) * rstd) : v);
+  });
+  (void)p;
+  store_block_partial(acc.moments(), g, reinterpret_cast<Moments<A>*>(shared), partial);
+}
+
+// Per channel: the chunks' moments merged in chunk order, into the saved statistics.
+template <typename A, bool kOfU>
+__global__ void channel_merge_moments(Params p, const Moments<A>* partial, A* stats, int64_t chunks, int64_t C) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  Moments<A> m = ibn_load(partial + c);
+  for (int64_t k = 1; k < chunks; ++k) m = combine(m, ibn_load(partial + k * C + c));
+  const Standardization<A> s = standardization(p, m, A(1) / m.n, kOfU || p.op != Op::rms);
+  A* out = stats + c * kStatsPerGroup;
+  ibn_store(out + (kOfU ? kMeanU : kMean), s.mean);
+  ibn_store(out + (kOfU ? kRstdU : kRstd), s.rstd);
+  ibn_store(out + (kOfU ? kVarU : kVar), s.var);
+  if (!kOfU) ibn_store(out + kMeanU, A(0)), ibn_store(out + kRstdU, A(1)), ibn_store(out + kVarU, A(1));
+}
+
+// A channel's statistics and affine parameters, loaded once per thread.
+template <typename A>
+struct ChannelConstants {
+  A mean, rstd, mean_u, rstd_u, gamma, beta;
+};
+template <typename A>
+IBN_DEVICE ChannelConstants<A> channel_constants(const Params& p, const A* stats, const A* gamma, const A* beta, int64_t c,
+                                                 bool compresses, bool need_beta) {
+  const A* s = stats + c * kStatsPerGroup;
+  ChannelConstants<A> k{ibn_load(s + kMean), ibn_load(s + kRstd), A(0), A(1), A(1), A(0)};
+  if (compresses) k.mean_u = ibn_load(s + kMeanU), k.rstd_u = ibn_load(s + kRstdU);
+  if (p.affine) {
+    k.gamma = ibn_load(gamma + c);
+    if (need_beta) k.beta = ibn_load(beta + c);
+  }
+  return k;
+}
+
+template <typename T, typename A, typename Psi>
+__global__ void channel_apply_forward(Params p, Psi psi, const T* x, const A* gamma, const A* beta, T* y, const A* stats,
+                                      ChannelGrid g) {
+  if (g.channel() >= g.C) return;
+  const ChannelConstants<A> k = channel_constants(p, stats, gamma, beta, g.channel(), Psi::kCompresses, true);
+  g.for_each([&](int64_t i) {
+    const A z = (widen<A>(ibn_load(x + i)) - k.mean) * k.rstd;
+    const A xhat = Psi::kCompresses ? (psi.value(z) - k.mean_u) * k.rstd_u : z;
+    T out;
+    narrow(p.affine ? k.gamma * xhat + k.beta : xhat, &out);
+    ibn_store(y + i, out);
+  });
+}
+
+// Backward sums per chunk. kThroughPsi = false: Σ dy and Σ dy·x̂ (dβ, dγ; with γ, the outer
+// standardization's sums). kThroughPsi = true: Σ g_z and Σ g_z·z, g_z the gradient reaching z.
+template <typename T, typename A, typename Psi, bool kThroughPsi>
+__global__ void channel_grad_sums(Params p, Psi psi, const T* x, const T* dy, const A* gamma, const A* stats,
+                                  const Sums<A>* outer, Sums<A>* partial, ChannelGrid g, A inv_n) {
+  IBN_DYNAMIC_SHARED(shared);
+  Sums<A> sums{0, 0};
+  const int64_t c = g.channel();
+  if (c < g.C) {
+    const ChannelConstants<A> k = channel_constants(p, stats, gamma, static_cast<const A*>(nullptr), c, Psi::kCompresses, false);
+    Sums<A> o{0, 0};
+    if (kThroughPsi) o = ibn_load(outer + c);  // Σ dy, Σ dy·x̂
+    g.for_each([&](int64_t i) {
+      const A z = (widen<A>(ibn_load(x + i)) - k.mean) * k.rstd;
+      const A u = psi.value(z);
+      const A xhat = Psi::kCompresses ? (u - k.mean_u) * k.rstd_u : z;
+      const A d = widen<A>(ibn_load(dy + i));
+      if (!kThroughPsi) {
+        sums.a += d, sums.b += d * xhat;
+        return;
+      }
+      const A gz = k.rstd_u * (k.gamma * (d - o.a * inv_n - xhat * o.b * inv_n)) * psi.slope(z, u);
+      sums.a += gz, sums.b += gz * z;
+    });
+  }
+  store_block_partial(sums, g, reinterpret_cast<Sums<A>*>(shared), partial);
+}
+
+// Per channel: the chunks' sums in chunk order; the first stage also gives dγ (Σ dy·x̂) and dβ (Σ dy).
+template <typename A>
+__global__ void channel_merge_sums(const Sums<A>* partial, Sums<A>* total, A* dgamma, A* dbeta, int64_t chunks, int64_t C) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  Sums<A> s = ibn_load(partial + c);
+  for (int64_t k = 1; k < chunks; ++k) s = combine(s, ibn_load(partial + k * C + c));
+  ibn_store(total + c, s);
+  if (dgamma != nullptr) ibn_store(dgamma + c, s.b), ibn_store(dbeta + c, s.a);
+}
+
+template <typename T, typename A, typename Psi>
+__global__ void channel_apply_backward(Params p, Psi psi, const T* x, const T* dy, const A* gamma, const A* stats,
+                                       const Sums<A>* outer, const Sums<A>* inner, T* dx, ChannelGrid g, A inv_n) {
+  const int64_t c = g.channel();
+  if (c >= g.C) return;
+  const ChannelConstants<A> k = channel_constants(p, stats, gamma, static_cast<const A*>(nullptr), c, Psi::kCompresses, false);
+  const Sums<A> o = ibn_load(outer + c);
+  Sums<A> in{0, 0};
+  if (Psi::kCompresses) in = ibn_load(inner + c);
+  const bool centre = p.op != Op::rms;
+  g.for_each([&](int64_t i) {
+    const A z = (widen<A>(ibn_load(x + i)) - k.mean) * k.rstd;
+    const A d = widen<A>(ibn_load(dy + i));
+    A out;
+    if (Psi::kCompresses) {
+      const A u = psi.value(z);
+      const A xhat = (u - k.mean_u) * k.rstd_u;
+      const A gz = k.rstd_u * (k.gamma * (d - o.a * inv_n - xhat * o.b * inv_n)) * psi.slope(z, u);
+      out = k.rstd * (gz - in.a * inv_n - z * in.b * inv_n);
+    } else {
+      const A gd = k.gamma * d;
+      out = k.rstd * ((centre ? gd - k.gamma * o.a * inv_n : gd) - z * k.gamma * o.b * inv_n);
+    }
+    T narrowed;
+    narrow(out, &narrowed);
+    ibn_store(dx + i, narrowed);
+  });
+}
+
+// ---- Host side: launch shapes and dispatch ----
+
+int multiprocessors() {
+  int device = 0, count = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    return 1;
+  }
+  return std::max(count, 1);
+}
+
+constexpr int kWarpTierMax = 256, kBlockTierMax = 8192, kWideTierMax = 16384;
+constexpr int kWarpRowsPerBlock = 4;
+
+size_t accumulate_size(DType dtype) { return dtype == DType::f64 ? sizeof(double) : sizeof(float); }
+
+// A token launch: threads per block and blocks (persistent, at most what fills the device).
+struct TokenLaunch {
+  TokenTier tier;
+  int threads;
+  int64_t blocks;
+  int warps_per_row;  // warps that each load a row's statistics
+};
+TokenLaunch token_launch(int64_t rows, int64_t D) {
+  const TokenTier tier = token_tier(D);
+  const int64_t sms = multiprocessors();
+  const auto round_up_warps = [](int64_t threads) { return static_cast<int>(std::min<int64_t>(1024, (threads + 31) / 32 * 32)); };
+  switch (tier) {
+    case TokenTier::warp: {
+      const int64_t groups = (rows + kWarpRowsPerBlock - 1) / kWarpRowsPerBlock;
+      return {tier, 32 * kWarpRowsPerBlock, std::min(groups, sms * 16), 1};
+    }
+    case TokenTier::block:
+    case TokenTier::block_wide: {
+      const int threads = std::max(64, round_up_warps((D + (tier == TokenTier::block ? 7 : 15)) / (tier == TokenTier::block ? 8 : 16)));
+      return {tier, threads, std::min(rows, sms * std::max(1, 2048 / threads)), threads / 32};
+    }
+    case TokenTier::streaming: break;
+  }
+  return {tier, 1024, std::min(rows, sms * 2), 32};
+}
+
+// Calls body(T{}, psi) with the memory type and the ψ functor (over the accumulation type).
+template <typename Body>
+void dispatch(DType dtype, const Params& p, Body body) {
+  const auto with_psi = [&](auto t, auto a) {
+    using A = decltype(a);
+    if (!p.compresses()) return body(t, PsiIdentity<A>(p));
+    switch (p.psi) {
+      case Psi::sign_power: return body(t, PsiSignPower<A>(p));
+      case Psi::log: return body(t, PsiLog<A>(p));
+      case Psi::tanh: return body(t, PsiTanh<A>(p));
+      case Psi::identity: return body(t, PsiIdentity<A>(p));
+    }
+  };
+  switch (dtype) {
+    case DType::f32: return with_psi(float{}, float{});
+    case DType::f64: return with_psi(double{}, double{});
+    case DType::f16: return with_psi(__half{}, float{});
+    case DType::bf16: return with_psi(__nv_bfloat16{}, float{});
+  }
+}
+
 void record_error() {
   const cudaError_t e = cudaGetLastError();
-  launch_error = e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+  if (e != cudaSuccess && launch_error == nullptr) launch_error = cudaGetErrorString(e);
 }
 
-// Calls body with (T, A) placeholders for the dtype.
-template <typename Body>
-void dispatch(DType dtype, Body body) {
-  switch (dtype) {
-    case DType::f32: body(float{}, float{}); break;
-    case DType::f64: body(double{}, double{}); break;
-    case DType::f16: body(__half{}, float{}); break;
-    case DType::bf16: body(__nv_bfloat16{}, float{}); break;
-  }
+ChannelGrid channel_grid(int64_t N, int64_t C, int64_t HW) {
+  const int64_t tiles = HW == 1 ? (C + 31) / 32 : C;
+  const int64_t target = 4 * static_cast<int64_t>(multiprocessors());
+  const int64_t max_chunks = std::max<int64_t>(1, std::min<int64_t>(1024, N / kChannelRows));
+  int64_t chunks = std::max<int64_t>(1, std::min(max_chunks, (target + tiles - 1) / tiles));
+  const int64_t rows_per_chunk = (N + chunks - 1) / chunks;
+  chunks = (N + rows_per_chunk - 1) / rows_per_chunk;
+  return {N, C, HW, chunks, rows_per_chunk};
 }
+dim3 grid_of(const ChannelGrid& g) {
+  return dim3(static_cast<unsigned>(g.HW == 1 ? (g.C + 31) / 32 : g.C), static_cast<unsigned>(g.chunks));
+}
+const dim3 kChannelBlock(32, kChannelRows);
 
 }  // namespace
 
+TokenTier token_tier(int64_t D) {
+  if (D <= kWarpTierMax) return TokenTier::warp;
+  if (D <= kBlockTierMax) return TokenTier::block;
+  if (D <= kWideTierMax) return TokenTier::block_wide;
+  return TokenTier::streaming;
+}
+
+const char* tier_name(TokenTier tier) {
+  switch (tier) {
+    case TokenTier::warp: return "warp/row, registers";
+    case TokenTier::block: return "block/row, registers";
+    case TokenTier::block_wide: return "block/row, registers x16";
+    case TokenTier::streaming: return "block/row, streaming";
+  }
+  return "?";
+}
+
+size_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::f32: return 4;
+    case DType::f64: return 8;
+    case DType::f16:
+    case DType::bf16: return 2;
+  }
+  return 0;
+}
+
 void token_forward(DType dtype, const Params& p, const void* x, const void* gamma, const void* beta, void* y,
                    void* stats, int64_t rows, int64_t D, void* stream) {
-  dispatch(dtype, [&](auto t, auto a) {
+  launch_error = nullptr;
+  if (rows == 0 || D == 0) return;
+  const TokenLaunch launch = token_launch(rows, D);
+  const auto s = static_cast<cudaStream_t>(stream);
+  dispatch(dtype, p, [&](auto t, auto psi) {
     using T = decltype(t);
-    using A = decltype(a);
-    forward_kernel<A, T><<<blocks_for(rows), threads_for(D), 0, static_cast<cudaStream_t>(stream)>>>(
-        p, static_cast<const T*>(x), static_cast<const A*>(gamma), static_cast<const A*>(beta), static_cast<T*>(y),
-        static_cast<A*>(stats), TokenGroups{rows, D});
+    using A = decltype(psi.value(0));
+    const size_t shared = 2 * 32 * sizeof(Moments<A>);
+    const unsigned blocks = static_cast<unsigned>(launch.blocks);
+    const auto run = [&](auto kernel) {
+      IBN_LAUNCH(blocks, launch.threads, shared, s, kernel)(p, psi, static_cast<const T*>(x), static_cast<const A*>(gamma),
+                                                          static_cast<const A*>(beta), static_cast<T*>(y),
+                                                          static_cast<A*>(stats), rows, D);
+    };
+    using P = decltype(psi);
+    switch (launch.tier) {
+      case TokenTier::warp: return run(token_forward_registers<T, A, P, 8, true>);
+      case TokenTier::block: return run(token_forward_registers<T, A, P, 8, false>);
+      case TokenTier::block_wide: return run(token_forward_registers<T, A, P, 16, false>);
+      case TokenTier::streaming: return run(token_forward_streaming<T, A, P>);
+    }
   });
   record_error();
 }
 
 size_t token_backward_workspace(DType dtype, int64_t rows, int64_t D) {
-  const size_t bytes = dtype == DType::f64 ? sizeof(double) : sizeof(float);
-  return 2 * static_cast<size_t>(chunks_for(rows)) * static_cast<size_t>(D) * bytes;
+  const TokenLaunch launch = token_launch(std::max<int64_t>(rows, 1), std::max<int64_t>(D, 1));
+  return 2 * static_cast<size_t>(launch.blocks) * static_cast<size_t>(D) * accumulate_size(dtype);
 }
 
 void token_backward(DType dtype, const Params& p, const void* x, const void* dy, const void* gamma,
                     const void* stats, void* dx, void* dgamma, void* dbeta, void* workspace, int64_t rows,
                     int64_t D, void* stream) {
+  launch_error = nullptr;
+  if (rows == 0 || D == 0) return;
+  const TokenLaunch launch = token_launch(rows, D);
   const auto s = static_cast<cudaStream_t>(stream);
-  dispatch(dtype, [&](auto t, auto a) {
+  dispatch(dtype, p, [&](auto t, auto psi) {
     using T = decltype(t);
-    using A = decltype(a);
-    backward_kernel<A, T><<<blocks_for(rows), threads_for(D), 0, s>>>(
-        p, static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<const A*>(gamma),
-        static_cast<const A*>(stats), static_cast<T*>(dx), static_cast<A*>(nullptr), static_cast<A*>(nullptr),
-        TokenGroups{rows, D});
-    if (dgamma == nullptr) return;
-    const int64_t chunks = chunks_for(rows);
-    A* partial_gamma = static_cast<A*>(workspace);
-    A* partial_beta = partial_gamma + chunks * D;
-    const dim3 grid(static_cast<unsigned>((D + kMaxThreads - 1) / kMaxThreads), static_cast<unsigned>(chunks));
-    token_affine_partial<A, T><<<grid, kMaxThreads, 0, s>>>(p, static_cast<const T*>(x), static_cast<const T*>(dy),
-                                                            static_cast<const A*>(stats), partial_gamma, partial_beta,
-                                                            rows, D, (rows + chunks - 1) / chunks);
-    token_affine_reduce<A><<<grid.x, kMaxThreads, 0, s>>>(partial_gamma, partial_beta, static_cast<A*>(dgamma),
-                                                         static_cast<A*>(dbeta), chunks, D);
+    using A = decltype(psi.value(0));
+    A* partial = dgamma == nullptr ? nullptr : static_cast<A*>(workspace);
+    const size_t shared = launch.tier == TokenTier::warp ? std::max<size_t>(2 * 32 * sizeof(Sums<A>), kWarpRowsPerBlock * 2 * D * sizeof(A))
+                                                         : 2 * 32 * sizeof(Sums<A>);
+    const unsigned blocks = static_cast<unsigned>(launch.blocks);
+    const auto run = [&](auto kernel) {
+      IBN_LAUNCH(blocks, launch.threads, shared, s, kernel)(p, psi, static_cast<const T*>(x), static_cast<const T*>(dy),
+                                                          static_cast<const A*>(gamma), static_cast<const A*>(stats),
+                                                          static_cast<T*>(dx), partial, rows, D);
+    };
+    using P = decltype(psi);
+    switch (launch.tier) {
+      case TokenTier::warp: run(token_backward_registers<T, A, P, 8, true>); break;
+      case TokenTier::block: run(token_backward_registers<T, A, P, 8, false>); break;
+      case TokenTier::block_wide: run(token_backward_registers<T, A, P, 16, false>); break;
+      case TokenTier::streaming: run(token_backward_streaming<T, A, P>); break;
+    }
+    record_error();
+    if (partial == nullptr) return;
+    const unsigned feature_blocks = static_cast<unsigned>((D + 255) / 256);
+    IBN_LAUNCH(feature_blocks, 256, 0, s, token_affine_reduce<A>)(partial, static_cast<A*>(dgamma), static_cast<A*>(dbeta),
+                                                                  launch.blocks, D);
   });
   record_error();
 }
 
+size_t channel_workspace(DType dtype, int64_t N, int64_t C, int64_t HW) {
+  const ChannelGrid g = channel_grid(std::max<int64_t>(N, 1), std::max<int64_t>(C, 1), std::max<int64_t>(HW, 1));
+  // Per-chunk partials (Moments: 3 values), then two [C] totals of Sums (2 values each).
+  return (static_cast<size_t>(g.chunks) * static_cast<size_t>(g.C) * 3 + 4 * static_cast<size_t>(g.C)) * accumulate_size(dtype);
+}
+
 void channel_forward(DType dtype, const Params& p, const void* x, const void* gamma, const void* beta, void* y,
-                     void* stats, int64_t N, int64_t C, int64_t HW, void* stream) {
-  dispatch(dtype, [&](auto t, auto a) {
+                     void* stats, void* workspace, int64_t N, int64_t C, int64_t HW, void* stream) {
+  launch_error = nullptr;
+  if (N == 0 || C == 0 || HW == 0) return;
+  const ChannelGrid g = channel_grid(N, C, HW);
+  const auto s = static_cast<cudaStream_t>(stream);
+  dispatch(dtype, p, [&](auto t, auto psi) {
     using T = decltype(t);
-    using A = decltype(a);
-    forward_kernel<A, T><<<blocks_for(C), threads_for(N * HW), 0, static_cast<cudaStream_t>(stream)>>>(
-        p, static_cast<const T*>(x), static_cast<const A*>(gamma), static_cast<const A*>(beta), static_cast<T*>(y),
-        static_cast<A*>(stats), ChannelGroups{N, C, HW});
+    using A = decltype(psi.value(0));
+    using P = decltype(psi);
+    const T* in = static_cast<const T*>(x);
+    A* saved = static_cast<A*>(stats);
+    Moments<A>* partial = static_cast<Moments<A>*>(workspace);
+    const size_t shared = kChannelRows * 32 * sizeof(Moments<A>);
+    const unsigned merge_blocks = static_cast<unsigned>((C + 255) / 256);
+    IBN_LAUNCH(grid_of(g), kChannelBlock, shared, s, channel_moments<T, A, P, false>)(p, psi, in, saved, partial, g);
+    IBN_LAUNCH(merge_blocks, 256, 0, s, channel_merge_moments<A, false>)(p, partial, saved, g.chunks, C);
+    if (P::kCompresses) {
+      IBN_LAUNCH(grid_of(g), kChannelBlock, shared, s, channel_moments<T, A, P, true>)(p, psi, in, saved, partial, g);
+      IBN_LAUNCH(merge_blocks, 256, 0, s, channel_merge_moments<A, true>)(p, partial, saved, g.chunks, C);
+    }
+    IBN_LAUNCH(grid_of(g), kChannelBlock, 0, s, channel_apply_forward<T, A, P>)(
+        p, psi, in, static_cast<const A*>(gamma), static_cast<const A*>(beta), static_cast<T*>(y), saved, g);
   });
   record_error();
 }
 
 void channel_backward(DType dtype, const Params& p, const void* x, const void* dy, const void* gamma,
-                      const void* stats, void* dx, void* dgamma, void* dbeta, int64_t N, int64_t C, int64_t HW,
-                      void* stream) {
-  dispatch(dtype, [&](auto t, auto a) {
+                      const void* stats, void* dx, void* dgamma, void* dbeta, void* workspace, int64_t N, int64_t C,
+                      int64_t HW, void* stream) {
+  launch_error = nullptr;
+  if (N == 0 || C == 0 || HW == 0) return;
+  const ChannelGrid g = channel_grid(N, C, HW);
+  const auto s = static_cast<cudaStream_t>(stream);
+  dispatch(dtype, p, [&](auto t, auto psi) {
     using T = decltype(t);
-    using A = decltype(a);
-    backward_kernel<A, T><<<blocks_for(C), threads_for(N * HW), 0, static_cast<cudaStream_t>(stream)>>>(
-        p, static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<const A*>(gamma),
-        static_cast<const A*>(stats), static_cast<T*>(dx), static_cast<A*>(dgamma), static_cast<A*>(dbeta),
-        ChannelGroups{N, C, HW});
+    using A = decltype(psi.value(0));
+    using P = decltype(psi);
+    const T* in = static_cast<const T*>(x);
+    const T* grad = static_cast<const T*>(dy);
+    const A* gam = static_cast<const A*>(gamma);
+    const A* saved = static_cast<const A*>(stats);
+    Sums<A>* partial = static_cast<Sums<A>*>(workspace);
+    Sums<A>* outer = reinterpret_cast<Sums<A>*>(static_cast<A*>(workspace) + g.chunks * C * 3);
+    Sums<A>* inner = outer + C;
+    const A inv_n = A(1) / static_cast<A>(N * HW);
+    const size_t shared = kChannelRows * 32 * sizeof(Sums<A>);
+    const unsigned merge_blocks = static_cast<unsigned>((C + 255) / 256);
+    IBN_LAUNCH(grid_of(g), kChannelBlock, shared, s, channel_grad_sums<T, A, P, false>)(p, psi, in, grad, gam, saved, outer,
+                                                                                       partial, g, inv_n);
+    IBN_LAUNCH(merge_blocks, 256, 0, s, channel_merge_sums<A>)(partial, outer, static_cast<A*>(dgamma), static_cast<A*>(dbeta),
+                                                               g.chunks, C);
+    if (P::kCompresses) {
+      IBN_LAUNCH(grid_of(g), kChannelBlock, shared, s, channel_grad_sums<T, A, P, true>)(p, psi, in, grad, gam, saved, outer,
+                                                                                        partial, g, inv_n);
+      IBN_LAUNCH(merge_blocks, 256, 0, s, channel_merge_sums<A>)(partial, inner, static_cast<A*>(nullptr),
+                                                                 static_cast<A*>(nullptr), g.chunks, C);
+    }
+    IBN_LAUNCH(grid_of(g), kChannelBlock, 0, s, channel_apply_backward<T, A, P>)(p, psi, in, grad, gam, saved, outer, inner,
+                                                                                static_cast<T*>(dx), g, inv_n);
   });
   record_error();
 }
 
 const char* last_error() { return launch_error; }
+
+// The accounting mirrors the launches above, load by load (tests/cuda_emu checks it against the
+// emulator's count of the same launches).
+Traffic token_traffic(DType dtype, const Params& p, int64_t rows, int64_t D) {
+  const TokenLaunch launch = token_launch(rows, D);
+  const double t = static_cast<double>(dtype_size(dtype)), a = static_cast<double>(accumulate_size(dtype));
+  const double n = static_cast<double>(rows) * static_cast<double>(D), d = static_cast<double>(D);
+  const double blocks = static_cast<double>(launch.blocks), r = static_cast<double>(rows);
+  const bool compresses = p.compresses();
+  const double stats_read = (compresses ? 4 : 2) * a;
+  // dγ/dβ (requested with the affine parameters): partials written and read back, then the sums.
+  const double partials = p.affine ? blocks * 2 * d * a * 2 + 2 * d * a : 0;
+  Traffic out;
+  out.forward_min = 2 * t, out.backward_min = 3 * t;
+  double forward = 0, backward = 0;
+  if (launch.tier == TokenTier::streaming) {
+    const double passes = compresses ? 3 : 2;
+    forward = n * t * (passes + 1) + (p.affine ? 2 * n * a : 0) + r * kStatsPerGroup * a;
+    // dγ/dβ partials added in place (written every row, read back after each block's first row),
+    // then read by the reduction, which writes dγ/dβ.
+    const double in_place = p.affine ? 2 * n * a + 2 * (r - blocks) * d * a + blocks * 2 * d * a + 2 * d * a : 0;
+    backward = n * t * (2 * passes + 1) + (p.affine ? passes * n * a : 0) + r * 32 * stats_read + in_place;
+  } else {
+    const double loaders = launch.tier == TokenTier::warp ? kWarpRowsPerBlock : 1;  // copies of γ, β per block
+    forward = 2 * n * t + (p.affine ? blocks * loaders * 2 * d * a : 0) + r * kStatsPerGroup * a;
+    backward = 3 * n * t + (p.affine ? blocks * loaders * d * a : 0) + r * launch.warps_per_row * stats_read + partials;
+  }
+  out.forward = forward / n, out.backward = backward / n;
+  return out;
+}
+
+Traffic channel_traffic(DType dtype, const Params& p, int64_t N, int64_t C, int64_t HW) {
+  const ChannelGrid g = channel_grid(N, C, HW);
+  const double t = static_cast<double>(dtype_size(dtype)), a = static_cast<double>(accumulate_size(dtype));
+  const double n = static_cast<double>(N) * static_cast<double>(C) * static_cast<double>(HW), c = static_cast<double>(C);
+  const double cells = static_cast<double>(g.chunks) * c;  // (chunk, channel) partials
+  const double threads = cells * (g.tiles() ? kChannelRows : 32 * kChannelRows);  // threads with a channel
+  const bool compresses = p.compresses();
+  const double stats = (compresses ? 4 : 2) * a;
+  Traffic out;
+  out.forward_min = 2 * t, out.backward_min = 3 * t;
+  double forward = n * t + cells * 3 * a + cells * 3 * a + c * kStatsPerGroup * a;  // moments of x, merged
+  if (compresses) forward += n * t + threads * 2 * a + cells * 3 * a + cells * 3 * a + c * 3 * a;  // of u
+  forward += 2 * n * t + threads * (stats + (p.affine ? 2 * a : 0));                                // y
+  const double constants = threads * (stats + (p.affine ? a : 0));
+  double backward = 2 * n * t + constants + cells * 2 * a * 2 + c * 2 * a + (p.affine ? c * 2 * a : 0);  // Σ dy, Σ dy·x̂
+  if (compresses) backward += 2 * n * t + constants + threads * 2 * a + cells * 2 * a * 2 + c * 2 * a;  // through ψ
+  backward += 3 * n * t + constants + threads * (compresses ? 4 : 2) * a;                              // dx
+  out.forward = forward / n, out.backward = backward / n;
+  return out;
+}
 
 }  // namespace ibn::norm::fused

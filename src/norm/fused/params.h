@@ -1,12 +1,26 @@
 #pragma once
-// The fused kernels' parameters from a normalizer spec; empty for what they do not cover
-// (the group area, which stays on the ATen path).
+// The fused kernels' parameters from a normalizer spec; empty for what they do not cover (the
+// group area, other operations, and compressions whose registry entry names no kernel ψ), which
+// stay on the ATen path.
 #include <optional>
 
+#include "ibn/norm/compression.h"
+#include "ibn/norm/registry.h"
 #include "ibn/norm/spec.h"
 #include "norm/fused/norm_math.h"
 
 namespace ibn::norm::fused {
+
+// The kernels' ψ for a compression's registry entry, or nothing.
+inline std::optional<Psi> kernel_psi(const Compression& compression) {
+  switch (compression.kernel) {
+    case KernelPsi::none: return std::nullopt;
+    case KernelPsi::sign_power: return Psi::sign_power;
+    case KernelPsi::log: return Psi::log;
+    case KernelPsi::tanh: return Psi::tanh;
+  }
+  return std::nullopt;
+}
 
 inline std::optional<Params> params_of(const NormSpec& spec) {
   if (spec.area != "token" && spec.area != "batch") return std::nullopt;
@@ -18,11 +32,11 @@ inline std::optional<Params> params_of(const NormSpec& spec) {
   } else if (spec.operation == "rms") {
     p.op = Op::rms;
   } else if (spec.operation == "ibnorm") {
+    const std::optional<Psi> psi = kernel_psi(find_compression(spec.compression));
+    if (!psi) return std::nullopt;
     p.op = Op::ibnorm;
     p.lambda = spec.lambda;
-    if (spec.compression == "s") p.psi = Psi::sign_power;
-    if (spec.compression == "l") p.psi = Psi::log;
-    if (spec.compression == "t") p.psi = Psi::tanh;
+    p.psi = *psi;
   } else {
     return std::nullopt;
   }

@@ -1,0 +1,2 @@
+// The fused kernels' unchanged source, compiled for the SIMT emulator.
+#include "norm/fused/norm_kernels.cu"
