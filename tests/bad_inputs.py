@@ -661,8 +661,7 @@ case("bench.mi-device-cuda-absent", ["bench", "mi", "--device", "cuda", "--n", "
                                      "--estimator", "binning"], 1, r"cuda|CUDA", skip=no_cuda_device)
 case("bench.train-steps-zero", ["bench", "train", "--steps", "0", "--device", "cpu"], 2, r"--steps")
 case("bench.train-steps-negative", ["bench", "train", "--steps", "-1", "--device", "cpu"], 2, r"--steps")
-case("bench.norm-without-cuda", ["bench", "norm"], 1, r"CUDA|cuda", skip=cuda_built,
-     note="a CPU-only build: one line saying CUDA is needed")
+case("bench.norm-multiprocessors-zero", ["bench", "norm", "--multiprocessors", "0"], 2, r"--multiprocessors")
 case("bench.norm-bad-shape", ["bench", "norm", "--shape", "0x4"], 2, r"--shape|0x4", skip=cuda_built,
      note="usage is checked before the device")
 case("bench.train-temporaries", ["bench", "train", "--steps", "1", "--device", "cpu", "--threads", "1"], 0,

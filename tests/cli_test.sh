@@ -257,8 +257,15 @@ expect 0 "ksg:k=3.* +300 +4 +[0-9.]+$" -- bench mi --n 300 --d 4 --runs 1 --devi
 expect 0 "kde entropy H\(T\), one bound \(var=0.1\) +300 +4 " -- bench mi --n 300 --d 4 --runs 1 --device cpu --estimator ksg
 expect 2 "unknown benchmark 'disk'; expected one of: mi, train, norm" -- bench disk
 expect 2 "--shape '12' must be ROWSxD" -- bench norm --shape 12
+expect 2 "--multiprocessors must be between 1 and 100000" -- bench norm --multiprocessors 0
 if "$IBN" --version | grep -q "CUDA device: none"; then
-  expect 1 "ibn bench norm (times the fused CUDA kernels|needs a CUDA device)" -- bench norm --runs 1
+  # Without a GPU: the traffic table (what the design moves per element), then the timings skipped.
+  expect 0 "ibnorm-t:lambda=1 +BFloat16 +32768x4096 block/row, registers +4\.13 +4 +6\.39 +6" -- bench norm --dtype bf16
+  expect 0 "Timings skipped" -- bench norm --shape 100x33 --dtype fp32
+  expect 0 "wrote .*norm\.csv" -- bench norm --shape 100x33 --csv "$work/norm.csv"
+  if ! grep -q '^"layernorm",BFloat16,100,33,"warp/row, registers",132,' "$work/norm.csv"; then
+    echo "FAIL: bench norm --csv lacks the layernorm bf16 100x33 row"; failures=$((failures + 1))
+  fi
 fi
 expect 0 "usage: ibn bench train" -- bench train --help
 

@@ -231,10 +231,11 @@ void check_token(const Case& c, int64_t rows, int64_t D, bool constant_rows = fa
       << "bits of dgamma " << where;
 }
 
-// Widths that reach every tier and path: the warp tier (1 to 256), the block tier, its 16-per-
-// thread variant and streaming; widths that leave a scalar tail or unaligned rows (33, 1025).
+// Widths that reach every tier and path: the warp tier (1 to 256), the block tier (to 4096), its
+// 16-per-thread variant (to 8192) and streaming; widths that leave a scalar tail or unaligned
+// rows (33, 1025, 6000 + 1 element of offset).
 const std::vector<int64_t>& token_widths() {
-  static const std::vector<int64_t> widths = {1, 33, 132, 260, 1025, 4096, 8192, 9000, 16411};
+  static const std::vector<int64_t> widths = {1, 33, 132, 260, 1025, 4096, 6000, 8192, 9000, 16411};
   return widths;
 }
 const std::vector<int64_t>& token_rows() {
@@ -278,7 +279,7 @@ TEST(CudaKernels, TokenAreaBfloat16MatchesTheReference) {
 TEST(CudaKernels, TokenAreaConstantRowsAndUnalignedTensors) {
   if (!have_device()) GTEST_SKIP() << "no CUDA device";
   for (const Case& c : cases()) {
-    for (int64_t D : {33, 260, 4096, 16411}) {
+    for (int64_t D : {33, 260, 4096, 6000, 16411}) {
       check_token<double>(c, 3, D, /*constant_rows=*/true);
       check_token<__nv_bfloat16>(c, 3, D, /*constant_rows=*/true);
       check_token<float>(c, 5, D, false, /*offset=*/1);
@@ -335,17 +336,36 @@ TEST(CudaKernels, ChannelAreaMatchesTheReference) {
   }
 }
 
+// A small launch set reaching every token tier, both channel layouts, the vector and scalar
+// paths and two dtypes, with few rows: what scripts/gpu-verify.sh runs under compute-sanitizer's
+// memcheck, racecheck and synccheck (each slows kernels by 10-100×).
+TEST(CudaKernels, SanitizerLaunchSet) {
+  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  const Case rms{{fused::Op::rms, fused::Psi::identity, 0, 1e-5, true}, "rms"};
+  const Case tanh{{fused::Op::ibnorm, fused::Psi::tanh, 1.0, 1e-5, true}, "ibnorm-t"};
+  for (const Case& c : {rms, tanh}) {
+    for (int64_t D : {100, 1025, 6000, 9000}) {
+      check_token<__nv_bfloat16>(c, 5, D);
+      check_token<float>(c, 3, D, false, /*offset=*/1);
+    }
+    check_channel<__nv_bfloat16>(c, 40, 33, 1);
+    check_channel<float>(c, 9, 3, 49);
+  }
+}
+
 #if defined(IBN_SIMT)
 // The bytes-per-element accounting that `ibn bench norm` prints is the emulator's count of the
 // kernels' global loads and stores, for every tier and area.
 TEST(CudaKernels, TrafficAccountingMatchesTheEmulatorsCount) {
+  int multiprocessors = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
   const auto measure = [](auto body, double elements) {
     simt::traffic() = {};
     body();
     return static_cast<double>(simt::traffic().loaded + simt::traffic().stored) / elements;
   };
   for (const Case& c : cases()) {
-    for (int64_t D : {100, 1025, 9000, 16411}) {
+    for (int64_t D : {100, 1025, 6000, 9000}) {
       const int64_t rows = 13;
       const fused::DType dtype = fused::DType::bf16;
       DeviceArray<__nv_bfloat16> x(rows * D), dy(rows * D), out(rows * D);
@@ -358,7 +378,7 @@ TEST(CudaKernels, TrafficAccountingMatchesTheEmulatorsCount) {
       void* dg = c.params.affine ? dgamma.ptr : nullptr;
       void* db = c.params.affine ? dbeta.ptr : nullptr;
       const double backward = measure([&] { fused::token_backward(dtype, c.params, x.ptr, dy.ptr, gamma.ptr, stats.ptr, out.ptr, dg, db, workspace.ptr, rows, D, nullptr); }, n);
-      const fused::Traffic expected = fused::token_traffic(dtype, c.params, rows, D);
+      const fused::Traffic expected = fused::token_traffic(dtype, c.params, rows, D, multiprocessors);
       EXPECT_NEAR(forward, expected.forward, 1e-9) << c.name << " token forward D=" << D;
       EXPECT_NEAR(backward, expected.backward, 1e-9) << c.name << " token backward D=" << D;
     }
@@ -374,7 +394,7 @@ TEST(CudaKernels, TrafficAccountingMatchesTheEmulatorsCount) {
       void* dg = c.params.affine ? dgamma.ptr : nullptr;
       void* db = c.params.affine ? dbeta.ptr : nullptr;
       const double backward = measure([&] { fused::channel_backward(dtype, c.params, x.ptr, dy.ptr, gamma.ptr, stats.ptr, out.ptr, dg, db, workspace.ptr, N, C, HW, nullptr); }, n);
-      const fused::Traffic expected = fused::channel_traffic(dtype, c.params, N, C, HW);
+      const fused::Traffic expected = fused::channel_traffic(dtype, c.params, N, C, HW, multiprocessors);
       EXPECT_NEAR(forward, expected.forward, 1e-9) << c.name << " channel forward " << N << "," << C << "," << HW;
       EXPECT_NEAR(backward, expected.backward, 1e-9) << c.name << " channel backward " << N << "," << C << "," << HW;
     }

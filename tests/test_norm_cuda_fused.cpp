@@ -161,6 +161,18 @@ TEST(FusedCuda, RunningStatisticsMatchTheAtenPath) {
   }
 }
 
+// The fused backward is not differentiable: create_graph is refused, not answered without a graph.
+TEST(FusedCuda, DoubleBackwardIsRefused) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  ::setenv("IBN_FUSED_NORM", "1", 1);
+  ibn::norm::Normalizer norm("ibnorm-t:lambda=1", 64);
+  norm->to(torch::kCUDA);
+  const auto x = torch::randn({8, 64}, torch::TensorOptions().device(torch::kCUDA)).requires_grad_(true);
+  const auto y = norm(x).square().sum();
+  EXPECT_THROW(torch::autograd::grad({y}, {x}, {}, /*retain_graph=*/true, /*create_graph=*/true), std::exception);
+  ::unsetenv("IBN_FUSED_NORM");
+}
+
 // Inputs on a GPU other than the current one run there (the kernels launch under a device guard).
 TEST(FusedCuda, RunsOnTheInputsDevice) {
   if (!torch::cuda::is_available() || torch::cuda::device_count() < 2) GTEST_SKIP() << "needs two CUDA devices";

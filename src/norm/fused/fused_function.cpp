@@ -7,6 +7,7 @@
 
 #if defined(IBN_WITH_CUDA)
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/core/GradMode.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/autograd.h>
 
@@ -119,6 +120,12 @@ class FusedNorm : public torch::autograd::Function<FusedNorm> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
+    // The kernels' backward is not itself differentiable: refuse create_graph rather than return
+    // gradients without a graph (the ATen path supports double backward).
+    if (c10::GradMode::is_enabled()) {
+      throw std::runtime_error(
+          "fused normalizer: double backward (create_graph=True) is not supported; unset IBN_FUSED_NORM for it");
+    }
     const auto saved = ctx->get_saved_variables();
     const at::Tensor& x = saved[0];
     const c10::cuda::CUDAGuard device(x.device());

@@ -4,15 +4,17 @@
 //
 // Token area (a row of D values per group), three tiers by width:
 //   warp        D ≤ 256:    a warp per row, 8 values per lane in registers, warp shuffles only
-//   block       D ≤ 16384:  a block per row, 8 or 16 values per thread in registers
-//   streaming   D > 16384:  a block per row, each pass re-reads x (the row stays in L1/L2)
+//   block       D ≤ 8192:   a block of ≤ 512 threads per row, 8 or 16 values per thread in registers
+//   streaming   D > 8192:   a block of 1024 threads per row, each pass re-reads x (from L1/L2)
+// Every kernel declares __launch_bounds__ for the most threads it is launched with, so nvcc keeps
+// its registers within what such a block may have (65536 per block: 128 per thread at 512).
 // In the register tiers x is read from memory once: the row is loaded with 16-byte vector loads
 // (scalar loads for an unaligned row and for the tail), and every later pass works on registers.
 // Blocks are persistent (a fixed number, each taking rows grid-stride), so γ, β are loaded into
 // registers once per block, and the backward pass accumulates each block's dγ/dβ partials in
-// registers as it goes; a second kernel adds the blocks' partials in block order. The chunking
-// depends only on the shape and the device's multiprocessor count, so the backward pass is
-// bitwise deterministic on a given device.
+// registers as it goes; a second kernel (reduce_columns) combines the blocks' partials in a
+// fixed order. The chunking depends only on the shape and the device's multiprocessor count, so
+// the backward pass is bitwise deterministic on a given device.
 // Statistics: each thread's values give (n, mean, M2), merged across lanes (butterfly shuffles,
 // lower lane first, so every lane holds the same bits) and across warps (shared memory, warp
 // order): one reduction and one barrier per standardization. ψ is a compile-time functor with
@@ -22,14 +24,16 @@
 // Batch area (a channel of [N, C, HW] per group): a 2D grid of (channel tiles × chunks of N).
 // With HW = 1 a block covers 32 consecutive channels (threadIdx.x, the contiguous dimension);
 // otherwise a block covers one channel with threadIdx.x along HW. Each block writes per-chunk
-// partial moments (or sums); a merge kernel combines the chunks of each channel in chunk order;
-// an elementwise kernel applies the result. No per-element division.
+// partial moments (Welford within a thread, Chan's merge across threads) or sums;
+// reduce_columns combines the chunks of each channel in a fixed order; an elementwise kernel
+// applies the result. Element offsets come from (n, c, hw) loops, with no division by HW.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <algorithm>
 
 #include "norm/fused/device.h"
+#include "norm/fused/launch_plan.h"
 #include "norm/fused/norm_kernels.h"
 
 namespace ibn::norm::fused {
@@ -297,8 +301,10 @@ IBN_DEVICE V row_all_reduce(V v, V* scratch, int* round) {
   return block_all_reduce(v, scratch + 32 * ((*round)++ & 1));
 }
 
+template <bool kWarpPerRow> constexpr int kRegisterTierThreads = kWarpPerRow ? kWarpBlockThreads : kRowBlockMaxThreads;
+
 template <typename T, typename A, typename Psi, int K, bool kWarpPerRow>
-__global__ void token_forward_registers(Params p, Psi psi, const T* x, const A* gamma, const A* beta, T* y, A* stats,
+__global__ void __launch_bounds__(kRegisterTierThreads<kWarpPerRow>) token_forward_registers(Params p, Psi psi, const T* x, const A* gamma, const A* beta, T* y, A* stats,
                                         int64_t rows, int64_t D) {
   IBN_DYNAMIC_SHARED(shared);
   Moments<A>* scratch = reinterpret_cast<Moments<A>*>(shared);  // [2][32]
@@ -356,10 +362,10 @@ IBN_DEVICE RowStats<A> load_row_stats(const A* stats, int64_t row, bool compress
   return out;
 }
 
-// dx of each row; dγ/dβ partials of the block's rows into partial[blockIdx.x] ([2][D]: γ, β).
+// dx of each row; dγ/dβ partials of the block's rows into partial[blockIdx.x] ([D] of (dγ, dβ)).
 template <typename T, typename A, typename Psi, int K, bool kWarpPerRow>
-__global__ void token_backward_registers(Params p, Psi psi, const T* x, const T* dy, const A* gamma, const A* stats,
-                                         T* dx, A* partial, int64_t rows, int64_t D) {
+__global__ void __launch_bounds__(kRegisterTierThreads<kWarpPerRow>) token_backward_registers(Params p, Psi psi, const T* x, const T* dy, const A* gamma, const A* stats,
+                                         T* dx, Sums<A>* partial, int64_t rows, int64_t D) {
   IBN_DYNAMIC_SHARED(shared);
   Sums<A>* scratch = reinterpret_cast<Sums<A>*>(shared);  // [2][32]
   const RowPlan<kWarpPerRow> plan;
@@ -408,29 +414,29 @@ __global__ void token_backward_registers(Params p, Psi psi, const T* x, const T*
     store_slots<K>(dx + row * D, D, plan.lane, plan.width, g);
   }
   if (!grads) return;
-  A* out = partial + static_cast<int64_t>(blockIdx.x) * 2 * D;
+  Sums<A>* out = partial + static_cast<int64_t>(blockIdx.x) * D;  // (dγ, dβ) per feature
   if (!kWarpPerRow) {
 #pragma unroll
     for (int k = 0; k < K; ++k) {
       const int64_t f = slot_index<K, T>(k, plan.lane, plan.width);
-      if (f < D) ibn_store(out + f, acc_gamma[k]), ibn_store(out + D + f, acc_beta[k]);
+      if (f < D) ibn_store(out + f, Sums<A>{acc_gamma[k], acc_beta[k]});
     }
     return;
   }
   // Warp tier (no block reductions above): the block's warps add their partials in warp order
   // through shared memory.
-  A* by_warp = reinterpret_cast<A*>(shared);  // [warps][2][D]
+  Sums<A>* by_warp = reinterpret_cast<Sums<A>*>(shared);  // [warps][D]
   const int warp = static_cast<int>(threadIdx.x >> 5), warps = static_cast<int>(blockDim.x >> 5);
 #pragma unroll
   for (int k = 0; k < K; ++k) {
     const int64_t f = slot_index<K, T>(k, plan.lane, plan.width);
-    if (f < D) by_warp[(warp * 2) * D + f] = acc_gamma[k], by_warp[(warp * 2 + 1) * D + f] = acc_beta[k];
+    if (f < D) by_warp[warp * D + f] = Sums<A>{acc_gamma[k], acc_beta[k]};
   }
   __syncthreads();
   for (int64_t f = threadIdx.x; f < D; f += blockDim.x) {
-    A dg = by_warp[f], db = by_warp[D + f];
-    for (int w = 1; w < warps; ++w) dg += by_warp[(w * 2) * D + f], db += by_warp[(w * 2 + 1) * D + f];
-    ibn_store(out + f, dg), ibn_store(out + D + f, db);
+    Sums<A> total = by_warp[f];
+    for (int w = 1; w < warps; ++w) total = combine(total, by_warp[w * D + f]);
+    ibn_store(out + f, total);
   }
 }
 
@@ -466,7 +472,7 @@ IBN_DEVICE Moments<A> chunk_moments(const A (&v)[V], int64_t base, int64_t D) {
 }
 
 template <typename T, typename A, typename Psi>
-__global__ void token_forward_streaming(Params p, Psi psi, const T* x, const A* gamma, const A* beta, T* y, A* stats,
+__global__ void __launch_bounds__(kStreamingThreads) token_forward_streaming(Params p, Psi psi, const T* x, const A* gamma, const A* beta, T* y, A* stats,
                                         int64_t rows, int64_t D) {
   IBN_DYNAMIC_SHARED(shared);
   Moments<A>* scratch = reinterpret_cast<Moments<A>*>(shared);  // [2][32]
@@ -513,14 +519,14 @@ __global__ void token_forward_streaming(Params p, Psi psi, const T* x, const A* 
 // dγ/dβ partials of the block's rows are added into partial[blockIdx.x] by the thread that owns
 // each feature (the same thread for every row, so no atomics).
 template <typename T, typename A, typename Psi>
-__global__ void token_backward_streaming(Params p, Psi psi, const T* x, const T* dy, const A* gamma, const A* stats,
-                                         T* dx, A* partial, int64_t rows, int64_t D) {
+__global__ void __launch_bounds__(kStreamingThreads) token_backward_streaming(Params p, Psi psi, const T* x, const T* dy, const A* gamma, const A* stats,
+                                         T* dx, Sums<A>* partial, int64_t rows, int64_t D) {
   IBN_DYNAMIC_SHARED(shared);
   Sums<A>* scratch = reinterpret_cast<Sums<A>*>(shared);  // [2][32]
   constexpr int V = kVec<T>;
   const A inv_n = A(1) / static_cast<A>(D);
   const bool centre = p.op != Op::rms;
-  A* acc = partial == nullptr ? nullptr : partial + static_cast<int64_t>(blockIdx.x) * 2 * D;
+  Sums<A>* acc = partial == nullptr ? nullptr : partial + static_cast<int64_t>(blockIdx.x) * D;
   int round = 0;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const RowStats<A> s = load_row_stats(stats, row, Psi::kCompresses);
@@ -545,9 +551,8 @@ __global__ void token_backward_streaming(Params p, Psi psi, const T* x, const T*
       for (int j = 0; j < V && base + j < D; ++j) {
         sums.a += g[j], sums.b += g[j] * xhat[j];
         if (acc != nullptr) {
-          const A dg = first_row ? d[j] * xhat[j] : ibn_load(acc + base + j) + d[j] * xhat[j];
-          const A db = first_row ? d[j] : ibn_load(acc + D + base + j) + d[j];
-          ibn_store(acc + base + j, dg), ibn_store(acc + D + base + j, db);
+          const Sums<A> row_terms{d[j] * xhat[j], d[j]};
+          ibn_store(acc + base + j, first_row ? row_terms : combine(ibn_load(acc + base + j), row_terms));
         }
       }
     });
@@ -584,25 +589,44 @@ __global__ void token_backward_streaming(Params p, Psi psi, const T* x, const T*
   }
 }
 
-// dγ, dβ: the blocks' partials ([blocks][2][D]) added in block order.
-template <typename A>
-__global__ void token_affine_reduce(const A* partial, A* dgamma, A* dbeta, int64_t blocks, int64_t D) {
-  const int64_t f = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (f >= D) return;
-  A dg = 0, db = 0;
-  for (int64_t b = 0; b < blocks; ++b) dg += ibn_load(partial + b * 2 * D + f), db += ibn_load(partial + b * 2 * D + D + f);
-  ibn_store(dgamma + f, dg);
-  ibn_store(dbeta + f, db);
+// ---- Partials combined per column, in a fixed order ----
+// Column c of in ([rows][cols]) combined over its rows: thread (x, y) of a block of 32 columns ×
+// kColumnSplits combines rows y, y + kColumnSplits, ... in turn, then thread (x, 0) combines the
+// splits in y order and hands the total to finish(c, total). The order depends only on the shape,
+// so every run gives the same bits; 16 splits keep the chain of dependent loads short when there
+// are thousands of rows (blocks or chunks). V{} (all zero) is the identity of combine.
+constexpr int kColumnSplits = 16;
+
+template <typename V, typename Finish>
+__global__ void __launch_bounds__(32 * kColumnSplits) reduce_columns(const V* in, int64_t rows, int64_t cols, Finish finish) {
+  IBN_DYNAMIC_SHARED(shared);
+  V* split = reinterpret_cast<V*>(shared);  // [kColumnSplits][32]
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
+  V total{};
+  if (c < cols) {
+    for (int64_t r = threadIdx.y; r < rows; r += kColumnSplits) total = combine(total, ibn_load(in + r * cols + c));
+  }
+  split[threadIdx.y * 32 + threadIdx.x] = total;
+  __syncthreads();
+  if (threadIdx.y != 0 || c >= cols) return;
+  for (int y = 1; y < kColumnSplits; ++y) total = combine(total, split[y * 32 + threadIdx.x]);
+  finish(c, total);
 }
+
+// dγ, dβ of the token area from the blocks' (dγ, dβ) partials.
+template <typename A>
+struct WriteAffineGrads {
+  A* dgamma;
+  A* dbeta;
+  IBN_DEVICE void operator()(int64_t f, const Sums<A>& total) const { ibn_store(dgamma + f, total.a), ibn_store(dbeta + f, total.b); }
+};
 
 // ---- Batch area ----
 
 // Which elements of [N, C, HW] a thread of the 2D grid visits: with HW = 1, channel
 // blockIdx.x·32 + threadIdx.x; otherwise channel blockIdx.x at hw = threadIdx.x + 32k. Rows n of
 // chunk blockIdx.y, threadIdx.y + 8j.
-struct ChannelGrid {
-  int64_t N, C, HW, chunks, rows_per_chunk;
-  IBN_HD bool tiles() const { return HW == 1; }
+struct ChannelGrid : ChannelPlan {
   IBN_DEVICE int64_t channel() const {
     return tiles() ? static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x : static_cast<int64_t>(blockIdx.x);
   }
@@ -617,7 +641,6 @@ struct ChannelGrid {
     }
   }
 };
-constexpr int kChannelRows = 8;  // blockDim.y; blockDim.x is 32
 
 // One chunk's result for each channel of the block: with channel tiles, column threadIdx.x over
 // the rows; otherwise all 256 threads. Written by one thread per channel into out[chunk·C + c].
@@ -642,53 +665,46 @@ IBN_DEVICE void store_block_partial(V v, const ChannelGrid& g, V* scratch, V* ou
   ibn_store(out + blockIdx.y * g.C + g.channel(), total);
 }
 
-// Accumulates values with a shift (the first value) and no division per element.
+// Welford's update, one value at a time: exact to rounding whatever the values' offset (a
+// shifted sum of squares loses digits when the shift is far from the mean).
 template <typename A>
-struct ShiftedMoments {
-  A shift = 0, n = 0, sum = 0, sum_sq = 0;
-  IBN_DEVICE void add(A v) {
-    if (n == A(0)) shift = v;
-    const A d = v - shift;
-    n += A(1), sum += d, sum_sq += d * d;
-  }
-  IBN_DEVICE Moments<A> moments() const {
-    if (n == A(0)) return {0, 0, 0};
-    const A mean_shift = sum / n;
-    const A m2 = sum_sq - sum * mean_shift;
-    return {n, shift + mean_shift, m2 > A(0) ? m2 : A(0)};
-  }
-};
+IBN_DEVICE void welford_add(Moments<A>* m, A v) {
+  m->n += A(1);
+  const A delta = v - m->mean;
+  m->mean += delta / m->n;
+  m->m2 += delta * (v - m->mean);
+}
 
 // Per-chunk moments of x (kOfU = false) or of u = ψ((x − μ)·r) (kOfU = true).
 template <typename T, typename A, typename Psi, bool kOfU>
 __global__ void channel_moments(Params p, Psi psi, const T* x, const A* stats, Moments<A>* partial, ChannelGrid g) {
   IBN_DYNAMIC_SHARED(shared);
-  ShiftedMoments<A> acc;
+  Moments<A> acc{0, 0, 0};
   const int64_t c = g.channel();
   A mean = 0, rstd = 1;
   if (kOfU && c < g.C) mean = ibn_load(stats + c * kStatsPerGroup + kMean), rstd = ibn_load(stats + c * kStatsPerGroup + kRstd);
   g.for_each([&](int64_t i) {
     const A v = widen<A>(ibn_load(x + i));
-    acc.add(kOfU ? psi.value((v - mean) * rstd) : v);
+    welford_add(&acc, kOfU ? psi.value((v - mean) * rstd) : v);
   });
   (void)p;
-  store_block_partial(acc.moments(), g, reinterpret_cast<Moments<A>*>(shared), partial);
+  store_block_partial(acc, g, reinterpret_cast<Moments<A>*>(shared), partial);
 }
 
-// Per channel: the chunks' moments merged in chunk order, into the saved statistics.
+// Per channel: the chunks' moments (merged by reduce_columns) into the saved statistics.
 template <typename A, bool kOfU>
-__global__ void channel_merge_moments(Params p, const Moments<A>* partial, A* stats, int64_t chunks, int64_t C) {
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c >= C) return;
-  Moments<A> m = ibn_load(partial + c);
-  for (int64_t k = 1; k < chunks; ++k) m = combine(m, ibn_load(partial + k * C + c));
-  const Standardization<A> s = standardization(p, m, A(1) / m.n, kOfU || p.op != Op::rms);
-  A* out = stats + c * kStatsPerGroup;
-  ibn_store(out + (kOfU ? kMeanU : kMean), s.mean);
-  ibn_store(out + (kOfU ? kRstdU : kRstd), s.rstd);
-  ibn_store(out + (kOfU ? kVarU : kVar), s.var);
-  if (!kOfU) ibn_store(out + kMeanU, A(0)), ibn_store(out + kRstdU, A(1)), ibn_store(out + kVarU, A(1));
-}
+struct WriteChannelStats {
+  Params p;
+  A* stats;
+  IBN_DEVICE void operator()(int64_t c, const Moments<A>& m) const {
+    const Standardization<A> s = standardization(p, m, A(1) / m.n, kOfU || p.op != Op::rms);
+    A* out = stats + c * kStatsPerGroup;
+    ibn_store(out + (kOfU ? kMeanU : kMean), s.mean);
+    ibn_store(out + (kOfU ? kRstdU : kRstd), s.rstd);
+    ibn_store(out + (kOfU ? kVarU : kVar), s.var);
+    if (!kOfU) ibn_store(out + kMeanU, A(0)), ibn_store(out + kRstdU, A(1)), ibn_store(out + kVarU, A(1));
+  }
+};
 
 // A channel's statistics and affine parameters, loaded once per thread.
 template <typename A>
@@ -750,16 +766,18 @@ __global__ void channel_grad_sums(Params p, Psi psi, const T* x, const T* dy, co
   store_block_partial(sums, g, reinterpret_cast<Sums<A>*>(shared), partial);
 }
 
-// Per channel: the chunks' sums in chunk order; the first stage also gives dγ (Σ dy·x̂) and dβ (Σ dy).
+// Per channel: the chunks' sums (combined by reduce_columns); the first stage also gives
+// dγ (Σ dy·x̂) and dβ (Σ dy).
 template <typename A>
-__global__ void channel_merge_sums(const Sums<A>* partial, Sums<A>* total, A* dgamma, A* dbeta, int64_t chunks, int64_t C) {
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c >= C) return;
-  Sums<A> s = ibn_load(partial + c);
-  for (int64_t k = 1; k < chunks; ++k) s = combine(s, ibn_load(partial + k * C + c));
-  ibn_store(total + c, s);
-  if (dgamma != nullptr) ibn_store(dgamma + c, s.b), ibn_store(dbeta + c, s.a);
-}
+struct WriteChannelSums {
+  Sums<A>* total;
+  A* dgamma;
+  A* dbeta;
+  IBN_DEVICE void operator()(int64_t c, const Sums<A>& s) const {
+    ibn_store(total + c, s);
+    if (dgamma != nullptr) ibn_store(dgamma + c, s.b), ibn_store(dbeta + c, s.a);
+  }
+};
 
 template <typename T, typename A, typename Psi>
 __global__ void channel_apply_backward(Params p, Psi psi, const T* x, const T* dy, const A* gamma, const A* stats,
@@ -800,37 +818,6 @@ int multiprocessors() {
   return std::max(count, 1);
 }
 
-constexpr int kWarpTierMax = 256, kBlockTierMax = 8192, kWideTierMax = 16384;
-constexpr int kWarpRowsPerBlock = 4;
-
-size_t accumulate_size(DType dtype) { return dtype == DType::f64 ? sizeof(double) : sizeof(float); }
-
-// A token launch: threads per block and blocks (persistent, at most what fills the device).
-struct TokenLaunch {
-  TokenTier tier;
-  int threads;
-  int64_t blocks;
-  int warps_per_row;  // warps that each load a row's statistics
-};
-TokenLaunch token_launch(int64_t rows, int64_t D) {
-  const TokenTier tier = token_tier(D);
-  const int64_t sms = multiprocessors();
-  const auto round_up_warps = [](int64_t threads) { return static_cast<int>(std::min<int64_t>(1024, (threads + 31) / 32 * 32)); };
-  switch (tier) {
-    case TokenTier::warp: {
-      const int64_t groups = (rows + kWarpRowsPerBlock - 1) / kWarpRowsPerBlock;
-      return {tier, 32 * kWarpRowsPerBlock, std::min(groups, sms * 16), 1};
-    }
-    case TokenTier::block:
-    case TokenTier::block_wide: {
-      const int threads = std::max(64, round_up_warps((D + (tier == TokenTier::block ? 7 : 15)) / (tier == TokenTier::block ? 8 : 16)));
-      return {tier, threads, std::min(rows, sms * std::max(1, 2048 / threads)), threads / 32};
-    }
-    case TokenTier::streaming: break;
-  }
-  return {tier, 1024, std::min(rows, sms * 2), 32};
-}
-
 // Calls body(T{}, psi) with the memory type and the ψ functor (over the accumulation type).
 template <typename Body>
 void dispatch(DType dtype, const Params& p, Body body) {
@@ -852,59 +839,33 @@ void dispatch(DType dtype, const Params& p, Body body) {
   }
 }
 
-void record_error() {
+// Records the last launch's error (keeping this call's first); true when there was none, so
+// that a failed launch stops the kernels that would read its output.
+bool launched() {
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess && launch_error == nullptr) launch_error = cudaGetErrorString(e);
+  return launch_error == nullptr;
 }
 
-ChannelGrid channel_grid(int64_t N, int64_t C, int64_t HW) {
-  const int64_t tiles = HW == 1 ? (C + 31) / 32 : C;
-  const int64_t target = 4 * static_cast<int64_t>(multiprocessors());
-  const int64_t max_chunks = std::max<int64_t>(1, std::min<int64_t>(1024, N / kChannelRows));
-  int64_t chunks = std::max<int64_t>(1, std::min(max_chunks, (target + tiles - 1) / tiles));
-  const int64_t rows_per_chunk = (N + chunks - 1) / chunks;
-  chunks = (N + rows_per_chunk - 1) / rows_per_chunk;
-  return {N, C, HW, chunks, rows_per_chunk};
+template <typename V, typename Finish>
+void combine_columns(const V* in, int64_t rows, int64_t cols, Finish finish, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((cols + 31) / 32)), block(32, kColumnSplits);
+  IBN_LAUNCH(grid, block, 32 * kColumnSplits * sizeof(V), stream, reduce_columns<V, Finish>)(in, rows, cols, finish);
 }
+
+ChannelGrid channel_grid(int64_t N, int64_t C, int64_t HW) { return {channel_plan(N, C, HW, multiprocessors())}; }
 dim3 grid_of(const ChannelGrid& g) {
-  return dim3(static_cast<unsigned>(g.HW == 1 ? (g.C + 31) / 32 : g.C), static_cast<unsigned>(g.chunks));
+  return dim3(static_cast<unsigned>(g.tile_count()), static_cast<unsigned>(g.chunks));
 }
 const dim3 kChannelBlock(32, kChannelRows);
 
 }  // namespace
 
-TokenTier token_tier(int64_t D) {
-  if (D <= kWarpTierMax) return TokenTier::warp;
-  if (D <= kBlockTierMax) return TokenTier::block;
-  if (D <= kWideTierMax) return TokenTier::block_wide;
-  return TokenTier::streaming;
-}
-
-const char* tier_name(TokenTier tier) {
-  switch (tier) {
-    case TokenTier::warp: return "warp/row, registers";
-    case TokenTier::block: return "block/row, registers";
-    case TokenTier::block_wide: return "block/row, registers x16";
-    case TokenTier::streaming: return "block/row, streaming";
-  }
-  return "?";
-}
-
-size_t dtype_size(DType dtype) {
-  switch (dtype) {
-    case DType::f32: return 4;
-    case DType::f64: return 8;
-    case DType::f16:
-    case DType::bf16: return 2;
-  }
-  return 0;
-}
-
 void token_forward(DType dtype, const Params& p, const void* x, const void* gamma, const void* beta, void* y,
                    void* stats, int64_t rows, int64_t D, void* stream) {
   launch_error = nullptr;
   if (rows == 0 || D == 0) return;
-  const TokenLaunch launch = token_launch(rows, D);
+  const TokenLaunch launch = token_launch(rows, D, multiprocessors());
   const auto s = static_cast<cudaStream_t>(stream);
   dispatch(dtype, p, [&](auto t, auto psi) {
     using T = decltype(t);
@@ -924,11 +885,11 @@ void token_forward(DType dtype, const Params& p, const void* x, const void* gamm
       case TokenTier::streaming: return run(token_forward_streaming<T, A, P>);
     }
   });
-  record_error();
+  launched();
 }
 
 size_t token_backward_workspace(DType dtype, int64_t rows, int64_t D) {
-  const TokenLaunch launch = token_launch(std::max<int64_t>(rows, 1), std::max<int64_t>(D, 1));
+  const TokenLaunch launch = token_launch(std::max<int64_t>(rows, 1), std::max<int64_t>(D, 1), multiprocessors());
   return 2 * static_cast<size_t>(launch.blocks) * static_cast<size_t>(D) * accumulate_size(dtype);
 }
 
@@ -937,13 +898,13 @@ void token_backward(DType dtype, const Params& p, const void* x, const void* dy,
                     int64_t D, void* stream) {
   launch_error = nullptr;
   if (rows == 0 || D == 0) return;
-  const TokenLaunch launch = token_launch(rows, D);
+  const TokenLaunch launch = token_launch(rows, D, multiprocessors());
   const auto s = static_cast<cudaStream_t>(stream);
   dispatch(dtype, p, [&](auto t, auto psi) {
     using T = decltype(t);
     using A = decltype(psi.value(0));
-    A* partial = dgamma == nullptr ? nullptr : static_cast<A*>(workspace);
-    const size_t shared = launch.tier == TokenTier::warp ? std::max<size_t>(2 * 32 * sizeof(Sums<A>), kWarpRowsPerBlock * 2 * D * sizeof(A))
+    Sums<A>* partial = dgamma == nullptr ? nullptr : static_cast<Sums<A>*>(workspace);
+    const size_t shared = launch.tier == TokenTier::warp ? std::max<size_t>(2 * 32, kWarpRowsPerBlock * D) * sizeof(Sums<A>)
                                                          : 2 * 32 * sizeof(Sums<A>);
     const unsigned blocks = static_cast<unsigned>(launch.blocks);
     const auto run = [&](auto kernel) {
@@ -958,13 +919,10 @@ void token_backward(DType dtype, const Params& p, const void* x, const void* dy,
       case TokenTier::block_wide: run(token_backward_registers<T, A, P, 16, false>); break;
       case TokenTier::streaming: run(token_backward_streaming<T, A, P>); break;
     }
-    record_error();
-    if (partial == nullptr) return;
-    const unsigned feature_blocks = static_cast<unsigned>((D + 255) / 256);
-    IBN_LAUNCH(feature_blocks, 256, 0, s, token_affine_reduce<A>)(partial, static_cast<A*>(dgamma), static_cast<A*>(dbeta),
-                                                                  launch.blocks, D);
+    if (partial == nullptr || !launched()) return;
+    combine_columns(partial, launch.blocks, D, WriteAffineGrads<A>{static_cast<A*>(dgamma), static_cast<A*>(dbeta)}, s);
   });
-  record_error();
+  launched();
 }
 
 size_t channel_workspace(DType dtype, int64_t N, int64_t C, int64_t HW) {
@@ -987,17 +945,20 @@ void channel_forward(DType dtype, const Params& p, const void* x, const void* ga
     A* saved = static_cast<A*>(stats);
     Moments<A>* partial = static_cast<Moments<A>*>(workspace);
     const size_t shared = kChannelRows * 32 * sizeof(Moments<A>);
-    const unsigned merge_blocks = static_cast<unsigned>((C + 255) / 256);
     IBN_LAUNCH(grid_of(g), kChannelBlock, shared, s, channel_moments<T, A, P, false>)(p, psi, in, saved, partial, g);
-    IBN_LAUNCH(merge_blocks, 256, 0, s, channel_merge_moments<A, false>)(p, partial, saved, g.chunks, C);
+    if (!launched()) return;
+    combine_columns(partial, g.chunks, C, WriteChannelStats<A, false>{p, saved}, s);
     if (P::kCompresses) {
+      if (!launched()) return;
       IBN_LAUNCH(grid_of(g), kChannelBlock, shared, s, channel_moments<T, A, P, true>)(p, psi, in, saved, partial, g);
-      IBN_LAUNCH(merge_blocks, 256, 0, s, channel_merge_moments<A, true>)(p, partial, saved, g.chunks, C);
+      if (!launched()) return;
+      combine_columns(partial, g.chunks, C, WriteChannelStats<A, true>{p, saved}, s);
     }
+    if (!launched()) return;
     IBN_LAUNCH(grid_of(g), kChannelBlock, 0, s, channel_apply_forward<T, A, P>)(
         p, psi, in, static_cast<const A*>(gamma), static_cast<const A*>(beta), static_cast<T*>(y), saved, g);
   });
-  record_error();
+  launched();
 }
 
 void channel_backward(DType dtype, const Params& p, const void* x, const void* dy, const void* gamma,
@@ -1020,74 +981,24 @@ void channel_backward(DType dtype, const Params& p, const void* x, const void* d
     Sums<A>* inner = outer + C;
     const A inv_n = A(1) / static_cast<A>(N * HW);
     const size_t shared = kChannelRows * 32 * sizeof(Sums<A>);
-    const unsigned merge_blocks = static_cast<unsigned>((C + 255) / 256);
     IBN_LAUNCH(grid_of(g), kChannelBlock, shared, s, channel_grad_sums<T, A, P, false>)(p, psi, in, grad, gam, saved, outer,
                                                                                        partial, g, inv_n);
-    IBN_LAUNCH(merge_blocks, 256, 0, s, channel_merge_sums<A>)(partial, outer, static_cast<A*>(dgamma), static_cast<A*>(dbeta),
-                                                               g.chunks, C);
+    if (!launched()) return;
+    combine_columns(partial, g.chunks, C, WriteChannelSums<A>{outer, static_cast<A*>(dgamma), static_cast<A*>(dbeta)}, s);
     if (P::kCompresses) {
+      if (!launched()) return;
       IBN_LAUNCH(grid_of(g), kChannelBlock, shared, s, channel_grad_sums<T, A, P, true>)(p, psi, in, grad, gam, saved, outer,
                                                                                         partial, g, inv_n);
-      IBN_LAUNCH(merge_blocks, 256, 0, s, channel_merge_sums<A>)(partial, inner, static_cast<A*>(nullptr),
-                                                                 static_cast<A*>(nullptr), g.chunks, C);
+      if (!launched()) return;
+      combine_columns(partial, g.chunks, C, WriteChannelSums<A>{inner, nullptr, nullptr}, s);
     }
+    if (!launched()) return;
     IBN_LAUNCH(grid_of(g), kChannelBlock, 0, s, channel_apply_backward<T, A, P>)(p, psi, in, grad, gam, saved, outer, inner,
                                                                                 static_cast<T*>(dx), g, inv_n);
   });
-  record_error();
+  launched();
 }
 
 const char* last_error() { return launch_error; }
-
-// The accounting mirrors the launches above, load by load (tests/cuda_emu checks it against the
-// emulator's count of the same launches).
-Traffic token_traffic(DType dtype, const Params& p, int64_t rows, int64_t D) {
-  const TokenLaunch launch = token_launch(rows, D);
-  const double t = static_cast<double>(dtype_size(dtype)), a = static_cast<double>(accumulate_size(dtype));
-  const double n = static_cast<double>(rows) * static_cast<double>(D), d = static_cast<double>(D);
-  const double blocks = static_cast<double>(launch.blocks), r = static_cast<double>(rows);
-  const bool compresses = p.compresses();
-  const double stats_read = (compresses ? 4 : 2) * a;
-  // dγ/dβ (requested with the affine parameters): partials written and read back, then the sums.
-  const double partials = p.affine ? blocks * 2 * d * a * 2 + 2 * d * a : 0;
-  Traffic out;
-  out.forward_min = 2 * t, out.backward_min = 3 * t;
-  double forward = 0, backward = 0;
-  if (launch.tier == TokenTier::streaming) {
-    const double passes = compresses ? 3 : 2;
-    forward = n * t * (passes + 1) + (p.affine ? 2 * n * a : 0) + r * kStatsPerGroup * a;
-    // dγ/dβ partials added in place (written every row, read back after each block's first row),
-    // then read by the reduction, which writes dγ/dβ.
-    const double in_place = p.affine ? 2 * n * a + 2 * (r - blocks) * d * a + blocks * 2 * d * a + 2 * d * a : 0;
-    backward = n * t * (2 * passes + 1) + (p.affine ? passes * n * a : 0) + r * 32 * stats_read + in_place;
-  } else {
-    const double loaders = launch.tier == TokenTier::warp ? kWarpRowsPerBlock : 1;  // copies of γ, β per block
-    forward = 2 * n * t + (p.affine ? blocks * loaders * 2 * d * a : 0) + r * kStatsPerGroup * a;
-    backward = 3 * n * t + (p.affine ? blocks * loaders * d * a : 0) + r * launch.warps_per_row * stats_read + partials;
-  }
-  out.forward = forward / n, out.backward = backward / n;
-  return out;
-}
-
-Traffic channel_traffic(DType dtype, const Params& p, int64_t N, int64_t C, int64_t HW) {
-  const ChannelGrid g = channel_grid(N, C, HW);
-  const double t = static_cast<double>(dtype_size(dtype)), a = static_cast<double>(accumulate_size(dtype));
-  const double n = static_cast<double>(N) * static_cast<double>(C) * static_cast<double>(HW), c = static_cast<double>(C);
-  const double cells = static_cast<double>(g.chunks) * c;  // (chunk, channel) partials
-  const double threads = cells * (g.tiles() ? kChannelRows : 32 * kChannelRows);  // threads with a channel
-  const bool compresses = p.compresses();
-  const double stats = (compresses ? 4 : 2) * a;
-  Traffic out;
-  out.forward_min = 2 * t, out.backward_min = 3 * t;
-  double forward = n * t + cells * 3 * a + cells * 3 * a + c * kStatsPerGroup * a;  // moments of x, merged
-  if (compresses) forward += n * t + threads * 2 * a + cells * 3 * a + cells * 3 * a + c * 3 * a;  // of u
-  forward += 2 * n * t + threads * (stats + (p.affine ? 2 * a : 0));                                // y
-  const double constants = threads * (stats + (p.affine ? a : 0));
-  double backward = 2 * n * t + constants + cells * 2 * a * 2 + c * 2 * a + (p.affine ? c * 2 * a : 0);  // Σ dy, Σ dy·x̂
-  if (compresses) backward += 2 * n * t + constants + threads * 2 * a + cells * 2 * a * 2 + c * 2 * a;  // through ψ
-  backward += 3 * n * t + constants + threads * (compresses ? 4 : 2) * a;                              // dx
-  out.forward = forward / n, out.backward = backward / n;
-  return out;
-}
 
 }  // namespace ibn::norm::fused
