@@ -20,7 +20,6 @@
 # /usr/share/datasets/fashion-mnist .gpu/data/, about 30 MB) and the GPT run reads README.md.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
 
 die() { echo "gpu-verify: $*" >&2; exit 2; }
 
@@ -37,10 +36,13 @@ while [ $# -gt 0 ]; do
   esac
 done
 all_steps="build tests sanitizers bench train summary"
-for step in ${only//,/ }; do
+IFS=, read -r -a listed <<<"$only"
+for step in "${listed[@]}"; do
   case " $all_steps " in *" $step "*) ;; *) die "unknown step '$step' in --steps (expected: ${all_steps// /, })" ;; esac
 done
 wanted() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
+case "$out" in /*) ;; *) out=$PWD/$out ;; esac  # relative to where the script was called from
+cd "$root"
 
 # IBN_GPU_VERIFY_BUILD, IBN_GPU_VERIFY_DEVICE and IBN_GPU_VERIFY_SMALL=1 (tiny data, 2 steps)
 # exist for tests/gpu_verify_test.sh, which runs the CPU-side steps (train, summary) on a CPU
@@ -67,9 +69,14 @@ if [ "$dry_run" -eq 0 ]; then
   : >"$out/steps.log"
 fi
 
-# run NAME COMMAND...: runs (or, dry, prints) one command of a step, logging its output, exit
-# status and seconds.
+# run NAME COMMAND...: runs (or, dry, prints) one command of a step under a time limit,
+# appending the end of its output to steps.log and its exit status and seconds to steps.tsv,
+# then rewrites the summary, so that a run cut short still leaves one. After a failed build,
+# the steps that need its binaries are recorded as skipped (status 125) instead of running
+# whatever older binaries build-gpu/ holds.
 failures=0
+build_failed=0
+step_limit=${IBN_GPU_VERIFY_STEP_TIMEOUT:-900}
 run() {
   local name=$1
   shift
@@ -77,15 +84,41 @@ run() {
     echo "[$name] $*"
     return 0
   fi
+  if [ "$build_failed" -eq 1 ] && [ "$name" != summary ]; then
+    printf '%s\t125\t0\t%s\n' "$name" "skipped: the build failed" >>"$out/steps.tsv"
+    return 0
+  fi
   echo "== $name: $*" | tee -a "$out/steps.log"
-  local start status
+  local start status log
+  log=$(mktemp)
   start=$(date +%s)
-  "$@" >>"$out/steps.log" 2>&1
+  if declare -F "$1" >/dev/null; then
+    "$@" >"$log" 2>&1
+  else
+    timeout "$step_limit" "$@" >"$log" 2>&1
+  fi
   status=$?
+  tail -n 400 "$log" >>"$out/steps.log"  # the end of each step: the file must stay small enough to come back
+  rm -f "$log"
   printf '%s\t%d\t%d\t%s\n' "$name" "$status" "$(($(date +%s) - start))" "$*" >>"$out/steps.tsv"
-  [ "$status" -eq 0 ] || { failures=$((failures + 1)); echo "   $name failed (exit $status); see steps.log" | tee -a "$out/steps.log"; }
+  if [ "$status" -ne 0 ]; then
+    failures=$((failures + 1))
+    echo "   $name failed (exit $status); see steps.log" | tee -a "$out/steps.log"
+    [ "$name" = build ] && build_failed=1
+  fi
+  [ "$name" = summary ] || write_summary >/dev/null 2>&1
   return 0
 }
+
+gpu_name=GPU
+write_summary() {
+  python3 scripts/gpu_summary.py --steps "$out/steps.tsv" --bench-norm "$out/bench-norm.csv" \
+    --bench-mi "$out/bench-mi.csv" --anchors "$out/anchors.json" --gpu "$gpu_name" \
+    --commit "$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)" --out "$out/gpu-verify.md"
+}
+[ "$dry_run" -eq 1 ] || gpu_name=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)
+# The GPU tests fail instead of skipping when they find no device.
+export IBN_REQUIRE_GPU=1
 
 configure_and_build() {
   if [ -f .gpu/build ]; then
@@ -105,7 +138,8 @@ if wanted tests; then
 fi
 if wanted sanitizers; then
   for tool in memcheck racecheck synccheck; do
-    run "sanitizer-$tool" "$sanitizer" --tool "$tool" --error-exitcode 1 "$build/tests/ibn_cuda_kernel_tests" "$small_launch_set"
+    run "sanitizer-$tool" "$sanitizer" --tool "$tool" --error-exitcode 1 --print-limit 20 \
+      "$build/tests/ibn_cuda_kernel_tests" "$small_launch_set"
   done
 fi
 if wanted bench; then
@@ -128,12 +162,7 @@ if wanted train; then
     --data "fashion-mnist:dir=$fashion:$fashion_n" --norm ibnorm-t:lambda=1:area=batch "${short[@]}" \
     --out "$runs/resnet-fused"
 fi
-if wanted summary; then
-  gpu=$( [ "$dry_run" -eq 1 ] && echo GPU || nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)
-  run summary python3 scripts/gpu_summary.py --steps "$out/steps.tsv" --bench-norm "$out/bench-norm.csv" \
-    --bench-mi "$out/bench-mi.csv" --anchors "$out/anchors.json" --gpu "$gpu" \
-    --commit "$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)" --out "$out/gpu-verify.md"
-fi
+if wanted summary; then run summary write_summary; fi
 [ "$dry_run" -eq 1 ] && exit 0
 rm -rf "$runs"
 echo "gpu-verify: $failures step(s) failed; summary in $out/gpu-verify.md"

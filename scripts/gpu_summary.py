@@ -43,17 +43,26 @@ def number(text):
 
 
 def read_csv(path):
+    """The rows (missing cells read as empty), or None if the file is absent or unreadable."""
     if not path or not os.path.exists(path):
         return None
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    try:
+        with open(path, newline="") as f:
+            return [{k: (v or "") for k, v in row.items() if k is not None} for row in csv.DictReader(f)]
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return None
 
 
 def read_anchors(path):
+    """anchors.py's results, or None if absent or not a JSON object."""
     if not path or not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            anchors = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return anchors if isinstance(anchors, dict) else None
 
 
 def anchor_key(dtype, rows, d):
@@ -70,12 +79,17 @@ def cell(value, digits=3):
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+NORM_COLUMNS = ("norm", "dtype", "rows", "d", "forward_bytes_per_element", "forward_min", "backward_bytes_per_element",
+                "backward_min", "layer_norm_fwd_ms", "layer_norm_fwdbwd_ms", "fused_fwd_ms", "fused_fwdbwd_ms",
+                "aten_fwd_ms", "aten_fwdbwd_ms")
+
+
 def steps_section(steps):
     lines = ["## Steps", "", "| step | result | seconds | command |", "| --- | --- | ---: | --- |"]
     if not steps:
         lines.append("| (none recorded) | | | |")
     for name, status, seconds, command in steps:
-        result = "passed" if status == 0 else f"FAILED (exit {status})"
+        result = "passed" if status == 0 else "skipped" if status == 125 else f"FAILED (exit {status})"
         lines.append(f"| {name} | {result} | {seconds:.0f} | `{command}` |")
     return lines
 
@@ -94,12 +108,14 @@ def norm_section(rows, anchors):
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
+        r = {key: r.get(key, "") for key in NORM_COLUMNS}
         fwd, fb = number(r["fused_fwd_ms"]), number(r["fused_fwdbwd_ms"])
         anchor = (anchors or {}).get(anchor_key(r["dtype"], r["rows"], r["d"]), {})
+        anchor = anchor if isinstance(anchor, dict) else {}
         torch_fwd = torch_fb = math.nan
         if r["norm"] == "layernorm":
             torch_fwd, torch_fb = number(anchor.get("ln_fwd_ms")), number(anchor.get("ln_fwdbwd_ms"))
-        elif r["norm"].startswith("ibnorm-t:lambda=1") and r["norm"].count(":") == 1:
+        elif r["norm"] == "ibnorm-t:lambda=1":  # anchors.py's IBNorm-T is λ = 1, token area
             torch_fwd, torch_fb = number(anchor.get("ibnT_compiled_fwd_ms")), number(anchor.get("ibnT_compiled_fwdbwd_ms"))
         lines.append(
             f"| {r['norm']} | {r['dtype']} | {r['rows']}x{r['d']} | {cell(fwd)} | {cell(fb)} "
@@ -123,8 +139,9 @@ def targets_section(rows):
             return "not measured"
         return f"{'met' if value <= limit else 'MISSED'} ({value:.3f} against ≤ {limit})"
 
+    rows = [{key: r.get(key, "") for key in NORM_COLUMNS} for r in rows]
     target = [r for r in rows if r["norm"] == "ibnorm-t:lambda=1" and r["dtype"] == "BFloat16"
-              and (int(r["rows"]), int(r["d"])) == TARGET_SHAPE]
+              and (number(r["rows"]), number(r["d"])) == TARGET_SHAPE]
     fwd = number(target[0]["fused_fwd_ms"]) if target else math.nan
     fb = number(target[0]["fused_fwdbwd_ms"]) if target else math.nan
     lines.append(f"- IBNorm-T bf16 {TARGET_SHAPE[0]}x{TARGET_SHAPE[1]} forward ≤ {TARGET_FWD_MS} ms: {verdict(fwd, TARGET_FWD_MS)}")
@@ -152,6 +169,7 @@ def mi_section(rows, anchors):
     lines += ["The KDE row is one mixture entropy H(T), the unit anchors.py times in plain PyTorch.", "",
               "| estimator | N | d | seconds | PyTorch anchor s | × PyTorch |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
+        r = {key: r.get(key, "") for key in ("estimator", "n", "d", "seconds")}
         seconds = number(r["seconds"])
         anchor = math.nan
         if anchors is not None and r["estimator"].startswith("kde entropy"):
@@ -174,10 +192,12 @@ def main(argv):
     steps = read_steps(args.steps)
     norm_rows = read_csv(args.bench_norm)
     anchors = read_anchors(args.anchors)
-    failed = [name for name, status, _, _ in steps if status != 0]
+    failed = [name for name, status, _, _ in steps if status not in (0, 125)]
+    skipped = [name for name, status, _, _ in steps if status == 125]
     lines = [f"# gpu-verify on {args.gpu}", "",
              f"Commit {args.commit}. {len(steps)} steps, "
-             + (f"{len(failed)} failed: {', '.join(failed)}." if failed else "all passed."), ""]
+             + (f"{len(failed)} failed: {', '.join(failed)}." if failed else
+                f"{len(skipped)} skipped: {', '.join(skipped)}." if skipped else "all passed."), ""]
     lines += steps_section(steps) + [""]
     lines += targets_section(norm_rows)
     lines += norm_section(norm_rows, anchors)

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -38,6 +39,14 @@ bool have_device() {
   int count = 0;
   return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
 }
+
+// Without a device these tests skip; scripts/gpu-verify.sh sets IBN_REQUIRE_GPU=1, under which
+// they fail instead, so a broken driver cannot pass as a green run.
+#define SKIP_WITHOUT_DEVICE()                                                                   \
+  if (!have_device()) {                                                                         \
+    if (std::getenv("IBN_REQUIRE_GPU") != nullptr) FAIL() << "no CUDA device (IBN_REQUIRE_GPU is set)"; \
+    GTEST_SKIP() << "no CUDA device";                                                           \
+  }
 
 template <typename V>
 struct DeviceArray {
@@ -258,26 +267,26 @@ void check_token_area(double max_elements) {
 // Full-precision types on every case; the narrow ones (whose slots hold 8 values per vector)
 // on every case too, with fewer rows under the emulator.
 TEST(CudaKernels, TokenAreaDoubleMatchesTheReference) {
-  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  SKIP_WITHOUT_DEVICE();
   check_token_area<double>(kEmulated ? 40000 : 1e9);
 }
 TEST(CudaKernels, TokenAreaFloatMatchesTheReference) {
-  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  SKIP_WITHOUT_DEVICE();
   check_token_area<float>(kEmulated ? 40000 : 1e9);
   for (const Case& c : cases()) check_token<float>(c, kEmulated ? 1500 : 65536, 64);
 }
 TEST(CudaKernels, TokenAreaHalfMatchesTheReference) {
-  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  SKIP_WITHOUT_DEVICE();
   check_token_area<__half>(kEmulated ? 20000 : 1e9);
 }
 TEST(CudaKernels, TokenAreaBfloat16MatchesTheReference) {
-  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  SKIP_WITHOUT_DEVICE();
   check_token_area<__nv_bfloat16>(kEmulated ? 20000 : 1e9);
 }
 
 // ε = 0 on constant rows is NaN on both sides; unaligned tensors take the scalar path.
 TEST(CudaKernels, TokenAreaConstantRowsAndUnalignedTensors) {
-  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  SKIP_WITHOUT_DEVICE();
   for (const Case& c : cases()) {
     for (int64_t D : {33, 260, 4096, 6000, 16411}) {
       check_token<double>(c, 3, D, /*constant_rows=*/true);
@@ -324,7 +333,7 @@ const std::vector<Shape3>& channel_shapes() {
 }
 
 TEST(CudaKernels, ChannelAreaMatchesTheReference) {
-  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  SKIP_WITHOUT_DEVICE();
   for (const Case& c : cases()) {
     for (const auto& [N, C, HW] : channel_shapes()) {
       check_channel<double>(c, N, C, HW);
@@ -340,7 +349,7 @@ TEST(CudaKernels, ChannelAreaMatchesTheReference) {
 // paths and two dtypes, with few rows: what scripts/gpu-verify.sh runs under compute-sanitizer's
 // memcheck, racecheck and synccheck (each slows kernels by 10-100×).
 TEST(CudaKernels, SanitizerLaunchSet) {
-  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  SKIP_WITHOUT_DEVICE();
   const Case rms{{fused::Op::rms, fused::Psi::identity, 0, 1e-5, true}, "rms"};
   const Case tanh{{fused::Op::ibnorm, fused::Psi::tanh, 1.0, 1e-5, true}, "ibnorm-t"};
   for (const Case& c : {rms, tanh}) {
@@ -402,41 +411,79 @@ TEST(CudaKernels, TrafficAccountingMatchesTheEmulatorsCount) {
 }
 #endif
 
-// Indices beyond 2³¹ elements (int64 throughout): the last rows of a [2³¹/4096 + 2, 4096] bf16
-// tensor against the reference. Needs about 17 GB of device memory; a GPU only.
+// Indices beyond 2³¹ elements (int64 throughout), on a GPU only (about 17 GB for the token
+// area, 9 GB for the batch area): the token area's last rows forward and backward, for a
+// [2³¹/4096 + 2, 4096] bf16 tensor, and one channel of a [2, 2, 2²⁹ + 1] one, against the
+// reference. The rest of each tensor is zeros.
+template <typename V>
+struct HugeArray {
+  explicit HugeArray(size_t count) : n(count) {
+    if (cudaMalloc(reinterpret_cast<void**>(&ptr), n * sizeof(V)) != cudaSuccess) ptr = nullptr;
+    if (ptr != nullptr) cudaMemset(ptr, 0, n * sizeof(V));
+  }
+  HugeArray(const HugeArray&) = delete;
+  HugeArray& operator=(const HugeArray&) = delete;
+  ~HugeArray() { cudaFree(ptr); }
+  void put(size_t at, const std::vector<V>& values) { cudaMemcpy(ptr + at, values.data(), values.size() * sizeof(V), cudaMemcpyHostToDevice); }
+  std::vector<double> get(size_t at, size_t count) const {
+    std::vector<V> out(count);
+    cudaMemcpy(out.data(), ptr + at, count * sizeof(V), cudaMemcpyDeviceToHost);
+    return widened(out);
+  }
+  V* ptr = nullptr;
+  size_t n;
+};
+
 TEST(CudaKernels, TokenAreaBeyondTwoToThe31Elements) {
   if (kEmulated) GTEST_SKIP() << "2^31 elements are too many for the emulator";
-  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  SKIP_WITHOUT_DEVICE();
   using T = __nv_bfloat16;
-  const int64_t D = 4096, rows = (int64_t{1} << 31) / D + 2, size = rows * D;
-  const fused::Params p{fused::Op::ibnorm, fused::Psi::tanh, 1.0, 1e-5, true};
-  T* x = nullptr;
-  T* y = nullptr;
-  float *gamma = nullptr, *beta = nullptr, *stats = nullptr;
-  if (cudaMalloc(reinterpret_cast<void**>(&x), size * sizeof(T)) != cudaSuccess ||
-      cudaMalloc(reinterpret_cast<void**>(&y), size * sizeof(T)) != cudaSuccess) {
-    cudaFree(x);
-    GTEST_SKIP() << "not enough device memory for 2^31 elements";
-  }
-  const Inputs<T> tail = make_inputs<T>(3 * D, D, 99, false);
-  cudaMemset(x, 0, size * sizeof(T));
-  cudaMemcpy(x + (rows - 3) * D, tail.x.data(), 3 * D * sizeof(T), cudaMemcpyHostToDevice);
-  cudaMalloc(reinterpret_cast<void**>(&gamma), D * sizeof(float));
-  cudaMalloc(reinterpret_cast<void**>(&beta), D * sizeof(float));
-  cudaMalloc(reinterpret_cast<void**>(&stats), rows * fused::kStatsPerGroup * sizeof(float));
-  cudaMemcpy(gamma, tail.gamma.data(), D * sizeof(float), cudaMemcpyHostToDevice);
-  cudaMemcpy(beta, tail.beta.data(), D * sizeof(float), cudaMemcpyHostToDevice);
-  fused::token_forward(fused::DType::bf16, p, x, gamma, beta, y, stats, rows, D, nullptr);
+  const int64_t D = 4096, rows = (int64_t{1} << 31) / D + 2, size = rows * D, last = 3;
+  const Case c{{fused::Op::ibnorm, fused::Psi::tanh, 1.0, 1e-5, true}, "ibnorm-t"};
+  HugeArray<T> x(size), dy(size), y(size), dx(size);
+  if (x.ptr == nullptr || dy.ptr == nullptr || y.ptr == nullptr || dx.ptr == nullptr) GTEST_SKIP() << "not enough device memory";
+  const Inputs<T> tail = make_inputs<T>(last * D, D, 99, false);
+  x.put((rows - last) * D, tail.x), dy.put((rows - last) * D, tail.dy);
+  DeviceArray<float> gamma(tail.gamma), beta(tail.beta), stats(rows * fused::kStatsPerGroup), dgamma(D), dbeta(D);
+  DeviceArray<char> workspace(fused::token_backward_workspace(fused::DType::bf16, rows, D));
+  fused::token_forward(fused::DType::bf16, c.params, x.ptr, gamma.ptr, beta.ptr, y.ptr, stats.ptr, rows, D, nullptr);
+  fused::token_backward(fused::DType::bf16, c.params, x.ptr, dy.ptr, gamma.ptr, stats.ptr, dx.ptr, dgamma.ptr, dbeta.ptr,
+                        workspace.ptr, rows, D, nullptr);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   ASSERT_EQ(fused::last_error(), nullptr);
-  std::vector<T> got(3 * D);
-  cudaMemcpy(got.data(), y + (rows - 3) * D, 3 * D * sizeof(T), cudaMemcpyDeviceToHost);
-  const Reference ref = reference_of<T, fused::TokenGroup>(p, tail, D, 3, [&](int64_t r) { return fused::TokenGroup{D, r}; });
-  EXPECT_LT(worst_error(ref.y, widened(got)), tolerance_of<T>().y);
-  for (void* ptr : {static_cast<void*>(x), static_cast<void*>(y), static_cast<void*>(gamma), static_cast<void*>(beta),
-                    static_cast<void*>(stats)}) {
-    cudaFree(ptr);
+  // The zero rows add nothing to dβ, but their x̂ (0 with ε) contributes 0 to dγ too: the sums
+  // over all rows equal the tail's.
+  const Reference ref = reference_of<T, fused::TokenGroup>(c.params, tail, D, last, [&](int64_t r) { return fused::TokenGroup{D, r}; });
+  expect_matches<T>(ref, y.get((rows - last) * D, last * D), dx.get((rows - last) * D, last * D), widened(dgamma.host()),
+                    widened(dbeta.host()), true, "rows beyond 2^31 elements");
+}
+
+TEST(CudaKernels, ChannelAreaBeyondTwoToThe31Elements) {
+  if (kEmulated) GTEST_SKIP() << "2^31 elements are too many for the emulator";
+  SKIP_WITHOUT_DEVICE();
+  using T = __nv_bfloat16;
+  const int64_t N = 2, C = 2, HW = (int64_t{1} << 29) + 1, size = N * C * HW;
+  const fused::Params p{fused::Op::ibnorm, fused::Psi::tanh, 1.0, 1e-5, false};
+  HugeArray<T> x(size), y(size);
+  if (x.ptr == nullptr || y.ptr == nullptr) GTEST_SKIP() << "not enough device memory";
+  std::vector<T> host(size);  // a fixed pattern: 4 GB of random draws would take minutes
+  for (int64_t i = 0; i < size; ++i) host[i] = from_double<T>(static_cast<double>((uint64_t(i) * 2654435761u) % 1000) / 250.0 - 2.0);
+  x.put(0, host);
+  DeviceArray<float> stats(C * fused::kStatsPerGroup);
+  DeviceArray<char> workspace(fused::channel_workspace(fused::DType::bf16, N, C, HW));
+  fused::channel_forward(fused::DType::bf16, p, x.ptr, nullptr, nullptr, y.ptr, stats.ptr, workspace.ptr, N, C, HW, nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ASSERT_EQ(fused::last_error(), nullptr);
+  // The last channel as one contiguous group for the reference; its last 1000 values are the
+  // tensor's last 1000, past 2³¹.
+  std::vector<double> channel(N * HW), reference(N * HW);
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t hw = 0; hw < HW; ++hw) channel[n * HW + hw] = to_double(host[(n * C + C - 1) * HW + hw]);
   }
+  fused::group_forward<double>(p, channel.data(), reference.data(), fused::TokenGroup{N * HW, 0},
+                               static_cast<const double*>(nullptr), static_cast<const double*>(nullptr));
+  EXPECT_LT(worst_error(std::vector<double>(reference.end() - 1000, reference.end()), y.get(size - 1000, 1000)),
+            tolerance_of<T>().y);
 }
 
 }  // namespace

@@ -24,23 +24,38 @@ struct Outputs {
 
 bool batch_area(const std::string& spec) { return spec.find("area=batch") != std::string::npos || spec == "batchnorm"; }
 
+// Without a device the GPU tests skip; scripts/gpu-verify.sh sets IBN_REQUIRE_GPU=1, under
+// which they fail instead, so a broken driver or a CPU LibTorch cannot pass as a green run.
+#define SKIP_WITHOUT_GPU(condition, why)                                              \
+  if (!(condition)) {                                                                 \
+    if (std::getenv("IBN_REQUIRE_GPU") != nullptr) FAIL() << why << " (IBN_REQUIRE_GPU is set)"; \
+    GTEST_SKIP() << why;                                                              \
+  }
+
 Outputs run(const std::string& spec, const torch::Tensor& x_in, const torch::Tensor& dy, bool fused,
             ibn::norm::Normalizer* keep = nullptr) {
   ::setenv("IBN_FUSED_NORM", fused ? "1" : "0", 1);
-  const int64_t features = batch_area(spec) ? x_in.size(1) : x_in.size(-1);
+  // The batch area's channels: dimension 1, or the last of a 3-D [N, T, D] input.
+  const int64_t features = batch_area(spec) ? x_in.size(x_in.dim() == 3 ? 2 : 1) : x_in.size(-1);
   ibn::norm::Normalizer norm(spec, features);
   norm->to(x_in.device(), x_in.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat);
   if (keep != nullptr) *keep = norm;
   {
+    // γ, β drawn on the CPU in float, then converted: the same values whatever the dtype.
     torch::NoGradGuard no_grad;
     torch::manual_seed(11);
-    if (norm->weight.defined()) norm->weight.copy_(torch::rand_like(norm->weight) + 0.5);
-    if (norm->bias.defined()) norm->bias.copy_(torch::randn_like(norm->bias));
+    if (norm->weight.defined()) norm->weight.copy_(torch::rand(norm->weight.sizes()) + 0.5);
+    if (norm->bias.defined()) norm->bias.copy_(torch::randn(norm->bias.sizes()));
   }
   const auto x = x_in.detach().clone().requires_grad_(true);
+  const int64_t launches_before = ibn::norm::fused::forward_calls();
   const auto y = norm(x);
   y.backward(dy);
   ::unsetenv("IBN_FUSED_NORM");
+  // A fused run must have taken the fused path (not the ATen path compared with itself).
+  if (fused) {
+    EXPECT_EQ(ibn::norm::fused::forward_calls(), launches_before + 1) << spec << " did not take the fused path";
+  }
   return {y.detach(), x.grad(), norm->weight.defined() ? norm->weight.grad() : torch::Tensor(),
           norm->bias.defined() ? norm->bias.grad() : torch::Tensor()};
 }
@@ -61,7 +76,7 @@ void expect_close(const Outputs& a, const Outputs& b, double tolerance, const st
 }
 
 TEST(FusedCuda, MatchesTheAtenPathOnTheGpu) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  SKIP_WITHOUT_GPU(torch::cuda::is_available(), "no CUDA device");
   torch::manual_seed(3);
   const std::vector<std::string> specs = {"layernorm", "rmsnorm", "layernorm:eps=1", "layernorm:eps=0",
                                           "ibnorm-s:lambda=0", "ibnorm-s:lambda=0.5", "ibnorm-l:lambda=2",
@@ -106,7 +121,7 @@ TEST(FusedCuda, MatchesTheAtenPathOnTheGpu) {
 // path in double on the same values) is at most twice ATen's own error in that dtype (its
 // LayerNorm, or RMSNorm composed of ATen ops), plus 1e-3, for y, dx, dγ and dβ.
 TEST(FusedCuda, HalfPrecisionForwardAndBackwardWithinTwiceAten) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  SKIP_WITHOUT_GPU(torch::cuda::is_available(), "no CUDA device");
   torch::manual_seed(7);
   for (const auto dtype : {torch::kHalf, torch::kBFloat16}) {
     for (const std::string spec : {"layernorm", "rmsnorm", "ibnorm-t:lambda=1", "ibnorm-s:lambda=0.5", "ibnorm-l:lambda=2"}) {
@@ -143,7 +158,7 @@ TEST(FusedCuda, HalfPrecisionForwardAndBackwardWithinTwiceAten) {
 // 1e-4 of σ² here). momentum = 1 makes the running value the batch value, so nothing hides the
 // error. At λ = 0 the statistics of u are left alone, as the ATen path leaves them.
 TEST(FusedCuda, RunningStatisticsMatchTheAtenPath) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  SKIP_WITHOUT_GPU(torch::cuda::is_available(), "no CUDA device");
   const auto x = torch::randn({64, 8, 5, 5}, torch::TensorOptions().device(torch::kCUDA)) * 1e-4;  // σ² ≈ 1e-8 ≪ ε
   for (const std::string spec : {"batchnorm:momentum=1", "ibnorm-t:lambda=1:area=batch:momentum=1",
                                  "ibnorm-t:lambda=0:area=batch:momentum=1"}) {
@@ -163,7 +178,7 @@ TEST(FusedCuda, RunningStatisticsMatchTheAtenPath) {
 
 // The fused backward is not differentiable: create_graph is refused, not answered without a graph.
 TEST(FusedCuda, DoubleBackwardIsRefused) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  SKIP_WITHOUT_GPU(torch::cuda::is_available(), "no CUDA device");
   ::setenv("IBN_FUSED_NORM", "1", 1);
   ibn::norm::Normalizer norm("ibnorm-t:lambda=1", 64);
   norm->to(torch::kCUDA);
@@ -184,7 +199,7 @@ TEST(FusedCuda, RunsOnTheInputsDevice) {
 }
 
 TEST(FusedCuda, BackwardIsBitwiseDeterministic) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  SKIP_WITHOUT_GPU(torch::cuda::is_available(), "no CUDA device");
   const auto x = torch::randn({65536, 1024}, torch::TensorOptions().device(torch::kCUDA));
   const auto dy = torch::randn_like(x);
   for (const std::string spec : {"layernorm", "ibnorm-t:lambda=1", "ibnorm-s:lambda=0.5:area=batch"}) {

@@ -48,6 +48,11 @@ struct CaseResult {
 };
 
 std::string csv_number(double v) { return std::isnan(v) ? "" : fmt::format("{:.6g}", v); }
+std::string csv_text(const std::string& text) {
+  std::string quoted = "\"";
+  for (char c : text) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return quoted + "\"";
+}
 
 // The results as CSV (one row per case; empty cells for timings not taken), written atomically.
 void write_csv(const std::string& path, const std::vector<CaseResult>& results, int multiprocessors) {
@@ -55,7 +60,7 @@ void write_csv(const std::string& path, const std::vector<CaseResult>& results, 
       "norm,dtype,rows,d,tier,multiprocessors,forward_bytes_per_element,forward_min,backward_bytes_per_element,backward_min,"
       "copy_ms,layer_norm_fwd_ms,layer_norm_fwdbwd_ms,fused_fwd_ms,fused_fwdbwd_ms,aten_fwd_ms,aten_fwdbwd_ms\n";
   for (const CaseResult& r : results) {
-    csv += fmt::format("\"{}\",{},{},{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{}\n", r.norm, r.dtype, r.rows, r.d, r.tier,
+    csv += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", csv_text(r.norm), r.dtype, r.rows, r.d, csv_text(r.tier),
                        multiprocessors, csv_number(r.forward_bytes), csv_number(r.forward_min), csv_number(r.backward_bytes),
                        csv_number(r.backward_min), csv_number(r.copy_ms), csv_number(r.layer_norm_ms),
                        csv_number(r.layer_norm_fb_ms), csv_number(r.fused_ms), csv_number(r.fused_fb_ms), csv_number(r.aten_ms),

@@ -2,6 +2,7 @@
 // inputs when IBN_FUSED_NORM=1 (see fused_function.h). Built only when LibTorch has CUDA.
 #include "norm/fused/fused_function.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -25,6 +26,12 @@ bool enabled() {
   return false;
 #endif
 }
+
+namespace {
+std::atomic<int64_t> fused_forward_calls{0};
+}  // namespace
+
+int64_t forward_calls() { return fused_forward_calls.load(); }
 
 #if !defined(IBN_WITH_CUDA)
 
@@ -85,6 +92,7 @@ class FusedNorm : public torch::autograd::Function<FusedNorm> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& weight,
                             const at::Tensor& bias, Params p, Layout layout) {
     const c10::cuda::CUDAGuard device(x_in.device());  // launch on x's GPU, whichever is current
+    ++fused_forward_calls;
     const at::Tensor x = x_in.contiguous();
     const auto accumulate = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
     const at::Tensor w = p.affine ? weight.to(accumulate).contiguous() : at::Tensor();
@@ -181,8 +189,8 @@ std::optional<at::Tensor> try_forward(const NormSpec& spec, const at::Tensor& x,
     layout.D = x.size(-1);
     layout.rows = x.numel() / layout.D;
   } else {
-    // Eval uses running estimates, and rms keeps other ones: both stay on the ATen path.
-    if (!training || params->op == Op::rms) return std::nullopt;
+    // Eval uses running estimates: the ATen path (params_of already leaves rms to it).
+    if (!training) return std::nullopt;
     layout.channels = true;
     if (x.dim() == 3) {
       layout.N = x.size(0) * x.size(1), layout.C = x.size(2), layout.HW = 1;

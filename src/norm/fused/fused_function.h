@@ -15,6 +15,10 @@ namespace ibn::norm::fused {
 // Built with CUDA kernels (LibTorch with CUDA) and switched on by IBN_FUSED_NORM=1.
 bool enabled();
 
+// How many forward passes have taken the fused path in this process (tests check that a fused
+// run did, rather than comparing the ATen path with itself).
+int64_t forward_calls();
+
 // y of the normalizer through the fused kernels (autograd-aware; batch-area running statistics
 // updated as BatchNorm does), or nothing when the fused path does not apply.
 std::optional<at::Tensor> try_forward(const NormSpec& spec, const at::Tensor& x, const at::Tensor& weight,

@@ -30,6 +30,7 @@ inline std::optional<Params> params_of(const NormSpec& spec) {
   if (spec.operation == "standardize") {
     p.op = Op::standardize;
   } else if (spec.operation == "rms") {
+    if (spec.area == "batch") return std::nullopt;  // keeps running estimates of its own: ATen path
     p.op = Op::rms;
   } else if (spec.operation == "ibnorm") {
     const std::optional<Psi> psi = kernel_psi(find_compression(spec.compression));
