@@ -58,13 +58,14 @@ ibn=$build/ibn
 anchors=.gpu/anchors.py
 [ -f "$anchors" ] || anchors=${IBN_ANCHORS:-../shared/gpu/anchors.py}
 sanitizer=${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)}
-runs=${TMPDIR:-/tmp}/ibn-gpu-verify-runs
 small_launch_set="--gtest_filter=CudaKernels.SanitizerLaunchSet"
 
 if [ "$dry_run" -eq 0 ]; then
   command -v nvidia-smi >/dev/null 2>&1 || die "no NVIDIA GPU here: nvidia-smi was not found (--dry-run shows the plan)"
   nvidia-smi -L >/dev/null 2>&1 || die "no NVIDIA GPU here: nvidia-smi found no device (--dry-run shows the plan)"
   mkdir -p "$out" || die "cannot create the output directory '$out'"
+  runs=$(mktemp -d "${TMPDIR:-/tmp}/gpu-verify-runs.XXXXXX") || die "cannot create a temporary directory"
+  trap 'rm -rf "$runs"' EXIT  # the training runs' directories, whatever ends the script
   : >"$out/steps.tsv"
   : >"$out/steps.log"
 fi
@@ -149,6 +150,7 @@ if wanted bench; then
   run anchors env OUT="$out" python3 "$anchors"
 fi
 if wanted train; then
+  [ "$dry_run" -eq 0 ] || runs=RUNS  # a temporary directory when it runs
   text=/usr/share/games/fortunes
   [ -d "$text" ] || text=README.md
   fashion=/usr/share/datasets/fashion-mnist
@@ -164,6 +166,5 @@ if wanted train; then
 fi
 if wanted summary; then run summary write_summary; fi
 [ "$dry_run" -eq 1 ] && exit 0
-rm -rf "$runs"
 echo "gpu-verify: $failures step(s) failed; summary in $out/gpu-verify.md"
 [ "$failures" -eq 0 ]

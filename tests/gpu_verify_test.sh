@@ -7,6 +7,8 @@ set -uo pipefail
 : "${IBN:?}" "${REPO:?}"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+export TMPDIR=$tmp  # the script's temporary run directories too
+
 failures=0
 check() {  # check DESCRIPTION COMMAND...
   local what=$1
@@ -45,6 +47,7 @@ check "train and summary steps pass on the CPU" test $? -eq 0
 check "three training steps recorded, all exit 0" test "$(awk -F'\t' '/^train-/ && $2 == 0' "$tmp/run/steps.tsv" | wc -l)" -eq 3
 check "summary says all passed" grep -q "3 steps, all passed" "$tmp/run/gpu-verify.md"
 check "summary says the benchmarks did not run" grep -q "Not run: no bench-norm.csv" "$tmp/run/gpu-verify.md"
+check "the training runs' temporary directory is removed" test -z "$(ls -d "$tmp"/gpu-verify-runs.* 2>/dev/null)"
 
 # The summary's arithmetic, on a real `ibn bench norm --csv` (traffic only, from this CPU build)
 # with timings filled in, and anchors whose ratios are known.
