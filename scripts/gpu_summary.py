@@ -108,7 +108,6 @@ def norm_section(rows, anchors):
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        r = {key: r.get(key, "") for key in NORM_COLUMNS}
         fwd, fb = number(r["fused_fwd_ms"]), number(r["fused_fwdbwd_ms"])
         anchor = (anchors or {}).get(anchor_key(r["dtype"], r["rows"], r["d"]), {})
         anchor = anchor if isinstance(anchor, dict) else {}
@@ -139,7 +138,6 @@ def targets_section(rows):
             return "not measured"
         return f"{'met' if value <= limit else 'MISSED'} ({value:.3f} against ≤ {limit})"
 
-    rows = [{key: r.get(key, "") for key in NORM_COLUMNS} for r in rows]
     target = [r for r in rows if r["norm"] == "ibnorm-t:lambda=1" and r["dtype"] == "BFloat16"
               and (number(r["rows"]), number(r["d"])) == TARGET_SHAPE]
     fwd = number(target[0]["fused_fwd_ms"]) if target else math.nan
@@ -191,6 +189,8 @@ def main(argv):
     args = parser.parse_args(argv)
     steps = read_steps(args.steps)
     norm_rows = read_csv(args.bench_norm)
+    if norm_rows is not None:  # every column present, empty where the file lacks it
+        norm_rows = [{key: r.get(key, "") for key in NORM_COLUMNS} for r in norm_rows]
     anchors = read_anchors(args.anchors)
     failed = [name for name, status, _, _ in steps if status not in (0, 125)]
     skipped = [name for name, status, _, _ in steps if status == 125]

@@ -24,6 +24,7 @@
 #include <gtest/gtest.h>
 
 #include "norm/fused/norm_kernels.h"
+#include "require_gpu.h"
 
 namespace {
 
@@ -40,13 +41,7 @@ bool have_device() {
   return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
 }
 
-// Without a device these tests skip; scripts/gpu-verify.sh sets IBN_REQUIRE_GPU=1, under which
-// they fail instead, so a broken driver cannot pass as a green run.
-#define SKIP_WITHOUT_DEVICE()                                                                   \
-  if (!have_device()) {                                                                         \
-    if (std::getenv("IBN_REQUIRE_GPU") != nullptr) FAIL() << "no CUDA device (IBN_REQUIRE_GPU is set)"; \
-    GTEST_SKIP() << "no CUDA device";                                                           \
-  }
+#define SKIP_WITHOUT_DEVICE() IBN_SKIP_WITHOUT_GPU(have_device(), "no CUDA device")
 
 template <typename V>
 struct DeviceArray {

@@ -11,6 +11,7 @@
 
 #include "ibn/norm/normalizer.h"
 #include "norm/fused/fused_function.h"
+#include "require_gpu.h"
 #include "test_util.h"
 
 namespace {
@@ -24,13 +25,6 @@ struct Outputs {
 
 bool batch_area(const std::string& spec) { return spec.find("area=batch") != std::string::npos || spec == "batchnorm"; }
 
-// Without a device the GPU tests skip; scripts/gpu-verify.sh sets IBN_REQUIRE_GPU=1, under
-// which they fail instead, so a broken driver or a CPU LibTorch cannot pass as a green run.
-#define SKIP_WITHOUT_GPU(condition, why)                                              \
-  if (!(condition)) {                                                                 \
-    if (std::getenv("IBN_REQUIRE_GPU") != nullptr) FAIL() << why << " (IBN_REQUIRE_GPU is set)"; \
-    GTEST_SKIP() << why;                                                              \
-  }
 
 Outputs run(const std::string& spec, const torch::Tensor& x_in, const torch::Tensor& dy, bool fused,
             ibn::norm::Normalizer* keep = nullptr) {
@@ -76,7 +70,7 @@ void expect_close(const Outputs& a, const Outputs& b, double tolerance, const st
 }
 
 TEST(FusedCuda, MatchesTheAtenPathOnTheGpu) {
-  SKIP_WITHOUT_GPU(torch::cuda::is_available(), "no CUDA device");
+  IBN_SKIP_WITHOUT_GPU(torch::cuda::is_available(), "no CUDA device");
   torch::manual_seed(3);
   const std::vector<std::string> specs = {"layernorm", "rmsnorm", "layernorm:eps=1", "layernorm:eps=0",
                                           "ibnorm-s:lambda=0", "ibnorm-s:lambda=0.5", "ibnorm-l:lambda=2",
@@ -121,7 +115,7 @@ TEST(FusedCuda, MatchesTheAtenPathOnTheGpu) {
 // path in double on the same values) is at most twice ATen's own error in that dtype (its
 // LayerNorm, or RMSNorm composed of ATen ops), plus 1e-3, for y, dx, dγ and dβ.
 TEST(FusedCuda, HalfPrecisionForwardAndBackwardWithinTwiceAten) {
-  SKIP_WITHOUT_GPU(torch::cuda::is_available(), "no CUDA device");
+  IBN_SKIP_WITHOUT_GPU(torch::cuda::is_available(), "no CUDA device");
   torch::manual_seed(7);
   for (const auto dtype : {torch::kHalf, torch::kBFloat16}) {
     for (const std::string spec : {"layernorm", "rmsnorm", "ibnorm-t:lambda=1", "ibnorm-s:lambda=0.5", "ibnorm-l:lambda=2"}) {
@@ -158,7 +152,7 @@ TEST(FusedCuda, HalfPrecisionForwardAndBackwardWithinTwiceAten) {
 // 1e-4 of σ² here). momentum = 1 makes the running value the batch value, so nothing hides the
 // error. At λ = 0 the statistics of u are left alone, as the ATen path leaves them.
 TEST(FusedCuda, RunningStatisticsMatchTheAtenPath) {
-  SKIP_WITHOUT_GPU(torch::cuda::is_available(), "no CUDA device");
+  IBN_SKIP_WITHOUT_GPU(torch::cuda::is_available(), "no CUDA device");
   const auto x = torch::randn({64, 8, 5, 5}, torch::TensorOptions().device(torch::kCUDA)) * 1e-4;  // σ² ≈ 1e-8 ≪ ε
   for (const std::string spec : {"batchnorm:momentum=1", "ibnorm-t:lambda=1:area=batch:momentum=1",
                                  "ibnorm-t:lambda=0:area=batch:momentum=1"}) {
@@ -178,7 +172,7 @@ TEST(FusedCuda, RunningStatisticsMatchTheAtenPath) {
 
 // The fused backward is not differentiable: create_graph is refused, not answered without a graph.
 TEST(FusedCuda, DoubleBackwardIsRefused) {
-  SKIP_WITHOUT_GPU(torch::cuda::is_available(), "no CUDA device");
+  IBN_SKIP_WITHOUT_GPU(torch::cuda::is_available(), "no CUDA device");
   ::setenv("IBN_FUSED_NORM", "1", 1);
   ibn::norm::Normalizer norm("ibnorm-t:lambda=1", 64);
   norm->to(torch::kCUDA);
@@ -199,7 +193,7 @@ TEST(FusedCuda, RunsOnTheInputsDevice) {
 }
 
 TEST(FusedCuda, BackwardIsBitwiseDeterministic) {
-  SKIP_WITHOUT_GPU(torch::cuda::is_available(), "no CUDA device");
+  IBN_SKIP_WITHOUT_GPU(torch::cuda::is_available(), "no CUDA device");
   const auto x = torch::randn({65536, 1024}, torch::TensorOptions().device(torch::kCUDA));
   const auto dy = torch::randn_like(x);
   for (const std::string spec : {"layernorm", "ibnorm-t:lambda=1", "ibnorm-s:lambda=0.5:area=batch"}) {

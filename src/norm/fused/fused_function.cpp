@@ -83,6 +83,11 @@ void update_running_from(std::vector<RunningBuffer>& running, const at::Tensor& 
   }
 }
 
+// The kernels' scratch bytes, on x's device.
+at::Tensor workspace_like(const at::Tensor& x, size_t bytes) {
+  return at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
+}
+
 void check_launch() {
   if (const char* error = last_error()) throw std::runtime_error(std::string("fused normalizer kernel: ") + error);
 }
@@ -104,8 +109,7 @@ class FusedNorm : public torch::autograd::Function<FusedNorm> {
     const void* wp = p.affine ? w.data_ptr() : nullptr;
     const void* bp = p.affine ? b.data_ptr() : nullptr;
     if (layout.channels) {
-      const size_t bytes = channel_workspace(dtype_of(x), layout.N, layout.C, layout.HW);
-      at::Tensor workspace = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
+      const at::Tensor workspace = workspace_like(x, channel_workspace(dtype_of(x), layout.N, layout.C, layout.HW));
       channel_forward(dtype_of(x), p, x.data_ptr(), wp, bp, y.data_ptr(), stats.data_ptr(), workspace.data_ptr(), layout.N,
                       layout.C, layout.HW, stream);
     } else {
@@ -158,13 +162,11 @@ class FusedNorm : public torch::autograd::Function<FusedNorm> {
     void* dbp = p.affine ? dbias.data_ptr() : nullptr;
     const void* wp = p.affine ? w.data_ptr() : nullptr;
     if (channels) {
-      const size_t bytes = channel_workspace(dtype_of(x), shape[2], shape[3], shape[4]);
-      at::Tensor workspace = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
+      const at::Tensor workspace = workspace_like(x, channel_workspace(dtype_of(x), shape[2], shape[3], shape[4]));
       channel_backward(dtype_of(x), p, x.data_ptr(), dy.data_ptr(), wp, stats.data_ptr(), dx.data_ptr(), dwp, dbp,
                        workspace.data_ptr(), shape[2], shape[3], shape[4], stream);
     } else {
-      const size_t bytes = token_backward_workspace(dtype_of(x), shape[0], shape[1]);
-      at::Tensor workspace = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
+      const at::Tensor workspace = workspace_like(x, token_backward_workspace(dtype_of(x), shape[0], shape[1]));
       token_backward(dtype_of(x), p, x.data_ptr(), dy.data_ptr(), wp, stats.data_ptr(), dx.data_ptr(), dwp, dbp,
                      workspace.data_ptr(), shape[0], shape[1], stream);
     }

@@ -274,6 +274,16 @@ IBN_DEVICE Standardization<A> standardization(const Params& p, const Moments<A>&
   return {centre ? m.mean : A(0), var, rsqrt(var + static_cast<A>(p.eps))};
 }
 
+// A row's saved statistics (kStatsPerGroup values at out); those of u are 0, 1, 1 when ψ is the
+// identity (no second standardization).
+template <typename A>
+IBN_DEVICE void store_row_stats(A* out, const Standardization<A>& s, const Standardization<A>& su, bool compressed) {
+  ibn_store(out + kMean, s.mean), ibn_store(out + kRstd, s.rstd), ibn_store(out + kVar, s.var);
+  ibn_store(out + kMeanU, compressed ? su.mean : A(0));
+  ibn_store(out + kRstdU, compressed ? su.rstd : A(1));
+  ibn_store(out + kVarU, compressed ? su.var : A(1));
+}
+
 // The row's saved statistics, loaded by lane 0 of each warp and broadcast.
 template <typename A>
 IBN_DEVICE A broadcast_load(const A* p, int lane) {
@@ -337,14 +347,7 @@ __global__ void __launch_bounds__(kRegisterTierThreads<kWarpPerRow>) token_forwa
       v[k] = p.affine ? g[k] * xhat + b[k] : xhat;
     }
     store_slots<K>(y + row * D, D, plan.lane, plan.width, v);
-    if (plan.lane == 0) {
-      A* out = stats + row * kStatsPerGroup;
-      ibn_store(out + kMean, s.mean), ibn_store(out + kRstd, s.rstd), ibn_store(out + kVar, s.var);
-      const bool compressed = Psi::kCompresses;
-      ibn_store(out + kMeanU, compressed ? su.mean : A(0));
-      ibn_store(out + kRstdU, compressed ? su.rstd : A(1));
-      ibn_store(out + kVarU, compressed ? su.var : A(1));
-    }
+    if (plan.lane == 0) store_row_stats(stats + row * kStatsPerGroup, s, su, Psi::kCompresses);
   }
 }
 
@@ -505,13 +508,7 @@ __global__ void __launch_bounds__(kStreamingThreads) token_forward_streaming(Par
       }
       store_chunk(y + row * D, D, base, aligned_out, out);
     });
-    if (threadIdx.x == 0) {
-      A* out = stats + row * kStatsPerGroup;
-      ibn_store(out + kMean, s.mean), ibn_store(out + kRstd, s.rstd), ibn_store(out + kVar, s.var);
-      ibn_store(out + kMeanU, Psi::kCompresses ? su.mean : A(0));
-      ibn_store(out + kRstdU, Psi::kCompresses ? su.rstd : A(1));
-      ibn_store(out + kVarU, Psi::kCompresses ? su.var : A(1));
-    }
+    if (threadIdx.x == 0) store_row_stats(stats + row * kStatsPerGroup, s, su, Psi::kCompresses);
   }
 }
 
