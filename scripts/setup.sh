@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Installs the Debian packages listed in scripts/debian-packages.txt that are not installed yet.
+# Installs the Debian packages listed in scripts/debian-packages.txt that are not installed yet;
+# with --peers, also scripts/peer-packages.txt (the Python tools the benchmarks time ibn against).
 # Idempotent: with everything present it changes nothing and needs no network. Runs apt-get
 # update at most once, and only when something is missing. Root runs apt-get directly; anyone
 # else goes through sudo.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-mapfile -t wanted < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$here/debian-packages.txt" | grep -v '^$')
+lists=("$here/debian-packages.txt")
+if [ "${1:-}" = "--peers" ]; then lists+=("$here/peer-packages.txt"); elif [ $# -gt 0 ]; then
+  echo "setup: unknown option '$1' (only --peers)" >&2; exit 2
+fi
+mapfile -t wanted < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "${lists[@]}" | grep -v '^$')
 
 missing=()
 for pkg in "${wanted[@]}"; do

@@ -255,6 +255,20 @@ expect_one_line_error 1 train --out /proc/ibn-run --epochs 1
 # ibn bench: runs and prints one line per estimator and size; unknown targets are usage errors.
 expect 0 "ksg:k=3.* +300 +4 +[0-9.]+$" -- bench mi --n 300 --d 4 --runs 1 --device cpu --estimator ksg
 expect 0 "kde entropy H\(T\), one bound \(var=0.1\) +300 +4 " -- bench mi --n 300 --d 4 --runs 1 --device cpu --estimator ksg
+# --peer: ibn beside NPEET / scikit-learn / numpy on the same data; each case gets a line whether
+# or not a peer is installed, and a missing peer or a broken peer script is named, not fatal.
+expect 0 "ksg 4\+4 N=300 +[0-9.]+ +[0-9.]+ +(npeet|sklearn) +(missing|cannot|[0-9.]+ +[0-9.]+ +[0-9.]+x)" -- bench mi --peer --n 300 --d 4 --runs 1
+expect 0 "kde H\(T\) d=4 N=300 +[0-9.]+ +[0-9.]+ +numpy +[0-9.]+ +[0-9.]+ +[0-9.]+x" -- bench mi --peer --n 300 --d 4 --runs 1
+peer_out=$(IBN_PEER_SCRIPT="$work/no-such-script.py" "$IBN" bench mi --peer --n 300 --d 4 --runs 1 2>&1); peer_rc=$?
+if [ $peer_rc -eq 0 ] && grep -q "the peers were not timed" <<<"$peer_out" && grep -Eq "ksg mixed 1\+labels N=300 +[0-9.]+ +[0-9.]+ +\(peers not timed\)" <<<"$peer_out"; then
+  passes=$((passes + 1))
+else
+  echo "FAIL: bench mi --peer without its script -> exit $peer_rc:"; sed 's/^/    /' <<<"$peer_out" | head; failures=$((failures + 1))
+fi
+# The heavy-tail task and the transforms.
+expect 0 "ksg:.*:transform=normal +0\.[0-9]+ +- +- +0\.4319 " -- mi --task student-t:dx=2,dy=2,rho=0,df=1 --n 2000 --estimator ksg:transform=normal
+expect 0 "normal +per-coordinate normal scores" -- mi --help
+expect 2 "unknown transform 'log'; expected one of: none, rank, normal" -- mi --task gaussian --n 100 --estimator ksg:transform=log
 expect 2 "unknown benchmark 'disk'; expected one of: mi, train, norm" -- bench disk
 expect 2 "--shape '12' must be ROWSxD" -- bench norm --shape 12
 expect 2 "--multiprocessors must be between 1 and 100000" -- bench norm --multiprocessors 0

@@ -351,16 +351,7 @@ TEST(MiInputs, BadDataIsRejectedWithOneLine) {
 
 // Inputs that once crashed the process: each is a one-line DataError or UsageError now.
 TEST(MiInputs, DegenerateInputsAreErrorsNotCrashes) {
-  const auto expect_error = [](const std::function<void()>& run, const std::string& needle) {
-    try {
-      run();
-      ADD_FAILURE() << "no error for " << needle;
-    } catch (const std::invalid_argument& e) {  // UsageError
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    } catch (const std::runtime_error& e) {  // DataError
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    }
-  };
+  using ibn::test::expect_error;
   const auto task = ibn::mi::sample_task("gaussian:rho=0.5", 400, 5);
   // A critic whose every held-out score is NaN (it indexed an empty best state: SIGSEGV).
   for (const char* spec : {"mine:lr=1e12:steps=60:eval_every=20", "infonce:lr=1e12:steps=60:eval_every=20",

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include <gtest/gtest.h>
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "ibn/analysis/analyze.h"
@@ -362,3 +363,59 @@ TEST(Train, BadOptionsFailBeforeAnyWork) {
 }
 
 }  // namespace
+
+// Evaluation and dumps on a fixed subset: half the budget from each split, the metrics those of
+// the stored samples, stated in the log; the analysis caps its samples and records the cap.
+TEST(Train, EvaluationSubsetIsFixedStatedAndAnalyzedWithinItsCap) {
+  ibn::train::TrainConfig c;
+  c.data = "gaussian-mixture:classes=3,n=3000";
+  c.model = "mlp:widths=8";
+  c.norm = "layernorm";
+  c.epochs = 2;
+  c.batch = 100;
+  c.eval_samples = "1000";
+  c.dump_epochs = "list:0,2";
+  c.progress = "lines";
+  c.out = temp_run("eval_subset");
+  std::ostringstream log;
+  const auto result = ibn::train::train(c, log);
+  const auto data = ibn::data::load_dataset(c.data, 0);
+  const int64_t n_train = data.train.labels.size(0), n_test = data.test.labels.size(0);
+  ASSERT_GT(n_train, 500);
+  ASSERT_GT(n_test, 500);
+  EXPECT_NE(log.str().find(fmt::format("a fixed subset of 500 of {} train and 500 of {} test samples", n_train, n_test)),
+            std::string::npos) << log.str();
+  const std::string store = c.out + "/activations.h5";
+  const auto split = ibn::io::read_dataset(store, "/data/split");
+  ASSERT_EQ(split.size(0), 1000);
+  EXPECT_EQ(split.sum().item<int64_t>(), 500);
+  EXPECT_EQ(std::get<int64_t>(ibn::io::read_attribute(store, "/", "test_predictions")), 500);
+  // The stored rows are distinct rows of each split, and the epoch's test accuracy is that of
+  // the stored test samples' logits.
+  const auto index = ibn::io::read_dataset(store, "/data/index");
+  for (const int64_t s : {0, 1}) {
+    const auto rows = index.index_select(0, split.eq(s).nonzero().squeeze(1));
+    EXPECT_EQ(std::get<0>(at::_unique2(rows)).size(0), 500) << s;
+  }
+  const auto test_rows = split.eq(1).nonzero().squeeze(1);
+  const auto logits = ibn::io::read_dataset(store, "/epochs/2/logits").index_select(0, test_rows);
+  const auto labels = ibn::io::read_dataset(store, "/data/labels").index_select(0, test_rows);
+  const double accuracy = logits.argmax(1).eq(labels).to(torch::kDouble).mean().item<double>();
+  EXPECT_NEAR(result.metrics.back().test_accuracy, accuracy, 1e-12);
+
+  ibn::analysis::AnalyzeConfig analyze;
+  analyze.run = c.out;
+  analyze.estimators = {"binning:bins=10"};
+  analyze.sensitivity = false;
+  analyze.max_samples = 300;
+  const auto analysis = ibn::analysis::analyze(analyze, log);
+  EXPECT_EQ(analysis.samples, 300);
+  EXPECT_EQ(analysis.stored_samples, 1000);
+  EXPECT_EQ(std::get<int64_t>(ibn::io::read_attribute(c.out + "/analysis.h5", "/", "max_samples")), 300);
+  EXPECT_NE(log.str().find("on 300 samples, a seeded subset of the 1000 stored"), std::string::npos) << log.str();
+  EXPECT_NE(log.str().find("ETA"), std::string::npos);
+
+  c.eval_samples = "1";
+  EXPECT_TRUE(throws_usage_error([&] { ibn::train::train(c, log); }, "--eval-samples '1' must be all or a count N >= 2"));
+  fs::remove_all(c.out);
+}

@@ -1,5 +1,6 @@
 #pragma once
 // Helpers shared by the test files.
+#include <functional>
 #include <limits>
 #include <string>
 
@@ -26,6 +27,18 @@ inline double nan_aware_max_diff(const torch::Tensor& a_in, const torch::Tensor&
 
 inline double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();
+}
+
+// Expects `run` to throw ibn::UsageError or ibn::DataError whose message contains `needle`.
+inline void expect_error(const std::function<void()>& run, const std::string& needle) {
+  try {
+    run();
+    ADD_FAILURE() << "no error for " << needle;
+  } catch (const std::invalid_argument& e) {  // UsageError
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  } catch (const std::runtime_error& e) {  // DataError
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
 }
 
 // Asserts that running `body` throws ibn::UsageError whose message contains `needle`.

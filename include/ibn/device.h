@@ -29,4 +29,18 @@ void set_compute_threads(int n);
 // --threads 100000 would otherwise spend minutes creating threads.
 constexpr int kMaxThreads = 512;
 
+// While one lives, OpenBLAS (when it is the BLAS) runs every product on the calling thread; the
+// count before is restored after. For code that spreads products over LibTorch's threads itself:
+// OpenBLAS's own threads would then compete with them for the cores.
+class BlasOnCallingThread {
+ public:
+  BlasOnCallingThread();
+  ~BlasOnCallingThread();
+  BlasOnCallingThread(const BlasOnCallingThread&) = delete;
+  BlasOnCallingThread& operator=(const BlasOnCallingThread&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
 }  // namespace ibn

@@ -1,6 +1,7 @@
 #include "ibn/analysis/analyze.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -175,6 +176,7 @@ struct Samples {
   std::string store;
   at::Tensor rows;
   int64_t count = 0;  // rows of the store's /data/split
+  int64_t stored = 0; // rows of the chosen split, before --max-samples
   c10::Device device = c10::Device(c10::kCPU);
   mi::Variable y, x_values, x_identity;
 
@@ -198,6 +200,7 @@ Samples load_samples(const AnalyzeConfig& c, const std::string& store, c10::Devi
   s.count = split_of_sample.size(0);
   s.rows = c.split == "all" ? at::arange(s.count, at::kLong)
                             : split_of_sample.eq(c.split == "train" ? 0 : 1).nonzero().squeeze(1);
+  s.stored = s.rows.size(0);
   if (c.max_samples > 0 && c.max_samples < s.rows.size(0)) {
     auto g = at::make_generator<at::CPUGeneratorImpl>(c.seed + 11);
     s.rows = std::get<0>(s.rows.index_select(0, at::randperm(s.rows.size(0), g, at::TensorOptions().dtype(at::kLong))
@@ -341,7 +344,8 @@ void write_analysis(const AnalyzeConfig& c, const Analysis& a, const std::string
        {"chain", fmt::format("{}", fmt::join(a.chain, ","))},
        {"estimators", fmt::format("{}", fmt::join(a.estimators, "\n"))},
        {"beta", a.beta}, {"units", a.units}, {"split", a.split},
-       {"samples", a.samples}, {"seed", static_cast<int64_t>(c.seed)},
+       {"samples", a.samples}, {"stored_samples", a.stored_samples}, {"max_samples", c.max_samples},
+       {"seed", static_cast<int64_t>(c.seed)},
        {"store", store}, {"device", device.str()},
        {"definitions", std::string("chain: T_1..T_L, one representation per block and the logits; I_prev = I(T_{l-1};T_l) "
                                    "with T_0 = X on the chain, NaN off it; IB = I_TY - beta * I_prev; totals sum the chain; "
@@ -381,16 +385,28 @@ Analysis analyze(const AnalyzeConfig& c, std::ostream& log) {
 
   const Samples samples = load_samples(c, store, device);
   out.samples = samples.rows.size(0);
+  out.stored_samples = samples.stored;
   const std::vector<std::string> datasets = io::list_datasets(store);
   if (!c.quiet) {
-    log << fmt::format("analyzing {}: {} epochs x {} layers (chain {}) x {} estimators on {} samples ({})\n", store,
+    const std::string subset = out.samples == out.stored_samples
+                                   ? "every sample"
+                                   : fmt::format("a seeded subset of the {} stored (--max-samples {}, seed {}; 0: all)",
+                                                 out.stored_samples, c.max_samples, c.seed);
+    log << fmt::format("analyzing {}: {} epochs x {} layers (chain {}) x {} estimators on {} samples, {} ({})\n", store,
                        epochs.size(), out.layers.size(), fmt::join(out.chain, ","), estimators.size(), out.samples,
-                       device.str())
+                       subset, device.str())
         << std::flush;
   }
-  for (const int64_t epoch : epochs) {
-    analyze_epoch(c, samples, plan, estimators, epoch, datasets, out);
-    if (!c.quiet) log << fmt::format("  epoch {} done\n", epoch) << std::flush;
+  const auto start = std::chrono::steady_clock::now();
+  for (size_t e = 0; e < epochs.size(); ++e) {
+    analyze_epoch(c, samples, plan, estimators, epochs[e], datasets, out);
+    if (c.quiet) continue;
+    // Epochs cost about the same (same layers, samples and estimators): the mean so far is the ETA's rate.
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double left = elapsed / static_cast<double>(e + 1) * static_cast<double>(epochs.size() - e - 1);
+    log << fmt::format("  epoch {} done ({}/{}, {} layers x {} estimators), {:.1f} s so far, ETA {:.0f} s\n", epochs[e],
+                       e + 1, epochs.size(), out.layers.size(), estimators.size(), elapsed, left)
+        << std::flush;
   }
   if (c.sensitivity) analyze_sensitivity(samples, plan, epochs.back(), out);
   write_analysis(c, out, store, device);
@@ -434,6 +450,11 @@ Analysis read_analysis(const std::string& run) {
   out.units = io::read_text_attribute(path, "/", "units");
   out.split = io::read_text_attribute(path, "/", "split");
   out.samples = static_cast<int64_t>(number_attribute(path, "samples"));
+  try {
+    out.stored_samples = static_cast<int64_t>(number_attribute(path, "stored_samples"));
+  } catch (const std::exception&) {
+    out.stored_samples = out.samples;  // written before the cap was recorded
+  }
 
   const std::vector<double> epoch = io::read_doubles(path, "/rows/epoch"), layer = io::read_doubles(path, "/rows/layer_index"),
                             estimator = io::read_doubles(path, "/rows/estimator_index"), in_chain = io::read_doubles(path, "/rows/in_chain"),

@@ -32,7 +32,7 @@ AnalyzeOptions::AnalyzeOptions()
       ("beta", po::value<double>(&c.beta)->default_value(c.beta), "beta of the IB value")
       ("device", po::value<std::string>(&c.device)->default_value(c.device), "cpu, cuda, cuda:N or auto")
       ("split", po::value<std::string>(&c.split)->default_value(c.split), "samples: all, train or test")
-      ("max-samples", po::value<int64_t>(&c.max_samples)->default_value(c.max_samples), "0: all; else a seeded subset")
+      ("max-samples", po::value<int64_t>(&c.max_samples)->default_value(c.max_samples), "at most this many samples, a seeded subset (KDE and KSG grow as N^2); 0: all")
       ("chain", po::value<std::string>(&c.chain)->default_value(c.chain),
        "the representation chain the IB sum runs over: model (the model's own), or taps in forward order: fc1,fc3,logits")
       ("layers", po::value<std::string>(&c.layers)->default_value(c.layers),

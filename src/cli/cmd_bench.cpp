@@ -7,6 +7,7 @@
 #include <sstream>
 #include <iostream>
 #include <memory>
+#include <thread>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -22,6 +23,10 @@
 #include "ibn/train/train.h"
 
 namespace ibn::cli {
+
+int bench_mi_peers(const std::vector<int64_t>& ns, const std::vector<int64_t>& kde_ns, const std::vector<int64_t>& kde_ds,
+                   int64_t runs);  // cmd_bench_mi_peer.cpp
+
 namespace {
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -44,12 +49,16 @@ double median_seconds(int64_t runs, const c10::Device& device, Body body) {
 }
 
 int bench_mi(const std::vector<std::string>& args) {
-  CommandOptions cmd("bench", "ibn bench mi [--n N,N,...] [--d D,D,...] [--estimator SPEC]... [--device D] [--csv FILE]",
+  CommandOptions cmd("bench", "ibn bench mi [--n N,N,...] [--d D,D,...] [--estimator SPEC]... [--device D] [--csv FILE] [--peer]",
                      "Median wall time of each MI estimator on Gaussian T [N, d] against 10 labels Y\n"
                      "(the I(T;Y) of an information plane), and of one KDE mixture entropy H(T) alone\n"
                      "(the unit the plain-PyTorch anchors time). Defaults: the full grid N in\n"
                      "{5000, 20000, 200000} x d in {16, 256, 1024} on CUDA; N in {5000, 20000} x d in\n"
-                     "{16, 256} on the CPU (larger sizes on request).");
+                     "{16, 256} on the CPU (larger sizes on request).\n\n"
+                     "--peer: instead, KSG (k=3; 1+1 and 4+4 Gaussian pairs, and one feature against 10\n"
+                     "labels) and the KDE entropy beside NPEET, scikit-learn and numpy on the same data in the\n"
+                     "same run, with the speed-up (N in {5000, 50000} for KSG, {5000, 20000} x d = 256 for KDE;\n"
+                     "--n and --d override them). Peers that are missing are named, and ibn still runs.");
   cmd.options.add_options()
       ("n", po::value<std::string>()->value_name("N,N,..."), "sample counts")
       ("d", po::value<std::string>()->value_name("D,D,..."), "dimensions of T")
@@ -57,13 +66,26 @@ int bench_mi(const std::vector<std::string>& args) {
        "estimator specs (default: binning, kde, ksg)")
       ("runs", po::value<int64_t>()->default_value(3), "timed runs per cell (median reported)")
       ("device", po::value<std::string>()->default_value("auto"), "cpu, cuda, cuda:N or auto")
-      ("threads", po::value<int>()->default_value(0), "CPU threads for LibTorch (0: its default)")
-      ("csv", po::value<std::string>()->value_name("FILE"), "also write the table as CSV");
+      ("threads", po::value<int>()->default_value(0), "CPU threads for LibTorch (0: its default; with --peer, every core)")
+      ("csv", po::value<std::string>()->value_name("FILE"), "also write the table as CSV")
+      ("peer", po::bool_switch(), "time NPEET, scikit-learn and numpy beside ibn on the same data (CPU)");
   std::vector<std::string> rest(args.begin() + 1, args.end());
   const auto vm = cmd.parse(rest);
   if (!vm) return 0;
+  const int threads = (*vm)["threads"].as<int>();
+  const bool peer = (*vm)["peer"].as<bool>();
+  // Beside the peers, every core: numpy's OpenBLAS uses them all by default, and LibTorch's own
+  // default can be 1 (its count of physical cores).
+  set_compute_threads(peer && threads == 0 ? static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) : threads);
+  const int64_t runs = (*vm)["runs"].as<int64_t>();
+  if (runs < 1) throw UsageError("--runs must be at least 1");
+  if (peer) {
+    const bool sizes = vm->count("n") != 0;
+    return bench_mi_peers(parse_shape("n", sizes ? (*vm)["n"].as<std::string>() : "5000,50000"),
+                          parse_shape("n", sizes ? (*vm)["n"].as<std::string>() : "5000,20000"),
+                          parse_shape("d", vm->count("d") ? (*vm)["d"].as<std::string>() : "256"), runs);
+  }
   const c10::Device device = resolve_device((*vm)["device"].as<std::string>());
-  set_compute_threads((*vm)["threads"].as<int>());
   const std::vector<int64_t> ns = parse_shape("n", vm->count("n") ? (*vm)["n"].as<std::string>()
                                                                   : device.is_cuda() ? "5000,20000,200000" : "5000,20000");
   const std::vector<int64_t> ds = parse_shape("d", vm->count("d") ? (*vm)["d"].as<std::string>()
@@ -72,8 +94,6 @@ int bench_mi(const std::vector<std::string>& args) {
                                                                 : std::vector<std::string>{"binning", "kde", "ksg"};
   std::vector<std::unique_ptr<mi::Estimator>> estimators;
   for (const auto& spec : specs) estimators.push_back(mi::make_estimator(spec));
-  const int64_t runs = (*vm)["runs"].as<int64_t>();
-  if (runs < 1) throw UsageError("--runs must be at least 1");
 
   std::cout << fmt::format("ibn bench mi on {} ({} CPU threads), median of {} runs after a warm-up\n", device.str(),
                            torch::get_num_threads(), runs);
@@ -188,6 +208,7 @@ int bench_train(const std::vector<std::string>& args) {
 }  // namespace
 
 int bench_norm(const std::vector<std::string>& args);  // cmd_bench_norm.cpp
+
 
 int run_bench(const std::vector<std::string>& args) {
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {

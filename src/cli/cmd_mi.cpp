@@ -14,6 +14,7 @@
 #include "ibn/io/atomic_file.h"
 #include "ibn/io/hdf5.h"
 #include "ibn/mi/estimator.h"
+#include "ibn/mi/transform.h"
 #include "ibn/mi/tasks.h"
 
 namespace ibn::cli {
@@ -49,6 +50,9 @@ std::string help_text() {
       "  ibn mi --input run.h5 --a /data/inputs --b /epochs/10/layer2 --estimator kde:var=0.1\n"
       "  ibn mi --task gaussian:dx=5,dy=5,rho=0.8 --n 5000 --estimator ksg --estimator kde:mode=joint\n\nEstimators:\n";
   for (const auto& e : mi::estimators()) text += fmt::format("  {:<8} {}\n           keys: {}\n", e.name, e.summary, e.keys);
+  text += "\nTransforms (every estimator takes transform=NAME; applied to the continuous sides first, each an\n"
+          "invertible map of each coordinate alone, so the mutual information itself is unchanged):\n";
+  for (const auto& t : mi::transforms()) text += fmt::format("  {:<8} {}\n", t.name, t.summary);
   text += "\nTasks:\n";
   std::string tasks = mi::task_help();
   size_t start = 0;

@@ -54,10 +54,13 @@ TrainOptions::TrainOptions()
       ("seed", po::value<int64_t>(&seed)->default_value(seed), "seed of split, initialization and batches")
       ("device", po::value<std::string>(&c.device)->default_value(c.device), "cpu, cuda, cuda:N or auto")
       ("threads", po::value<int>(&c.threads)->default_value(c.threads), "CPU threads (0: LibTorch's default)")
+      ("eval-samples", po::value<std::string>(&c.eval_samples)->default_value(c.eval_samples),
+       "each epoch's metrics and the dumps use a fixed seeded subset of at most N samples (up to half\n"
+       "from each split), the same every epoch; all: every sample")
       ("dump-epochs", po::value<std::string>(&c.dump_epochs)->default_value(c.dump_epochs),
        "epochs whose activations are stored: none, all, every:K, log:K, list:E,E,... (0 = before training)")
       ("dump-layers", po::value<std::string>(&c.dump_layers)->default_value(c.dump_layers), "all, or tap names: fc1,fc2")
-      ("dump-samples", po::value<std::string>(&c.dump_samples)->default_value(c.dump_samples), "all, or subset:N")
+      ("dump-samples", po::value<std::string>(&c.dump_samples)->default_value(c.dump_samples), "all (the evaluation samples), or subset:N of them")
       ("dump-maps", po::value<std::string>(&c.dump_maps)->default_value(c.dump_maps),
        "feature maps and token sequences: pool (mean over pixels/tokens) or flatten")
       ("dump-dtype", po::value<std::string>(&c.dump_dtype)->default_value(c.dump_dtype),

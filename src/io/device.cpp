@@ -14,6 +14,17 @@
 
 namespace ibn {
 
+namespace {
+
+using SetThreads = void (*)(int);
+using GetThreads = int (*)();
+
+SetThreads openblas_set() { return reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads")); }
+GetThreads openblas_get() { return reinterpret_cast<GetThreads>(::dlsym(RTLD_DEFAULT, "openblas_get_num_threads")); }
+
+}  // namespace
+
+
 c10::Device resolve_device(const std::string& name) {
   if (name == "auto") return torch::cuda::is_available() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
   if (name != "cpu" && name != "cuda" && name.rfind("cuda:", 0) != 0) {
@@ -51,10 +62,26 @@ void set_compute_threads(int n) {
   }
   if (n > 0) at::set_num_threads(n);
   // Looked up at run time: the BLAS behind Debian's LibTorch is chosen by update-alternatives.
-  using SetThreads = void (*)(int);
-  if (const auto openblas = reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
-    openblas(at::get_num_threads());
-  }
+  if (const SetThreads openblas = openblas_set()) openblas(at::get_num_threads());
+}
+
+// An OpenMP build of OpenBLAS sets OpenMP's thread count with its own: LibTorch's count is
+// put back after each change.
+BlasOnCallingThread::BlasOnCallingThread() {
+  const SetThreads set = openblas_set();
+  const GetThreads get = openblas_get();
+  if (set == nullptr || get == nullptr) return;
+  const int torch_threads = at::get_num_threads();
+  previous_ = get();
+  set(1);
+  if (at::get_num_threads() != torch_threads) at::set_num_threads(torch_threads);
+}
+
+BlasOnCallingThread::~BlasOnCallingThread() {
+  if (previous_ <= 0) return;
+  const int torch_threads = at::get_num_threads();
+  openblas_set()(previous_);
+  if (at::get_num_threads() != torch_threads) at::set_num_threads(torch_threads);
 }
 
 std::string cuda_device_summary() {

@@ -3,9 +3,43 @@
 #include <fmt/format.h>
 
 #include "ibn/error.h"
+#include "ibn/mi/transform.h"
 #include "ibn/spec_string.h"
 
 namespace ibn::mi {
+namespace {
+
+// `transform=NAME` on any estimator: the continuous sides go through the transform first.
+class TransformedEstimator final : public Estimator {
+ public:
+  TransformedEstimator(std::unique_ptr<Estimator> inner, const TransformEntry& transform)
+      : inner_(std::move(inner)), transform_(transform) {}
+
+  std::string spec() const override { return inner_->spec() + ":transform=" + transform_.name; }
+  bool channel_only() const override { return inner_->channel_only(); }
+
+  Estimate estimate(const Variable& a, const Variable& b) const override {
+    check_pair(a, b);  // bad data is reported as given, not as its ranks
+    Estimate e = inner_->estimate(transformed(a), transformed(b));
+    e.spec = spec();
+    return e;
+  }
+
+  double nats(const Variable& a, const Variable& b) const override {
+    check_pair(a, b);
+    return inner_->nats(transformed(a), transformed(b));
+  }
+
+ private:
+  Variable transformed(const Variable& v) const {
+    return v.discrete ? v : Variable{transform_.apply(as_matrix(v)), false};
+  }
+
+  std::unique_ptr<Estimator> inner_;
+  const TransformEntry& transform_;
+};
+
+}  // namespace
 
 // Defined in estimators/*.cpp; listed once in estimators/registry.cpp.
 const std::vector<EstimatorEntry>& estimator_registry();
@@ -15,9 +49,12 @@ const std::vector<EstimatorEntry>& estimators() { return estimator_registry(); }
 std::unique_ptr<Estimator> make_estimator(const std::string& text) {
   KeyValueSpec spec(text, "estimator spec");
   const EstimatorEntry& entry = spec.find_entry(estimators(), "estimator");
+  const std::string transform = spec.text_value("transform", "none");
+  const TransformEntry& transform_entry = spec.find_entry(transforms(), "transform", transform);
   std::unique_ptr<Estimator> estimator = entry.make(spec);
-  spec.finish(entry.keys);
-  return estimator;
+  spec.finish(entry.keys + ", transform (none; see 'ibn mi --help')");
+  if (transform_entry.name == "none") return estimator;
+  return std::make_unique<TransformedEstimator>(std::move(estimator), transform_entry);
 }
 
 namespace {

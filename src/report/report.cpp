@@ -1,13 +1,5 @@
 #include "ibn/report/report.h"
 
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
-
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -22,6 +14,7 @@
 #include "ibn/io/atomic_file.h"
 #include "ibn/io/csv.h"
 #include "ibn/io/hdf5.h"
+#include "ibn/io/process.h"
 #include "ibn/sweep/sweep.h"
 #include "runs.h"
 
@@ -34,44 +27,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Runs argv[0] (searched in PATH when it has no '/') with the arguments as they are, no shell
-// between (paths and interpreter names are never parsed as commands), stdout and stderr into
-// `log`. Returns the exit status, or -1 when the program could not be started or was killed.
-int run_program(const std::vector<std::string>& argv, const std::string& log) {
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  // The log is written as the program runs (a live log, not an artefact): opened directly,
-  // but never through a planted symlink.
-  const int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0666);
-  if (log_fd < 0) throw std::runtime_error(fmt::format("cannot write '{}': {}", log, std::strerror(errno)));
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, log_fd, 1);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  pid_t pid = 0;
-  const int error = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  int status = 0;
-  if (error != 0) {
-    const std::string why = fmt::format("cannot run '{}': {}\n", argv[0], std::strerror(error));
-    if (::write(log_fd, why.data(), why.size()) < 0) {
-      // the status says it failed; the log line is a courtesy
-    }
-    status = -1;
-  } else {
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-  ::close(log_fd);
-  return status;
-}
-
 std::string python_interpreter(const ReportOptions& options) {
   if (!options.python.empty()) return options.python;
-  return fs::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+  return io::python3();
 }
 
 // ---- quantities -------------------------------------------------------------------------
@@ -528,7 +486,7 @@ std::vector<std::string> draw_figures(const std::string& out, const ReportOption
   const char* override_script = std::getenv("IBN_PLOT_SCRIPT");
   const std::string script = override_script != nullptr ? override_script : std::string(IBN_SOURCE_DIR) + "/scripts/plot_report.py";
   if (!fs::exists(script)) throw std::runtime_error(fmt::format("the plotting script '{}' is missing (set IBN_PLOT_SCRIPT)", script));
-  const int status = run_program({python_interpreter(options), script, out}, out + "/data/plot.log");
+  const int status = io::run_program({python_interpreter(options), script, out}, out + "/data/plot.log");
   if (status != 0) {
     std::ifstream plot_log(out + "/data/plot.log");
     std::string line, last;

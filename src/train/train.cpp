@@ -51,10 +51,10 @@ std::string config_text(const TrainConfig& c, const std::string& data_spec, cons
   std::string text = fmt::format(
       "data = {}\nmodel = {}\nnorm = {}\noptimizer = {}\nlr = {}\nweight-decay = {}\nmomentum = {}\nschedule = {}\n"
       "warmup-epochs = {}\nepochs = {}\nsteps-per-epoch = {}\nbatch = {}\nseed = {}\ndevice = {}\nthreads = {}\n"
-      "dump-epochs = {}\ndump-layers = {}\ndump-samples = {}\ndump-maps = {}\ndump-dtype = {}\n",
+      "eval-samples = {}\ndump-epochs = {}\ndump-layers = {}\ndump-samples = {}\ndump-maps = {}\ndump-dtype = {}\n",
       data_spec, model_spec, c.norm, c.optimizer, c.lr, c.weight_decay, c.momentum, c.schedule, c.warmup_epochs,
-      c.epochs, c.steps_per_epoch, c.batch, c.seed, c.device, c.threads, c.dump_epochs, c.dump_layers, c.dump_samples,
-      c.dump_maps, c.dump_dtype);
+      c.epochs, c.steps_per_epoch, c.batch, c.seed, c.device, c.threads, c.eval_samples, c.dump_epochs, c.dump_layers,
+      c.dump_samples, c.dump_maps, c.dump_dtype);
   if (!c.norm_attn.empty()) text += fmt::format("norm-attn = {}\n", c.norm_attn);
   if (!c.norm_mlp.empty()) text += fmt::format("norm-mlp = {}\n", c.norm_mlp);
   if (!c.norm_final.empty()) text += fmt::format("norm-final = {}\n", c.norm_final);
@@ -300,7 +300,9 @@ void check_resumable(const TrainConfig& c, const std::string& config, torch::ser
   for (const auto& [key, value] : before) keys.insert(key);
   for (const auto& [key, value] : now) keys.insert(key);
   for (const std::string& key : keys) {
-    const std::string old_value = before.count(key) ? before.at(key) : "(none)";
+    // Runs from before --eval-samples evaluated every sample.
+    const std::string absent = key == "eval-samples" ? "all" : "(none)";
+    const std::string old_value = before.count(key) ? before.at(key) : absent;
     const std::string new_value = now.count(key) ? now.at(key) : "(none)";
     if (old_value == new_value || key == "threads") continue;
     if (key == "epochs") {
@@ -367,9 +369,52 @@ struct PreparedRun {
   data::ClassificationData data;
   std::shared_ptr<models::ModelImpl> model;
   std::vector<std::string> layers;
-  // The dumped samples: train then test rows (split 0/1), or a seeded subset of them.
+  // The evaluation samples of each split: all of them, or a fixed seeded subset.
+  data::Split eval_train, eval_test;
+  // The dumped samples: the evaluation samples, train then test rows (split 0/1), or a seeded
+  // subset of them.
   at::Tensor dump_inputs, dump_labels, dump_index, dump_split;
 };
+
+// A positive count from `all` or N: -1 for all.
+int64_t eval_sample_count(const std::string& value) {
+  if (value == "all") return -1;
+  char* end = nullptr;
+  errno = 0;
+  const long long n = std::strtoll(value.c_str(), &end, 10);
+  // Two at least: one sample of each split.
+  if (value.empty() || *end != '\0' || errno == ERANGE || n < 2) {
+    throw UsageError(fmt::format("--eval-samples '{}' must be all or a count N >= 2", value));
+  }
+  return n;
+}
+
+// `rows` samples of `split` drawn without replacement by `generator`, in their original order.
+data::Split sample_rows(const data::Split& split, int64_t rows, at::Generator& generator) {
+  if (rows >= split.labels.size(0)) return split;
+  const at::Tensor chosen = std::get<0>(
+      at::randperm(split.labels.size(0), generator, at::TensorOptions().dtype(at::kLong)).slice(0, 0, rows).sort());
+  return {split.inputs.index_select(0, chosen), split.labels.index_select(0, chosen), split.index.index_select(0, chosen)};
+}
+
+// Evaluating and dumping every sample of a large dataset each epoch costs more than short runs
+// train (70 000 Fashion-MNIST images per epoch); a fixed subset gives the same curves with a
+// known sampling error. Both splits keep up to half the budget, and a split that needs less
+// leaves the rest to the other.
+void choose_eval_samples(PreparedRun& run) {
+  const int64_t budget = eval_sample_count(run.config.eval_samples);
+  const data::Split &train = run.data.train, &test = run.data.test;
+  const int64_t n_train = train.labels.size(0), n_test = test.labels.size(0);
+  if (budget < 0 || n_train + n_test <= budget) {
+    run.eval_train = train;
+    run.eval_test = test;
+    return;
+  }
+  const int64_t test_rows = std::min(n_test, std::max(budget / 2, budget - n_train));
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(run.config.seed + 11);
+  run.eval_train = sample_rows(train, budget - test_rows, generator);
+  run.eval_test = sample_rows(test, test_rows, generator);
+}
 
 std::vector<std::string> dumped_layers(const TrainConfig& c, const models::ModelImpl& model) {
   const std::vector<std::string> available = model.tap_names();
@@ -386,12 +431,12 @@ std::vector<std::string> dumped_layers(const TrainConfig& c, const models::Model
 
 void choose_dump_samples(PreparedRun& run) {
   const TrainConfig& c = run.config;
-  const data::ClassificationData& data = run.data;
-  run.dump_inputs = torch::cat({data.train.inputs, data.test.inputs});
-  run.dump_labels = torch::cat({data.train.labels, data.test.labels});
-  run.dump_index = torch::cat({data.train.index, data.test.index});
-  run.dump_split = torch::cat({torch::zeros({data.train.labels.size(0)}, torch::kLong),
-                               torch::ones({data.test.labels.size(0)}, torch::kLong)});
+  const data::Split &train = run.eval_train, &test = run.eval_test;
+  run.dump_inputs = torch::cat({train.inputs, test.inputs});
+  run.dump_labels = torch::cat({train.labels, test.labels});
+  run.dump_index = torch::cat({train.index, test.index});
+  run.dump_split = torch::cat({torch::zeros({train.labels.size(0)}, torch::kLong),
+                               torch::ones({test.labels.size(0)}, torch::kLong)});
   if (c.dump_samples == "all") return;
   char* end = nullptr;
   errno = 0;
@@ -437,8 +482,54 @@ PreparedRun prepare_run(const TrainConfig& options) {
     }
   }
   run.layers = dumped_layers(c, *run.model);
+  choose_eval_samples(run);
   choose_dump_samples(run);
   return run;
+}
+
+// The dump's forward pass over many samples, in chunks: one pass over 10 000 ViT or text
+// samples holds gigabytes of attention maps, and the page faults of such allocations cost more
+// than the arithmetic. Eval mode makes each sample's outputs independent of its chunk. κ is
+// measured per chunk and averaged, weighted by rows: for per-sample normalizers (layer, RMS,
+// group) that is the whole pass's κ; for batch-area ones each chunk's own statistics enter.
+struct ForwardPass {
+  at::Tensor logits;
+  models::Taps taps;
+  models::Contractions contractions;
+};
+
+ForwardPass forward_in_chunks(models::ModelImpl& model, const at::Tensor& inputs, const c10::Device& device) {
+  constexpr int64_t kMaxChunkRows = 4096;
+  const int64_t n = inputs.size(0);
+  // Equal chunks (4097 rows: two of 2049 and 2048, not 4096 and 1): each κ rests on many rows.
+  const int64_t chunks = std::max<int64_t>(1, (n + kMaxChunkRows - 1) / kMaxChunkRows);
+  const int64_t kChunkRows = std::max<int64_t>(1, (n + chunks - 1) / chunks);
+  std::vector<at::Tensor> logits;
+  std::map<std::string, std::vector<at::Tensor>> taps;
+  ForwardPass pass;
+  for (int64_t start = 0; start < n; start += kChunkRows) {
+    const int64_t rows = std::min(kChunkRows, n - start);
+    models::Taps chunk_taps;
+    models::Contractions chunk_kappa;
+    {
+      const models::RecordContractions record(chunk_kappa);
+      logits.push_back(model.forward(inputs.slice(0, start, start + rows).to(device), &chunk_taps));
+    }
+    for (auto& [name, t] : chunk_taps) taps[name].push_back(t.detach());
+    for (const auto& [site, kappa] : chunk_kappa) pass.contractions[site] += kappa * static_cast<double>(rows) / static_cast<double>(n);
+  }
+  pass.logits = logits.size() == 1 ? logits.front() : at::cat(logits);
+  for (auto& [name, parts] : taps) pass.taps[name] = parts.size() == 1 ? parts.front() : at::cat(parts);
+  return pass;
+}
+
+// Says which samples evaluation uses when they are not all of them.
+std::string eval_subset_line(const PreparedRun& run) {
+  const int64_t train = run.eval_train.labels.size(0), test = run.eval_test.labels.size(0);
+  const int64_t all_train = run.data.train.labels.size(0), all_test = run.data.test.labels.size(0);
+  if (train == all_train && test == all_test) return "";
+  return fmt::format("evaluation and dumps: a fixed subset of {} of {} train and {} of {} test samples (drawn from --seed), "
+                     "the same every epoch; --eval-samples all for every sample\n", train, all_train, test, all_test);
 }
 
 }  // namespace
@@ -508,6 +599,7 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
   const bool resuming = c.resume && std::filesystem::exists(checkpoint_path);
   if (!resuming) io::write_file_atomically(c.out + "/config.ini", config);
   const std::string started = now_utc();
+  if (c.progress != "quiet") log << eval_subset_line(run) << std::flush;
 
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   if (c.optimizer == "sgd") {
@@ -538,19 +630,15 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
   const auto activations_at = [&](int64_t epoch) {
     torch::NoGradGuard no_grad;
     model->eval();
-    models::Taps taps;
-    Activations out;
-    models::Contractions contractions;
-    {
-      const models::RecordContractions record(contractions);
-      out.logits = model->forward(dump_inputs.to(device), &taps);
-    }
+    const ForwardPass pass = forward_in_chunks(*model, dump_inputs, device);
     model->train();
-    for (const auto& [site, kappa] : contractions) {
+    Activations out;
+    out.logits = pass.logits;
+    for (const auto& [site, kappa] : pass.contractions) {
       out.datasets.push_back({fmt::format("/contraction/{}/{}", epoch, site), at::full({1}, kappa, at::kDouble), {}});
     }
     for (const std::string& layer : layers) {
-      at::Tensor t = taps.at(layer).detach().to(torch::kFloat);
+      at::Tensor t = pass.taps.at(layer).detach().to(torch::kFloat);
       // Feature maps [N, C, H, W] and tokens [N, T, D] become [N, C] / [N, D] by their mean
       // (dump_maps=pool) or [N, C·H·W] / [N, T·D] (flatten).
       if (c.dump_maps == "pool" && t.dim() == 4) t = t.mean({2, 3});
@@ -569,7 +657,7 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
 
   const bool terminal = c.progress == "auto" && ::isatty(::fileno(stdout));
   const bool quiet = c.progress == "quiet";
-  const int64_t n_train_rows = data.train.labels.size(0);
+  const int64_t n_train_rows = run.eval_train.labels.size(0);
   const auto record = [&](int64_t epoch, double lr, double seconds, const at::Tensor& all_logits) {
     Evaluation tr, te;
     if (all_logits.defined()) {
@@ -581,8 +669,8 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
       tr = of(0, n_train_rows);
       te = of(n_train_rows, dump_labels.size(0));
     } else {
-      tr = evaluate(*model, data.train, device, c.batch);
-      te = evaluate(*model, data.test, device, c.batch);
+      tr = evaluate(*model, run.eval_train, device, c.batch);
+      te = evaluate(*model, run.eval_test, device, c.batch);
     }
     result.metrics.push_back({epoch, tr.loss, tr.accuracy, te.loss, te.accuracy, lr, seconds});
   };
@@ -816,7 +904,7 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
                       {"norm", c.norm}, {"layers", fmt::format("{}", fmt::join(layers, ","))},
                       {"chain", fmt::format("{}", fmt::join(model->chain(), ","))},
                       {"norm_spec", normalizer_specs(*model)}, {"norm_description", normalizer_descriptions(*model)},
-                      {"test_predictions", static_cast<int64_t>(data.test.labels.numel())}, {"test_majority_rate", majority_rate(data.test.labels)},
+                      {"test_predictions", static_cast<int64_t>(run.eval_test.labels.numel())}, {"test_majority_rate", majority_rate(run.eval_test.labels)},
                       {"start_time", started}, {"end_time", now_utc()}, {"complete", int64_t{1}}},
                      part_files);
   std::filesystem::remove_all(parts);

@@ -23,7 +23,9 @@ struct AnalyzeConfig {
   double beta = 1.0;
   std::string device = "cpu";
   std::string split = "all";              // all, train or test samples of the store
-  int64_t max_samples = 0;                // 0: every sample; else a seeded subset of this many
+  // At most this many samples (a seeded subset, the same for every epoch and layer); 0: every
+  // one. KDE and KSG grow as N²: the cap keeps a default analysis near a minute.
+  int64_t max_samples = 10000;
   std::string chain = "model";            // model (the store's chain), or tap names in forward order
   std::string layers = "chain";           // chain, all, or tap names analyzed besides the chain
   bool sensitivity = true;                // the resolution table (sensitivity_estimators())
@@ -65,7 +67,8 @@ struct Analysis {
   std::vector<ChainTotal> totals;       // epoch-major, then estimator
   double beta = 1.0;
   std::string units = "nats", split = "all";
-  int64_t samples = 0;
+  int64_t samples = 0;        // analyzed (after the cap)
+  int64_t stored_samples = 0; // in the store's chosen split, before the cap
   // The resolution table: `sensitivity_layer` (the last hidden representation of the chain)
   // at `sensitivity_epoch` (the last analyzed). Empty when not computed.
   std::string sensitivity_layer;

@@ -5,6 +5,7 @@
 //   gaussian-dense:dx=3,dy=3,rho=0.5  all 2·d coordinates pairwise correlated ρ
 //   gaussian-random:dx=4,dy=3,seed=1  a random covariance
 //   uniform-noise:eps=0.5             X ~ U(0,1), Y = X + U(−ε, ε), ε ≥ 1/2: I = 1/(4ε)
+//   student-t:dx=2,dy=2,rho=0,df=1    the gaussian task over one shared √(χ²_ν/ν): heavy tails
 // Every task also takes shuffle=true (pairs broken: I = 0) and transform=cube|exp|sinh
 // (an invertible monotone map of A, leaving I unchanged).
 #include <cstdint>

@@ -31,7 +31,10 @@ struct TrainConfig {
   std::string out;                  // run directory (created)
   std::string dump_epochs = "log:20";  // none, all, every:K, log:K, list:E,E,...
   std::string dump_layers = "all";      // all, or tap names: fc1,fc2
-  std::string dump_samples = "all";     // all, or subset:N (seeded)
+  // Evaluation (each epoch's metrics) and dumps see a fixed seeded subset of at most this many
+  // samples, the same every epoch (half from each split when both are larger); "all": every one.
+  std::string eval_samples = "10000";
+  std::string dump_samples = "all";     // all (the evaluation samples), or subset:N of them (seeded)
   std::string dump_maps = "pool";       // feature maps and token sequences: pool (mean) or flatten
   std::string dump_dtype = "float32";   // float32, or float16 (half the disk, ~3 significant digits)
   std::string norm_attn, norm_mlp, norm_final;  // transformer sites; empty: `norm`
