@@ -354,6 +354,11 @@ case("mi.ksg-unique-labels", ["mi"] + H5 + ["--a", "/x", "--b", "/y", "--estimat
 case("mi.ksg-k-too-large", ["mi"] + H5 + ["--a", "/x", "--b", "/lab", "--estimator", "ksg:k=100"], 1,
      r"\bk\b|k=100", setup=h5, note="issue 16: say k >= n")
 case("mi.ksg-k-zero", ["mi"] + H5 + ["--a", "/x", "--b", "/lab", "--estimator", "ksg:k=0"], 2, r"k=0", setup=h5)
+case("mi.ksg-tree-k-too-large", ["mi"] + TASK + ["--n", "5", "--estimator", "ksg:k=5:method=tree"], 1, r"k=5")
+case("mi.ksg-method-bogus", ["mi"] + TASK + ["--n", "50", "--estimator", "ksg:method=kdtree"], 2, r"method")
+case("mi.transform-bogus", ["mi"] + TASK + ["--n", "50", "--estimator", "kde:transform=log"], 2, r"transform 'log'")
+case("mi.transform-empty", ["mi"] + TASK + ["--n", "50", "--estimator", "ksg:transform="], 2, r"transform")
+case("mi.student-t-df-zero", ["mi", "--task", "student-t:df=0", "--n", "50", "--estimator", "ksg"], 2, r"df=0")
 for est in ("mine", "infonce", "smile"):
     case(f"mi.{est}-nan-scores",
          ["mi"] + TASK + ["--n", "400", "--estimator", f"{est}:lr=1e12:steps=100", "--out", "r.json"], 1,
@@ -422,6 +427,9 @@ case("train.lr-overflows-float", train(out="r", lr="1e38", batch="64"), (1, 2), 
      timeout=SLOW_TIMEOUT, note="'value cannot be converted to type float without overflow' names nothing")
 case("train.dump-layers-nosuch", train(out="r", dump_layers="nosuch"), 2, r"nosuch")
 case("train.dump-samples-zero", train(out="r", dump_samples="subset:0"), 2, r"--dump-samples")
+case("train.eval-samples-one", train(out="r", eval_samples="1"), 2, r"--eval-samples '1'")
+case("train.eval-samples-word", train(out="r", eval_samples="most"), 2, r"--eval-samples 'most'")
+case("train.eval-samples-huge", train(out="r", eval_samples="99999999999999999999"), 2, r"--eval-samples")
 case("train.dump-epochs-beyond", train(out="r", epochs="2", dump_epochs="list:99"), 2, r"99")
 case("train.dump-epochs-bogus", train(out="r", dump_epochs="bogus"), 2, r"--dump-epochs")
 case("train.dump-epochs-every-zero", train(out="r", dump_epochs="every:0"), 2, r"--dump-epochs|every")
@@ -647,6 +655,8 @@ case("report.points-csv-traversal", ["report", "sw", "--no-figures"], (1, 2), r"
 BM = ["bench", "mi", "--device", "cpu", "--threads", "1", "--estimator", "binning"]
 case("bench.no-target", ["bench"], 2, one_line=False, stdout=r"usage: ibn bench")
 case("bench.unknown-target", ["bench", "bogus"], 2, r"bogus")
+case("bench.mi-peer-runs-zero", ["bench", "mi", "--peer", "--runs", "0"], 2, r"--runs")
+case("bench.mi-peer-n-bogus", ["bench", "mi", "--peer", "--n", "ten"], 2, r"--n|ten")
 case("bench.unknown-option", ["bench", "train", "--bogus"], 2, r"--bogus")
 case("bench.mi-n-zero", BM + ["--n", "0", "--d", "2"], 2, r"--n")
 case("bench.mi-n-abc", BM + ["--n", "abc", "--d", "2"], 2, r"--n")
