@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <iostream>
 #include <memory>
@@ -16,6 +17,7 @@
 #include "ibn/device.h"
 #include "ibn/error.h"
 #include "ibn/io/atomic_file.h"
+#include "ibn/io/process.h"
 #include "ibn/mi/entropy.h"
 #include "ibn/mi/estimator.h"
 #include "ibn/data/dataset.h"
@@ -125,23 +127,51 @@ int bench_mi(const std::vector<std::string>& args) {
   return 0;
 }
 
+// The MLP step in PyTorch from Python, at ibn's thread count, and ibn's rate over it.
+void print_python_peer(int64_t steps, double ibn_rate) {
+  const io::TemporaryDirectory scratch("ibn_bench_train_peer_");
+  const std::string log = scratch.path() + "/peer.log";
+  const std::string script = std::string(IBN_SOURCE_DIR) + "/scripts/train_peer.py";
+  const int status = io::run_program({io::python3(), script, "--steps", std::to_string(steps), "--threads",
+                                      std::to_string(torch::get_num_threads())}, log);
+  std::ifstream in(log);
+  std::string line, last;
+  double rate = -1;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    last = line;
+    if (line.rfind("mlp steps/s ", 0) == 0) rate = std::strtod(line.c_str() + 12, nullptr);
+  }
+  if (status != 0 || !(rate > 0)) {
+    std::cout << fmt::format("  PyTorch from Python: not timed ({}; {} needs Debian's python3-torch: scripts/setup.sh --peers)\n",
+                             last.empty() ? "no output" : last, script);
+    return;
+  }
+  std::cout << fmt::format("  the same MLP step in PyTorch from Python: {:.1f} steps/s; ibn / Python = {:.2f}x\n", rate,
+                           ibn_rate / rate) << std::flush;
+}
+
 // Steps per second of each model at a fixed small configuration, and the cost of dumping
 // activations: the same training run with and without the store.
 int bench_train(const std::vector<std::string>& args) {
-  CommandOptions cmd("bench", "ibn bench train [--steps N] [--device D]",
+  CommandOptions cmd("bench", "ibn bench train [--steps N] [--device D] [--peer]",
                      "Training steps per second (Adam, batch 64) of each model on its usual data, and\n"
                      "the activation-dump overhead: the same ibsgd12 run (100 epochs) without dumps and\n"
-                     "with the default schedule (log:20, every layer, all 4096 samples).");
+                     "with the default schedule (log:20, every layer, all 4096 samples).\n\n"
+                     "--peer: also the same MLP step written in PyTorch from Python (scripts/train_peer.py,\n"
+                     "Debian's python3-torch), timed in the same run at the same thread count, and the ratio.");
   cmd.options.add_options()
       ("steps", po::value<int64_t>()->default_value(30), "timed steps per model (after 5 warm-up steps)")
       ("device", po::value<std::string>()->default_value("auto"), "cpu, cuda, cuda:N or auto")
-      ("threads", po::value<int>()->default_value(0), "CPU threads for LibTorch (0: its default)");
+      ("threads", po::value<int>()->default_value(0), "CPU threads for LibTorch (0: its default)")
+      ("peer", po::bool_switch(), "time the MLP step in PyTorch from Python beside ibn's (CPU)");
   std::vector<std::string> rest(args.begin() + 1, args.end());
   const auto vm = cmd.parse(rest);
   if (!vm) return 0;
   const c10::Device device = resolve_device((*vm)["device"].as<std::string>());
   set_compute_threads((*vm)["threads"].as<int>());
   const int64_t steps = (*vm)["steps"].as<int64_t>();
+  const bool peer = (*vm)["peer"].as<bool>();
   if (steps < 1) throw UsageError("--steps must be at least 1");
   std::cout << fmt::format("ibn bench train on {} ({} CPU threads), batch 64, Adam\n", device.str(), torch::get_num_threads());
   std::cout << fmt::format("{:<42} {:<34} {:>9} {:>11}\n", "model", "data", "steps/s", "samples/s");
@@ -174,6 +204,7 @@ int bench_train(const std::vector<std::string>& args) {
     if (device.is_cuda()) torch::cuda::synchronize();
     const double rate = static_cast<double>(steps) / seconds_since(start);
     std::cout << fmt::format("{:<42} {:<34} {:>9.1f} {:>11.0f}\n", model->spec(), data_spec, rate, rate * 64) << std::flush;
+    if (peer && model_spec == "mlp") print_python_peer(steps, rate);
   }
 
   const io::TemporaryDirectory scratch("ibn_bench_train_");
