@@ -19,6 +19,7 @@
 #include "ibn/io/atomic_file.h"
 #include "ibn/io/process.h"
 #include "ibn/mi/entropy.h"
+#include "ibn/spec_string.h"
 #include "ibn/mi/estimator.h"
 #include "ibn/data/dataset.h"
 #include "ibn/models/model.h"
@@ -164,6 +165,8 @@ int bench_train(const std::vector<std::string>& args) {
       ("steps", po::value<int64_t>()->default_value(30), "timed steps per model (after 5 warm-up steps)")
       ("device", po::value<std::string>()->default_value("auto"), "cpu, cuda, cuda:N or auto")
       ("threads", po::value<int>()->default_value(0), "CPU threads for LibTorch (0: its default)")
+      ("models", po::value<std::string>()->default_value("mlp,resnet,vit,gpt,llama"),
+       "which models to time (when given, the dump overhead is not measured)")
       ("peer", po::bool_switch(), "time the MLP step in PyTorch from Python beside ibn's (CPU)");
   std::vector<std::string> rest(args.begin() + 1, args.end());
   const auto vm = cmd.parse(rest);
@@ -182,7 +185,15 @@ int bench_train(const std::vector<std::string>& args) {
       {"gpt:dim=64:depth=2:heads=4", "text:max_bytes=400000:context=64"},
       {"llama:dim=64:depth=2:heads=4", "text:max_bytes=400000:context=64"},
   };
+  const std::vector<std::string> chosen = split((*vm)["models"].as<std::string>(), ',');
+  for (const std::string& name : chosen) {
+    if (std::none_of(cases.begin(), cases.end(), [&](const auto& c) { return c.first.substr(0, c.first.find(':')) == name; })) {
+      throw UsageError(fmt::format("--models: no benchmark for '{}'; expected some of: mlp, resnet, vit, gpt, llama", name));
+    }
+  }
   for (const auto& [model_spec, data_spec] : cases) {
+    const std::string model_name = model_spec.substr(0, model_spec.find(':'));
+    if (std::find(chosen.begin(), chosen.end(), model_name) == chosen.end()) continue;
     const data::ClassificationData data = data::load_dataset(data_spec, 0);
     torch::manual_seed(0);
     auto model = models::make_model(model_spec, models::ModelContext(data.sample_shape, data.classes, ""));
@@ -207,6 +218,7 @@ int bench_train(const std::vector<std::string>& args) {
     if (peer && model_spec == "mlp") print_python_peer(steps, rate);
   }
 
+  if (!(*vm)["models"].defaulted()) return 0;  // a chosen subset: the steps only
   const io::TemporaryDirectory scratch("ibn_bench_train_");
   const std::string& dir = scratch.path();
   const auto timed_run = [&](const std::string& dumps) {
