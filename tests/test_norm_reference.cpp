@@ -79,6 +79,24 @@ TEST(NormReference, LayerNormMatchesLibTorch) {
   }
 }
 
+// LayerNorm calls LibTorch's fused op on the CPU, so the test above compares it with itself
+// there: this one holds it to the formula, (x − μ)/√(σ² + ε)·γ + β with the biased variance,
+// computed directly in float64, in both dtypes and through autograd.
+TEST(NormReference, LayerNormEqualsTheFormulaInFloat64) {
+  torch::manual_seed(2);
+  for (int64_t d : {2, 7, 64}) {
+    Normalizer ours("layernorm", d);
+    randomize_affine(ours);
+    const auto x = torch::randn({9, 4, d}, torch::kDouble).mul(3).add(1);
+    const auto mean = x.mean(-1, true);
+    const auto var = x.sub(mean).square().mean(-1, true);
+    const auto w = ours->weight.to(torch::kDouble), b = ours->bias.to(torch::kDouble);
+    const auto expected = x.sub(mean).div(var.add(1e-5).sqrt()).mul(w).add(b);
+    EXPECT_LT(ibn::test::nan_aware_max_diff(as_function(ours)(x), expected), 1e-12) << d;
+    EXPECT_LT(ibn::test::nan_aware_max_diff(as_function(ours)(x.to(torch::kFloat)), expected), 2e-5) << d;
+  }
+}
+
 // On feature maps the token area normalizes each pixel over its channels: LibTorch's layer_norm
 // over C after moving C last.
 TEST(NormReference, TokenAreaOnFeatureMapsIsChannelLayerNorm) {

@@ -71,7 +71,8 @@ int bench_mi(const std::vector<std::string>& args) {
       ("device", po::value<std::string>()->default_value("auto"), "cpu, cuda, cuda:N or auto")
       ("threads", po::value<int>()->default_value(0), "CPU threads for LibTorch (0: its default; with --peer, every core)")
       ("csv", po::value<std::string>()->value_name("FILE"), "also write the table as CSV")
-      ("peer", po::bool_switch(), "time NPEET, scikit-learn and numpy beside ibn on the same data (CPU)");
+      ("peer", po::bool_switch(), "time NPEET, scikit-learn and numpy beside ibn on the same data (on the CPU; the peers use "
+                                  "every core, and so does ibn unless --threads says otherwise)");
   std::vector<std::string> rest(args.begin() + 1, args.end());
   const auto vm = cmd.parse(rest);
   if (!vm) return 0;
@@ -83,6 +84,10 @@ int bench_mi(const std::vector<std::string>& args) {
   const int64_t runs = (*vm)["runs"].as<int64_t>();
   if (runs < 1) throw UsageError("--runs must be at least 1");
   if (peer) {
+    const std::string device_name = (*vm)["device"].as<std::string>();
+    if (device_name != "auto" && device_name != "cpu") {
+      throw UsageError("--peer times the CPU estimators beside the Python peers: --device must be cpu (or auto)");
+    }
     const bool sizes = vm->count("n") != 0;
     return bench_mi_peers(parse_shape("n", sizes ? (*vm)["n"].as<std::string>() : "5000,50000"),
                           parse_shape("n", sizes ? (*vm)["n"].as<std::string>() : "5000,20000"),
@@ -144,8 +149,8 @@ void print_python_peer(int64_t steps, double ibn_rate) {
     if (line.rfind("mlp steps/s ", 0) == 0) rate = std::strtod(line.c_str() + 12, nullptr);
   }
   if (status != 0 || !(rate > 0)) {
-    std::cout << fmt::format("  PyTorch from Python: not timed ({}; {} needs Debian's python3-torch: scripts/setup.sh --peers)\n",
-                             last.empty() ? "no output" : last, script);
+    std::cout << fmt::format("  PyTorch from Python: not timed: {} (the peer is {}, run by {} with Debian's python3-torch: "
+                             "scripts/setup.sh --peers)\n", last.empty() ? "no output" : last, script, io::python3());
     return;
   }
   std::cout << fmt::format("  the same MLP step in PyTorch from Python: {:.1f} steps/s; ibn / Python = {:.2f}x\n", rate,
@@ -176,6 +181,7 @@ int bench_train(const std::vector<std::string>& args) {
   const int64_t steps = (*vm)["steps"].as<int64_t>();
   const bool peer = (*vm)["peer"].as<bool>();
   if (steps < 1) throw UsageError("--steps must be at least 1");
+  if (peer && !device.is_cpu()) throw UsageError("--peer compares the CPU step with PyTorch's on the CPU: add --device cpu");
   std::cout << fmt::format("ibn bench train on {} ({} CPU threads), batch 64, Adam\n", device.str(), torch::get_num_threads());
   std::cout << fmt::format("{:<42} {:<34} {:>9} {:>11}\n", "model", "data", "steps/s", "samples/s");
   const std::vector<std::pair<std::string, std::string>> cases = {
@@ -186,6 +192,9 @@ int bench_train(const std::vector<std::string>& args) {
       {"llama:dim=64:depth=2:heads=4", "text:max_bytes=400000:context=64"},
   };
   const std::vector<std::string> chosen = split((*vm)["models"].as<std::string>(), ',');
+  if (peer && std::find(chosen.begin(), chosen.end(), "mlp") == chosen.end()) {
+    throw UsageError("--peer times the mlp step; --models must include mlp");
+  }
   for (const std::string& name : chosen) {
     if (std::none_of(cases.begin(), cases.end(), [&](const auto& c) { return c.first.substr(0, c.first.find(':')) == name; })) {
       throw UsageError(fmt::format("--models: no benchmark for '{}'; expected some of: mlp, resnet, vit, gpt, llama", name));

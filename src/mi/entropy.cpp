@@ -80,37 +80,38 @@ double mean_log_mean_kernel(const at::Tensor& t, double var, int64_t memory_mb) 
   const at::Tensor u = at::cat({t.div(var), half_norms, ones}, 1);
   const at::Tensor w = at::cat({t, ones, half_norms}, 1);
   const int64_t block = square_block(n, t.element_size(), memory_mb, !t.is_cuda());
-  std::vector<std::pair<int64_t, int64_t>> pairs;  // block starts (i, j ≥ i), in a fixed order
-  for (int64_t i = 0; i < n; i += block) {
-    for (int64_t j = i; j < n; j += block) pairs.emplace_back(i, j);
-  }
-  // Each pair's row and column sums, kept apart so that they are added in the same order
-  // whatever the thread count: the result does not depend on it.
-  std::vector<at::Tensor> row_part(pairs.size()), column_part(pairs.size());
-  const auto sum_pair = [&](size_t p) {
-    const auto [i, j] = pairs[p];
-    at::Tensor kernel = u.slice(0, i, std::min(n, i + block)).matmul(w.slice(0, j, std::min(n, j + block)).t());
-    kernel.clamp_max_(0.0).exp_();
-    // ≤ 512 terms in [0, 1] summed in float (ATen sums pairwise); across blocks in float64.
-    row_part[p] = kernel.sum(1);
-    if (j != i) column_part[p] = kernel.sum(0);
-  };
-  if (t.is_cuda()) {
-    for (size_t p = 0; p < pairs.size(); ++p) sum_pair(p);
-  } else {
-    // On the CPU, one block pair per LibTorch thread, each product on its own thread: OpenBLAS
-    // threading each product instead competed with LibTorch's threads (2 threads ran slower
-    // than 1 on the 2-core machine).
-    const BlasOnCallingThread one_blas_thread;
-    at::parallel_for(0, static_cast<int64_t>(pairs.size()), 1, [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p) sum_pair(static_cast<size_t>(p));
-    });
-  }
+  // For each row block I in turn, the blocks J ≥ I: each pair's row and column sums are kept
+  // apart and added in the order of J, so the result does not depend on the thread count, and
+  // only one row block's partial sums (O(N) values) are held at a time.
   at::Tensor row_sums = at::zeros({n}, t.options().dtype(at::kDouble));
-  for (size_t p = 0; p < pairs.size(); ++p) {
-    const auto [i, j] = pairs[p];
-    row_sums.slice(0, i, std::min(n, i + block)).add_(row_part[p]);
-    if (j != i) row_sums.slice(0, j, std::min(n, j + block)).add_(column_part[p]);
+  for (int64_t i = 0; i < n; i += block) {
+    const int64_t i_end = std::min(n, i + block);
+    const int64_t pairs = (n - i + block - 1) / block;
+    std::vector<at::Tensor> row_part(static_cast<size_t>(pairs)), column_part(static_cast<size_t>(pairs));
+    const auto sum_pair = [&](int64_t p) {
+      const int64_t j = i + p * block;
+      at::Tensor kernel = u.slice(0, i, i_end).matmul(w.slice(0, j, std::min(n, j + block)).t());
+      kernel.clamp_max_(0.0).exp_();
+      // ≤ 512 terms in [0, 1] summed in float (ATen sums pairwise); across blocks in float64.
+      row_part[static_cast<size_t>(p)] = kernel.sum(1);
+      if (j != i) column_part[static_cast<size_t>(p)] = kernel.sum(0);
+    };
+    if (t.is_cuda()) {
+      for (int64_t p = 0; p < pairs; ++p) sum_pair(p);
+    } else {
+      // On the CPU, one block pair per LibTorch thread, each product on its own thread:
+      // OpenBLAS threading each product instead competed with LibTorch's threads (2 threads
+      // ran slower than 1 on the 2-core machine).
+      const BlasOnCallingThread one_blas_thread;
+      at::parallel_for(0, pairs, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p) sum_pair(p);
+      });
+    }
+    for (int64_t p = 0; p < pairs; ++p) {
+      const int64_t j = i + p * block;
+      row_sums.slice(0, i, i_end).add_(row_part[static_cast<size_t>(p)]);
+      if (j != i) row_sums.slice(0, j, std::min(n, j + block)).add_(column_part[static_cast<size_t>(p)]);
+    }
   }
   return row_sums.log().sum().item<double>() / static_cast<double>(n) - std::log(static_cast<double>(n));
 }

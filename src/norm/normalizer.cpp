@@ -71,10 +71,12 @@ at::Tensor NormalizerImpl::forward(const at::Tensor& x) {
   if (x.is_cuda()) {
     if (auto fused = fused::try_forward(spec_, x, weight, bias, running, is_training(), spec_.momentum)) return *fused;
   }
-  // Plain LayerNorm over the last dimension is LibTorch's fused op: the same formula in one
-  // autograd node instead of the composite's nine, which on small models is most of a step.
-  if (spec_.area == "token" && spec_.operation == "standardize" && plan.reduce_dims.size() == 1 &&
-      plan.reduce_dims[0] == x.dim() - 1) {
+  // On the CPU, plain LayerNorm over the last dimension is LibTorch's fused op: the same
+  // formula in one autograd node instead of the composite's nine, which on small models is most
+  // of a step. Only with γ, β in x's dtype: mixed dtypes promote in the composite (fp32 out of
+  // bf16 x) and not in layer_norm.
+  if (!x.is_cuda() && spec_.area == "token" && spec_.operation == "standardize" && plan.reduce_dims.size() == 1 &&
+      plan.reduce_dims[0] == x.dim() - 1 && (!spec_.affine || weight.scalar_type() == x.scalar_type())) {
     return at::layer_norm(x, {x.size(-1)}, spec_.affine ? weight : at::Tensor(), spec_.affine ? bias : at::Tensor(), spec_.eps);
   }
   StatsContext stats(plan, running, is_training(), spec_.momentum);
