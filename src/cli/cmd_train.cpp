@@ -1,6 +1,8 @@
 // ibn train: train a model with any normalizer and dump its activations to HDF5.
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <iostream>
 
 #include <fmt/format.h>
@@ -107,6 +109,10 @@ int run_train(const std::vector<std::string>& args) {
         if (std::string(keep) != "quiet") again.push_back((*vm)[keep].as<std::string>());
       }
     }
+    // A run from before --eval-samples evaluated every sample.
+    std::ifstream recorded(run + "/config.ini");
+    const std::string text((std::istreambuf_iterator<char>(recorded)), std::istreambuf_iterator<char>());
+    if (text.find("\neval-samples =") == std::string::npos) again.insert(again.end(), {"--eval-samples", "all"});
     options.config = train::TrainConfig();
     vm = cmd.parse(again);
     options.config.resume = true;
