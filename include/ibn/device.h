@@ -19,12 +19,18 @@ std::string cuda_device_summary();
 // process's heap for reuse. Call once at start-up; the `ibn` binary and the tests do.
 void keep_freed_memory();
 
-// Sets LibTorch's CPU threads and, when the BLAS is OpenBLAS, its threads too (n <= 0: keep
-// LibTorch's count and bring OpenBLAS to it). OpenBLAS otherwise runs one thread per core for
-// large products, and its idle threads spin in sched_yield for a while after each: on two
-// cores that stole a core from the activation writer (dumps cost 3x more).
+// Sets LibTorch's CPU threads (n <= 0: keep LibTorch's count) and keeps OpenBLAS, when it is
+// the BLAS, to the calling thread, unless the environment sets OPENBLAS_NUM_THREADS. Why: beside
+// LibTorch's OpenMP pool, OpenBLAS's own idle threads spin in sched_yield after each product,
+// and the two pools fight for the cores. On the 2-core machine, at 2 threads, that made the
+// small models of `ibn bench train` 1.2-2.7x slower (ViT 10.0 vs 26.9 steps/s) and once stole
+// a core from the activation writer. The cost: a large product alone (an MLP at width 512)
+// runs on one core, about 1.6x slower; OPENBLAS_NUM_THREADS=N gives such runs N again.
 // Throws ibn::UsageError naming --threads for n < 0 or n > kMaxThreads.
 void set_compute_threads(int n);
+// The machine's logical cores (at least 1): the default of the commands whose loops are coarse
+// (the MI estimators' queries and block pairs).
+int every_core();
 // More threads than this only oversubscribes any machine the tool runs on; a typo such as
 // --threads 100000 would otherwise spend minutes creating threads.
 constexpr int kMaxThreads = 512;

@@ -7,6 +7,7 @@
 
 #include "command.h"
 #include "ibn/analysis/analyze.h"
+#include "ibn/device.h"
 #include "ibn/error.h"
 
 namespace ibn::cli {
@@ -41,6 +42,8 @@ AnalyzeOptions::AnalyzeOptions()
       ("no-sensitivity", "skip the resolution table")
       ("epochs", po::value<std::string>(&c.epochs)->default_value(c.epochs), "all, or dumped epochs: 0,10,100")
       ("seed", po::value<int64_t>(&seed)->default_value(seed), "seed of the subset and the neural estimators")
+      ("threads", po::value<int>(&threads)->default_value(threads),
+       "CPU threads (0: every core; the estimates do not depend on it beyond float rounding)")
       ("quiet", "no progress lines");
   cmd.positional.add("run", 1);
 }
@@ -61,6 +64,7 @@ int run_analyze(const std::vector<std::string>& args) {
   if (!vm) return 0;
   const analysis::AnalyzeConfig c = options.resolved(*vm);
   if (c.run.empty()) throw UsageError("give the run directory: ibn analyze RUN_DIR");
+  set_compute_threads(options.threads == 0 ? every_core() : options.threads);
   const analysis::Analysis a = analysis::analyze(c, std::cout);
 
   // The last epoch, per layer and estimator, and the total IB value.

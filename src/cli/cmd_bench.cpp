@@ -8,12 +8,13 @@
 #include <sstream>
 #include <iostream>
 #include <memory>
-#include <thread>
+#include <optional>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "command.h"
+#include "timing.h"
 #include "ibn/device.h"
 #include "ibn/error.h"
 #include "ibn/io/atomic_file.h"
@@ -31,25 +32,6 @@ int bench_mi_peers(const std::vector<int64_t>& ns, const std::vector<int64_t>& k
                    int64_t runs);  // cmd_bench_mi_peer.cpp
 
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-// Median wall time of `runs` calls after one warm-up call (CUDA start-up, allocator caches).
-template <typename Body>
-double median_seconds(int64_t runs, const c10::Device& device, Body body) {
-  body();
-  std::vector<double> times;
-  for (int64_t r = 0; r < runs; ++r) {
-    const auto start = std::chrono::steady_clock::now();
-    body();
-    if (device.is_cuda()) torch::cuda::synchronize();
-    times.push_back(seconds_since(start));
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
 
 int bench_mi(const std::vector<std::string>& args) {
   CommandOptions cmd("bench", "ibn bench mi [--n N,N,...] [--d D,D,...] [--estimator SPEC]... [--device D] [--csv FILE] [--peer]",
@@ -80,7 +62,7 @@ int bench_mi(const std::vector<std::string>& args) {
   const bool peer = (*vm)["peer"].as<bool>();
   // Beside the peers, every core: numpy's OpenBLAS uses them all by default, and LibTorch's own
   // default can be 1 (its count of physical cores).
-  set_compute_threads(peer && threads == 0 ? static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) : threads);
+  set_compute_threads(peer && threads == 0 ? every_core() : threads);
   const int64_t runs = (*vm)["runs"].as<int64_t>();
   if (runs < 1) throw UsageError("--runs must be at least 1");
   if (peer) {
@@ -133,103 +115,100 @@ int bench_mi(const std::vector<std::string>& args) {
   return 0;
 }
 
-// The MLP step in PyTorch from Python, at ibn's thread count, and ibn's rate over it.
-void print_python_peer(int64_t steps, double ibn_rate) {
-  const io::TemporaryDirectory scratch("ibn_bench_train_peer_");
-  const std::string log = scratch.path() + "/peer.log";
-  const std::string script = std::string(IBN_SOURCE_DIR) + "/scripts/train_peer.py";
-  const int status = io::run_program({io::python3(), script, "--steps", std::to_string(steps), "--threads",
-                                      std::to_string(torch::get_num_threads())}, log);
-  std::ifstream in(log);
-  std::string line, last;
-  double rate = -1;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    last = line;
-    if (line.rfind("mlp steps/s ", 0) == 0) rate = std::strtod(line.c_str() + 12, nullptr);
-  }
-  if (status != 0 || !(rate > 0)) {
-    std::cout << fmt::format("  PyTorch from Python: not timed: {} (the peer is {}, run by {} with Debian's python3-torch: "
-                             "scripts/setup.sh --peers)\n", last.empty() ? "no output" : last, script, io::python3());
-    return;
-  }
-  std::cout << fmt::format("  the same MLP step in PyTorch from Python: {:.1f} steps/s; ibn / Python = {:.2f}x\n", rate,
-                           ibn_rate / rate) << std::flush;
-}
+// The models `ibn bench train` times, each on its usual data, at a small configuration
+// (scripts/train_peer.py holds their Python twins).
+struct TrainCase {
+  std::string model_spec, data_spec;
+  std::string name() const { return model_spec.substr(0, model_spec.find(':')); }
+};
 
-// Steps per second of each model at a fixed small configuration, and the cost of dumping
-// activations: the same training run with and without the store.
-int bench_train(const std::vector<std::string>& args) {
-  CommandOptions cmd("bench", "ibn bench train [--steps N] [--device D] [--peer]",
-                     "Training steps per second (Adam, batch 64) of each model on its usual data, and\n"
-                     "the activation-dump overhead: the same ibsgd12 run (100 epochs) without dumps and\n"
-                     "with the default schedule (log:20, every layer, all 4096 samples).\n\n"
-                     "--peer: also the same MLP step written in PyTorch from Python (scripts/train_peer.py,\n"
-                     "Debian's python3-torch), timed in the same run at the same thread count, and the ratio.");
-  cmd.options.add_options()
-      ("steps", po::value<int64_t>()->default_value(30), "timed steps per model (after 5 warm-up steps)")
-      ("device", po::value<std::string>()->default_value("auto"), "cpu, cuda, cuda:N or auto")
-      ("threads", po::value<int>()->default_value(0), "CPU threads for LibTorch (0: its default)")
-      ("models", po::value<std::string>()->default_value("mlp,resnet,vit,gpt,llama"),
-       "which models to time (when given, the dump overhead is not measured)")
-      ("peer", po::bool_switch(), "time the MLP step in PyTorch from Python beside ibn's (CPU)");
-  std::vector<std::string> rest(args.begin() + 1, args.end());
-  const auto vm = cmd.parse(rest);
-  if (!vm) return 0;
-  const c10::Device device = resolve_device((*vm)["device"].as<std::string>());
-  set_compute_threads((*vm)["threads"].as<int>());
-  const int64_t steps = (*vm)["steps"].as<int64_t>();
-  const bool peer = (*vm)["peer"].as<bool>();
-  if (steps < 1) throw UsageError("--steps must be at least 1");
-  if (peer && !device.is_cpu()) throw UsageError("--peer compares the CPU step with PyTorch's on the CPU: add --device cpu");
-  std::cout << fmt::format("ibn bench train on {} ({} CPU threads), batch 64, Adam\n", device.str(), torch::get_num_threads());
-  std::cout << fmt::format("{:<42} {:<34} {:>9} {:>11}\n", "model", "data", "steps/s", "samples/s");
-  const std::vector<std::pair<std::string, std::string>> cases = {
+const std::vector<TrainCase>& train_cases() {
+  static const std::vector<TrainCase> cases = {
       {"mlp", "ibsgd12"},
       {"resnet:widths=16-32-64:blocks=2", "fashion-mnist:train_n=2000:test_n=100"},
       {"vit:patch=4:dim=64:depth=2:heads=4", "fashion-mnist:train_n=2000:test_n=100"},
       {"gpt:dim=64:depth=2:heads=4", "text:max_bytes=400000:context=64"},
       {"llama:dim=64:depth=2:heads=4", "text:max_bytes=400000:context=64"},
   };
-  const std::vector<std::string> chosen = split((*vm)["models"].as<std::string>(), ',');
-  if (peer && std::find(chosen.begin(), chosen.end(), "mlp") == chosen.end()) {
-    throw UsageError("--peer times the mlp step; --models must include mlp");
-  }
-  for (const std::string& name : chosen) {
-    if (std::none_of(cases.begin(), cases.end(), [&](const auto& c) { return c.first.substr(0, c.first.find(':')) == name; })) {
-      throw UsageError(fmt::format("--models: no benchmark for '{}'; expected some of: mlp, resnet, vit, gpt, llama", name));
-    }
-  }
-  for (const auto& [model_spec, data_spec] : cases) {
-    const std::string model_name = model_spec.substr(0, model_spec.find(':'));
-    if (std::find(chosen.begin(), chosen.end(), model_name) == chosen.end()) continue;
-    const data::ClassificationData data = data::load_dataset(data_spec, 0);
-    torch::manual_seed(0);
-    auto model = models::make_model(model_spec, models::ModelContext(data.sample_shape, data.classes, ""));
-    model->to(device);
-    torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(1e-3));
-    const auto inputs = data.train.inputs.slice(0, 0, 64).to(device);
-    const auto labels = data.train.labels.slice(0, 0, 64).to(device);
-    const auto step = [&] {
-      const auto logits = model->forward(inputs);
-      const auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), labels.reshape({-1}));
-      optimizer.zero_grad();
-      loss.backward();
-      optimizer.step();
-    };
-    for (int i = 0; i < 5; ++i) step();
-    if (device.is_cuda()) torch::cuda::synchronize();
-    const auto start = std::chrono::steady_clock::now();
-    for (int64_t i = 0; i < steps; ++i) step();
-    if (device.is_cuda()) torch::cuda::synchronize();
-    const double rate = static_cast<double>(steps) / seconds_since(start);
-    std::cout << fmt::format("{:<42} {:<34} {:>9.1f} {:>11.0f}\n", model->spec(), data_spec, rate, rate * 64) << std::flush;
-    if (peer && model_spec == "mlp") print_python_peer(steps, rate);
-  }
+  return cases;
+}
 
-  if (!(*vm)["models"].defaulted()) return 0;  // a chosen subset: the steps only
+struct StepRate {
+  double steps_per_second = -1;
+  int64_t parameters = 0;
+  std::string spec;  // ibn's resolved model spec
+};
+
+// A round runs at least `steps` steps and at least this long: 30 steps of the MLP take 20 ms,
+// which one hiccup of the machine doubles. The Python peer keeps the same rule.
+constexpr double kMinRoundSeconds = 1.0;
+
+// Median steps/s of `rounds` rounds (each at least `steps` Adam steps at batch 64 and at least
+// kMinRoundSeconds), after 5 warm-up steps.
+StepRate time_training_step(const TrainCase& c, const c10::Device& device, int64_t steps, int64_t rounds) {
+  const data::ClassificationData data = data::load_dataset(c.data_spec, 0);
+  torch::manual_seed(0);
+  auto model = models::make_model(c.model_spec, models::ModelContext(data.sample_shape, data.classes, ""));
+  model->to(device);
+  torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(1e-3));
+  const auto inputs = data.train.inputs.slice(0, 0, 64).to(device);
+  const auto labels = data.train.labels.slice(0, 0, 64).to(device);
+  const auto step = [&] {
+    const auto logits = model->forward(inputs);
+    const auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), labels.reshape({-1}));
+    optimizer.zero_grad();
+    loss.backward();
+    optimizer.step();
+  };
+  for (int i = 0; i < 5; ++i) step();
+  std::vector<double> rates;
+  for (int64_t r = 0; r < rounds; ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    int64_t done = 0;
+    double seconds = 0;
+    while (done < steps || seconds < kMinRoundSeconds) {
+      step();
+      ++done;
+      if (device.is_cuda()) torch::cuda::synchronize();
+      seconds = seconds_since(start);
+    }
+    rates.push_back(static_cast<double>(done) / seconds);
+  }
+  std::sort(rates.begin(), rates.end());
+  StepRate rate{rates[rates.size() / 2], 0, model->spec()};
+  for (const auto& p : model->parameters()) rate.parameters += p.numel();
+  return rate;
+}
+
+// The same steps of one model in PyTorch from Python (scripts/train_peer.py) at ibn's thread
+// count, run right after ibn's so that both see the machine in the same state. When the peer
+// cannot run, nothing, and `failure` saying why.
+std::optional<StepRate> python_peer_rate(const std::string& name, int64_t steps, int64_t rounds, std::string& failure) {
+  const io::TemporaryDirectory scratch("ibn_bench_train_peer_");
+  const std::string log = scratch.path() + "/peer.log";
+  const char* override_script = std::getenv("IBN_TRAIN_PEER_SCRIPT");  // for the tests
+  const std::string script = override_script ? override_script : std::string(IBN_SOURCE_DIR) + "/scripts/train_peer.py";
+  const int status = io::run_program({io::python3(), script, "--models", name, "--steps", std::to_string(steps), "--rounds",
+                                      std::to_string(rounds), "--min-seconds", fmt::format("{}", kMinRoundSeconds),
+                                      "--threads", std::to_string(torch::get_num_threads())}, log);
+  std::ifstream in(log);
+  std::string model, word, params_word;
+  StepRate rate;
+  // The line: "<model> steps/s <rate> params <count>".
+  if (status == 0 && in >> model >> word >> rate.steps_per_second >> params_word >> rate.parameters && model == name &&
+      word == "steps/s" && params_word == "params" && rate.steps_per_second > 0) {
+    return rate;
+  }
+  const std::string last = io::last_line(log);
+  failure = fmt::format("{} (the peer is {}, run by {} with Debian's python3-torch: scripts/setup.sh --peers)",
+                        last.empty() ? "no output" : last, script, io::python3());
+  return std::nullopt;
+}
+
+// Seconds of the same ibsgd12 MLP run (100 epochs) with and without the default dump
+// schedule; alternating runs, medians of 3: single runs of a few seconds drift with the load.
+void print_dump_overhead(const c10::Device& device) {
   const io::TemporaryDirectory scratch("ibn_bench_train_");
-  const std::string& dir = scratch.path();
   const auto timed_run = [&](const std::string& dumps) {
     train::TrainConfig c;
     c.epochs = 100;
@@ -238,13 +217,12 @@ int bench_train(const std::vector<std::string>& args) {
     c.dump_epochs = dumps;
     c.progress = "quiet";
     c.checkpoint_every = 0;
-    c.out = dir + "/" + (dumps == "none" ? "plain" : "dumped");
+    c.out = scratch.path() + "/" + (dumps == "none" ? "plain" : "dumped");
     std::ostringstream log;
     const auto start = std::chrono::steady_clock::now();
     train::train(c, log);
     return seconds_since(start);
   };
-  // Alternating runs, medians: single runs of a few seconds drift with the machine's load.
   std::vector<double> plain, dumped;
   for (int i = 0; i < 3; ++i) {
     plain.push_back(timed_run("none"));
@@ -254,6 +232,81 @@ int bench_train(const std::vector<std::string>& args) {
   std::sort(dumped.begin(), dumped.end());
   std::cout << fmt::format("dump overhead (mlp on ibsgd12, 100 epochs, median of 3): {:.2f} s without, {:.2f} s with "
                            "log:20 dumps: {:+.1f} %\n", plain[1], dumped[1], 100.0 * (dumped[1] - plain[1]) / plain[1]);
+}
+
+std::vector<std::string> chosen_models(const std::string& list) {
+  const std::vector<std::string> chosen = split(list, ',');
+  for (const std::string& name : chosen) {
+    if (std::none_of(train_cases().begin(), train_cases().end(), [&](const TrainCase& c) { return c.name() == name; })) {
+      throw UsageError(fmt::format("--models: no benchmark for '{}'; expected some of: mlp, resnet, vit, gpt, llama", name));
+    }
+  }
+  return chosen;
+}
+
+// Steps per second of each model at a fixed small configuration, and the cost of dumping
+// activations: the same training run with and without the store.
+int bench_train(const std::vector<std::string>& args) {
+  CommandOptions cmd("bench", "ibn bench train [--steps N] [--rounds R] [--models LIST] [--device D] [--peer]",
+                     "Training steps per second (Adam, batch 64) of each model on its usual data: the median\n"
+                     "of R rounds (each at least N steps and 1 s) after 5 warm-up steps. With every model (the default), also the\n"
+                     "activation-dump overhead: the same ibsgd12 run (100 epochs) without dumps and with the\n"
+                     "default schedule (log:20, every layer, all 4096 samples).\n\n"
+                     "--peer: also the same steps in PyTorch from Python (scripts/train_peer.py, Debian's\n"
+                     "python3-torch: each model's twin, written as a Python user writes it), timed in the same\n"
+                     "run at the same thread count for LibTorch and OpenBLAS, and the ratio. The twins'\n"
+                     "parameter counts are checked against ibn's models.");
+  cmd.options.add_options()
+      ("steps", po::value<int64_t>()->default_value(30), "timed steps per round, at least (a round also lasts at least 1 s)")
+      ("rounds", po::value<int64_t>()->default_value(3), "timed rounds per model (median reported)")
+      ("device", po::value<std::string>()->default_value("auto"), "cpu, cuda, cuda:N or auto")
+      ("threads", po::value<int>()->default_value(0), "CPU threads for LibTorch and OpenBLAS (0: LibTorch's default)")
+      ("models", po::value<std::string>()->default_value("mlp,resnet,vit,gpt,llama"),
+       "which models to time (when given, the dump overhead is not measured)")
+      ("peer", po::bool_switch(), "time the same steps in PyTorch from Python beside ibn's (on the CPU)");
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  const auto vm = cmd.parse(rest);
+  if (!vm) return 0;
+  const int64_t steps = (*vm)["steps"].as<int64_t>();
+  const int64_t rounds = (*vm)["rounds"].as<int64_t>();
+  const bool peer = (*vm)["peer"].as<bool>();
+  if (steps < 1) throw UsageError("--steps must be at least 1");
+  if (rounds < 1) throw UsageError("--rounds must be at least 1");
+  const std::string device_name = (*vm)["device"].as<std::string>();
+  if (peer && device_name != "cpu" && device_name != "auto") {
+    throw UsageError("--peer compares the CPU step with PyTorch's on the CPU: --device must be cpu (or auto)");
+  }
+  const c10::Device device = peer ? c10::Device(c10::kCPU) : resolve_device(device_name);
+  set_compute_threads((*vm)["threads"].as<int>());
+  const std::vector<std::string> chosen = chosen_models((*vm)["models"].as<std::string>());
+
+  std::cout << fmt::format("ibn bench train on {} ({} CPU threads), batch 64, Adam, median of {} rounds of at least {} steps "
+                           "and {} s\n", device.str(), torch::get_num_threads(), rounds, steps, kMinRoundSeconds) << std::flush;
+  std::cout << fmt::format("{:<42} {:<38} {:>9} {:>10}", "model", "data", "steps/s", "samples/s");
+  if (peer) std::cout << fmt::format(" {:>10} {:>9}", "Python", "ibn/Py");
+  std::cout << "\n";
+  std::string peer_failure;  // once the peer has failed, it is not tried again
+  for (const TrainCase& c : train_cases()) {
+    if (std::find(chosen.begin(), chosen.end(), c.name()) == chosen.end()) continue;
+    const StepRate rate = time_training_step(c, device, steps, rounds);
+    std::cout << fmt::format("{:<42} {:<38} {:>9.1f} {:>10.0f}", rate.spec, c.data_spec, rate.steps_per_second,
+                             rate.steps_per_second * 64) << std::flush;
+    const std::optional<StepRate> twin = peer && peer_failure.empty() ? python_peer_rate(c.name(), steps, rounds, peer_failure)
+                                                                       : std::nullopt;
+    if (twin) {
+      std::cout << fmt::format(" {:>10.1f} {:>8.2f}x", twin->steps_per_second, rate.steps_per_second / twin->steps_per_second);
+      // A twin of another shape times other work: its ratio would mean nothing.
+      if (twin->parameters != rate.parameters) {
+        std::cout << fmt::format("  (not comparable: the twin has {} parameters, ibn's model {})", twin->parameters,
+                                 rate.parameters);
+      }
+    } else if (peer) {
+      std::cout << fmt::format(" {:>10} {:>9}", "-", "-");
+    }
+    std::cout << "\n" << std::flush;
+  }
+  if (!peer_failure.empty()) std::cout << "PyTorch from Python: not timed: " << peer_failure << "\n";
+  if ((*vm)["models"].defaulted()) print_dump_overhead(device);
   return 0;
 }
 

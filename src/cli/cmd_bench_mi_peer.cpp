@@ -13,6 +13,7 @@
 #include <torch/torch.h>
 
 #include "command.h"
+#include "timing.h"
 #include "ibn/error.h"
 #include "ibn/io/atomic_file.h"
 #include "ibn/io/csv.h"
@@ -69,27 +70,15 @@ std::vector<PeerCase> peer_cases(const std::vector<int64_t>& ns, const std::vect
   return cases;
 }
 
-double seconds_of(const std::function<void()>& body, int64_t runs) {
-  body();  // warm-up: the peers get one too
-  std::vector<double> times;
-  for (int64_t r = 0; r < runs; ++r) {
-    const auto start = std::chrono::steady_clock::now();
-    body();
-    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
-
 PeerResult time_ibn(const PeerCase& c, int64_t runs) {
   PeerResult r{"ibn", -1, 0, ""};
   if (c.kind == "kde-entropy") {
-    r.seconds = seconds_of([&] { r.nats = mi::kde_entropy_upper(c.a, kKdeVar, mi::default_memory_mb(c.a)); }, runs);
+    r.seconds = median_seconds(runs, c10::Device(c10::kCPU), [&] { r.nats = mi::kde_entropy_upper(c.a, kKdeVar, mi::default_memory_mb(c.a)); });
     return r;
   }
   const auto ksg = mi::make_estimator(fmt::format("ksg:k={}", kNeighbours));
   const mi::Variable a{c.a, false}, b{c.b, !c.b.is_floating_point()};
-  r.seconds = seconds_of([&] { r.nats = ksg->estimate(a, b).nats; }, runs);
+  r.seconds = median_seconds(runs, c10::Device(c10::kCPU), [&] { r.nats = ksg->estimate(a, b).nats; });
   return r;
 }
 
@@ -114,11 +103,7 @@ std::map<size_t, std::vector<PeerResult>> time_peers(const std::string& cases_fi
   const std::string results = dir + "/peers.csv", log = dir + "/peers.log";
   std::map<size_t, std::vector<PeerResult>> out;
   if (io::run_program({io::python3(), script, cases_file, results}, log) != 0) {
-    std::ifstream in(log);
-    std::string line, last;
-    while (std::getline(in, line)) {
-      if (!line.empty()) last = line;
-    }
+    const std::string last = io::last_line(log);
     failure = fmt::format("the peers were not timed: {} ({} needs /usr/bin/python3 with numpy and h5py)",
                           last.empty() ? "the script failed" : last, script);
     return out;

@@ -83,12 +83,15 @@ int run_mi(const std::vector<std::string>& args) {
       ("discrete", po::value<std::string>()->default_value("auto"), "auto (integers), a, b, both or none")
       ("units", po::value<std::string>()->default_value("nats"), "nats or bits")
       ("device", po::value<std::string>()->default_value("cpu"), "cpu, cuda, cuda:N or auto")
+      ("threads", po::value<int>()->default_value(0), "CPU threads (0: every core)")
       ("out", po::value<std::string>()->value_name("FILE"), "also write the results as .json or .csv");
   const auto parsed = cmd.parse(args);
   if (!parsed) return 0;
   const po::variables_map& vm = *parsed;
 
   // Everything the user typed is checked before any work is done.
+  const int threads = vm["threads"].as<int>();
+  set_compute_threads(threads == 0 ? every_core() : threads);
   const std::string units = vm["units"].as<std::string>();
   if (units != "nats" && units != "bits") throw UsageError(fmt::format("--units '{}' must be nats or bits", units));
   const double scale = units == "bits" ? 1.0 / mi::kNatsPerBit : 1.0;

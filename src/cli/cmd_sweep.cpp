@@ -216,9 +216,10 @@ int run_sweep(const std::vector<std::string>& args) {
     std::vector<std::string> argv;
     if (r.stage == 0) {
       argv = {"train", "--config", config, "--out", dir, "--progress", "lines"};
-      if (r.point->ini.find("\nthreads =") == std::string::npos) argv.insert(argv.end(), {"--threads", threads});
+      if (TrainOptions().cmd.parse_ini(r.point->ini, config)["threads"].defaulted()) argv.insert(argv.end(), {"--threads", threads});
     } else {
       argv = {"analyze", dir, "--config", config, "--quiet"};
+      if (AnalyzeOptions().cmd.parse_ini(r.point->ini, config)["threads"].defaulted()) argv.insert(argv.end(), {"--threads", threads});
     }
     running[spawn(argv, dir + "/log.txt", r.lock->fd())] = r;
   };

@@ -56,6 +56,7 @@ struct AnalyzeOptions {
   AnalyzeOptions();
   analysis::AnalyzeConfig config;
   int64_t seed = 0;
+  int threads = 0;  // CPU threads; 0: every core (the estimators' loops are coarse)
   CommandOptions cmd;
   analysis::AnalyzeConfig resolved(const po::variables_map& vm);
 };

@@ -68,6 +68,7 @@ int dispatch(const std::vector<std::string>& args) {
 int main(int argc, char** argv) {
   ibn::keep_freed_memory();
   try {
+    ibn::set_compute_threads(0);  // OpenBLAS on the calling thread in every command (see its header)
     return dispatch({argv + 1, argv + argc});
   } catch (const ibn::UsageError& e) {
     std::cerr << "ibn: " << e.what() << "\n";

@@ -3,7 +3,10 @@
 #include <dlfcn.h>
 #include <malloc.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <stdexcept>
+#include <thread>
 
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
@@ -58,12 +61,21 @@ void keep_freed_memory() {
 
 void set_compute_threads(int n) {
   if (n < 0 || n > kMaxThreads) {
-    throw UsageError(fmt::format("--threads {} must lie in [0, {}] (0: LibTorch's default)", n, kMaxThreads));
+    throw UsageError(fmt::format("--threads {} must lie in [0, {}] (0: the command's default)", n, kMaxThreads));
   }
   if (n > 0) at::set_num_threads(n);
+  // A user's OPENBLAS_NUM_THREADS is theirs to keep (the trade-off is in the header).
+  if (std::getenv("OPENBLAS_NUM_THREADS") != nullptr) return;
   // Looked up at run time: the BLAS behind Debian's LibTorch is chosen by update-alternatives.
-  if (const SetThreads openblas = openblas_set()) openblas(at::get_num_threads());
+  const SetThreads openblas = openblas_set();
+  if (openblas == nullptr) return;
+  const int torch_threads = at::get_num_threads();
+  openblas(1);
+  // An OpenMP build of OpenBLAS sets OpenMP's thread count with its own.
+  if (at::get_num_threads() != torch_threads) at::set_num_threads(torch_threads);
 }
+
+int every_core() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
 
 // An OpenMP build of OpenBLAS sets OpenMP's thread count with its own: LibTorch's count is
 // put back after each change.

@@ -488,11 +488,7 @@ std::vector<std::string> draw_figures(const std::string& out, const ReportOption
   if (!fs::exists(script)) throw std::runtime_error(fmt::format("the plotting script '{}' is missing (set IBN_PLOT_SCRIPT)", script));
   const int status = io::run_program({python_interpreter(options), script, out}, out + "/data/plot.log");
   if (status != 0) {
-    std::ifstream plot_log(out + "/data/plot.log");
-    std::string line, last;
-    while (std::getline(plot_log, line)) {
-      if (!line.empty()) last = line;
-    }
+    const std::string last = io::last_line(out + "/data/plot.log");
     throw std::runtime_error(fmt::format("drawing the figures failed ({}); is python3-matplotlib installed? "
                                          "(report option figures=false skips them)", last.empty() ? "no output" : last));
   }

@@ -10,6 +10,10 @@ namespace ibn::io {
 // `log`. Returns the exit status, or -1 when the program could not be started or was killed.
 int run_program(const std::vector<std::string>& argv, const std::string& log);
 
+// The last non-empty line of a program's log ("" when there is none): the line that says why
+// a helper failed.
+std::string last_line(const std::string& log);
+
 // The Python the project's scripts run under: Debian's /usr/bin/python3 when present (it has
 // the packages scripts/debian-packages.txt installs), else python3 from PATH.
 std::string python3();
