@@ -38,6 +38,15 @@ def thread_count():
     return "1"
 
 
+# The allocator as ibn sets it (ibn::keep_freed_memory: freed blocks stay in the heap for reuse
+# rather than going back to the kernel). glibc reads these at start-up, so the script starts
+# itself again with them when they are missing.
+KEEP_BYTES = str(512 << 20)
+if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None or os.environ.get("MALLOC_TRIM_THRESHOLD_") is None:
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", KEEP_BYTES)
+    os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", KEEP_BYTES)
+    os.execv(sys.executable, [sys.executable] + sys.argv)
+
 # The threads as ibn sets them: LibTorch's pool at --threads, OpenBLAS on the calling thread
 # (unless the environment says otherwise, which ibn respects too). torch.set_num_threads alone
 # would leave OpenBLAS's own pool at every core, spinning beside LibTorch's.
@@ -52,7 +61,9 @@ EPS = 1e-5
 
 
 class ChannelsFirstLayerNorm(nn.Module):
-    """LayerNorm over dim 1 of [N, C, H, W] (ConvNeXt's channels_first LayerNorm)."""
+    """LayerNorm over dim 1 of [N, C, H, W] (ConvNeXt's channels_first LayerNorm), with ibn's
+    sequence of ops: centre once, multiply by rsqrt, one view of γ and β. (ConvNeXt's own code
+    centres twice and divides by sqrt, which costs about 10 % more here.)"""
 
     def __init__(self, channels):
         super().__init__()
@@ -60,10 +71,9 @@ class ChannelsFirstLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x):
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + EPS)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
+        centred = x - x.mean(1, keepdim=True)
+        x = centred * torch.rsqrt(centred.square().mean(1, keepdim=True) + EPS)
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
 class RMSNorm(nn.Module):

@@ -532,6 +532,9 @@ case("sweep.no-grid", ["sweep", "x.ini"], 2, r"grid", setup=ini("[train]\nepochs
 case("sweep.sweep-unknown-key", ["sweep", "x.ini"], 2, r"bogus",
      setup=ini("[sweep]\nbogus = 1\n[grid]\nseed = 0\n"))
 case("sweep.key-in-grid-and-train", ["sweep", "x.ini"], 2, r"seed", setup=ini(sweep_ini("seed = 0 | 1", "seed = 2")))
+case("sweep.analyze-threads-negative", ["sweep", "x.ini"], 2, r"--threads -1", no_writes=True,
+     setup=ini(sweep_ini("seed = 0 | 1", analyze="estimator = binning:bins=10\nthreads = -1")),
+     note="refused before any point trains")
 X = ini(sweep_ini("norm = layernorm | ibnorm-t\nlambda = 0.5"))
 case("sweep.jobs-zero", ["sweep", "x.ini", "-j", "0"], 2, r"-j|--jobs", setup=X)
 case("sweep.shard-out-of-range", ["sweep", "x.ini", "--shard", "2/2", "--status"], 2, r"--shard", setup=X)

@@ -263,6 +263,8 @@ expect 0 "kde H\(T\) d=4 N=300 +[0-9.]+ +[0-9.]+ +numpy +[0-9.]+ +[0-9.]+ +[0-9.
 expect 0 "mlp:widths=10-7-5-4-3:act=tanh +ibsgd12 +[0-9.]+ +[0-9]+ +([0-9.]+ +[0-9.]+x|- +-)" -- bench train --device cpu --models mlp --peer --steps 2 --rounds 1
 echo 'print("mlp steps/s 100.0 params 7")' > "$work/wrong_twin.py"
 IBN_TRAIN_PEER_SCRIPT="$work/wrong_twin.py" expect 0 "not comparable: the twin has 7 parameters, ibn's model 352" -- bench train --device cpu --models mlp --peer --steps 2 --rounds 1
+printf 'import sys\nprint("UserWarning: something", file=sys.stderr, flush=True)\nprint("mlp steps/s 100.0 params 352")\n' > "$work/noisy_twin.py"
+IBN_TRAIN_PEER_SCRIPT="$work/noisy_twin.py" expect 0 "ibsgd12 +[0-9.]+ +[0-9]+ +100\.0 +[0-9.]+x$" -- bench train --device cpu --models mlp --peer --steps 2 --rounds 1
 IBN_TRAIN_PEER_SCRIPT="$work/no-such-script.py" expect 0 "PyTorch from Python: not timed: .*no-such-script" -- bench train --device cpu --models mlp --peer --steps 2 --rounds 1
 peer_out=$(IBN_PEER_SCRIPT="$work/no-such-script.py" "$IBN" bench mi --peer --n 300 --d 4 --runs 1 2>&1); peer_rc=$?
 if [ $peer_rc -eq 0 ] && grep -q "the peers were not timed" <<<"$peer_out" && grep -Eq "ksg mixed 1\+labels N=300 +[0-9.]+ +[0-9.]+ +\(peers not timed\)" <<<"$peer_out"; then

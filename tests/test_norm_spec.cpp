@@ -6,6 +6,7 @@
 #include "ibn/norm/normalizer.h"
 #include "ibn/norm/registry.h"
 #include "ibn/norm/spec.h"
+#include "ibn/spec_string.h"
 #include "test_util.h"
 
 namespace {
@@ -126,6 +127,24 @@ TEST(NormSpec, RegistriesListEveryPlugIn) {
 }
 
 }  // namespace
+
+// The one integer reader behind every count, seed and width the tool takes from its user.
+TEST(SpecString, ParseIntegerTakesWholeBase10IntegersInRangeOnly) {
+  using ibn::parse_integer;
+  EXPECT_EQ(parse_integer("0"), 0);
+  EXPECT_EQ(parse_integer("42"), 42);
+  EXPECT_EQ(parse_integer("-3"), -3);
+  EXPECT_EQ(parse_integer("007"), 7);
+  EXPECT_EQ(parse_integer("9223372036854775807"), INT64_MAX);
+  EXPECT_EQ(parse_integer("-9223372036854775808"), INT64_MIN);
+  for (const char* bad : {"", " 4", "4 ", "+4", "4x", "x4", "1e3", "1.0", "0x10", "-", "9223372036854775808",
+                          "-9223372036854775809", "99999999999999999999"}) {
+    EXPECT_EQ(parse_integer(bad), std::nullopt) << "'" << bad << "'";
+  }
+  // A spec's integer key and a widths list read through it: the same texts refused.
+  EXPECT_TRUE(throws_usage_error([] { parse_norm_spec("groupnorm:groups= 4"); }, "groups"));
+  EXPECT_TRUE(throws_usage_error([] { parse_norm_spec("groupnorm:groups=+4"); }, "groups"));
+}
 
 TEST(TestTools, NanAwareMaxDiff) {
   const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();

@@ -23,12 +23,13 @@ void keep_freed_memory();
 // the BLAS, to the calling thread, unless the environment sets OPENBLAS_NUM_THREADS. Why: beside
 // LibTorch's OpenMP pool, OpenBLAS's own idle threads spin in sched_yield after each product,
 // and the two pools fight for the cores. On the 2-core machine, at 2 threads, that made the
-// small models of `ibn bench train` 1.2-2.7x slower (ViT 10.0 vs 26.9 steps/s) and once stole
-// a core from the activation writer. The cost: a large product alone (an MLP at width 512)
+// small models of `ibn bench train` 1.2-2.7x slower (ViT 10.0 vs 26.9 steps/s back to back)
+// and once stole a core from the activation writer. The cost: a large product alone (an MLP at width 512)
 // runs on one core, about 1.6x slower; OPENBLAS_NUM_THREADS=N gives such runs N again.
-// Throws ibn::UsageError naming --threads for n < 0 or n > kMaxThreads.
+// Throws ibn::UsageError naming --threads for n < 0 or n > kMaxThreads (check_thread_count).
 void set_compute_threads(int n);
-// The machine's logical cores (at least 1): the default of the commands whose loops are coarse
+void check_thread_count(int n);
+// The machine's logical cores (at least 1, at most kMaxThreads): the default of the commands whose loops are coarse
 // (the MI estimators' queries and block pairs).
 int every_core();
 // More threads than this only oversubscribes any machine the tool runs on; a typo such as

@@ -5,6 +5,7 @@
 // is one ibn::UsageError line naming the offending part and the whole spec.
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -16,6 +17,11 @@ namespace ibn {
 
 // text split at every `separator`, empty parts kept ("a,,b" -> {"a", "", "b"}).
 std::vector<std::string> split(const std::string& text, char separator);
+
+// `text` as a base-10 integer when all of it is one within int64's range ("42", "-3"); nothing
+// for "", " 4", "+4", "4x", "1e3" or 2^63. Every integer the tool reads from its user goes
+// through here, so all of them accept and refuse the same texts.
+std::optional<int64_t> parse_integer(const std::string& text);
 
 // The registry entry called `name`; otherwise ibn::UsageError "unknown <what> 'x'; expected one
 // of: a, b, c". Entry needs a `name` member. Every registry's lookup goes through here.

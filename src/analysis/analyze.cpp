@@ -144,12 +144,11 @@ std::vector<int64_t> chosen_epochs(const std::string& spec, const std::vector<in
   if (spec == "all") return dumped;
   std::vector<int64_t> chosen;
   for (const std::string& word : split(spec, ',')) {
-    char* end = nullptr;
-    const long long e = std::strtoll(word.c_str(), &end, 10);
-    if (word.empty() || *end != '\0' || std::find(dumped.begin(), dumped.end(), e) == dumped.end()) {
+    const std::optional<int64_t> e = parse_integer(word);
+    if (!e || std::find(dumped.begin(), dumped.end(), *e) == dumped.end()) {
       throw UsageError(fmt::format("--epochs: epoch '{}' was not dumped; {} has epochs {}", word, source, fmt::join(dumped, ",")));
     }
-    chosen.push_back(e);
+    chosen.push_back(*e);
   }
   std::sort(chosen.begin(), chosen.end());
   return chosen;

@@ -136,68 +136,99 @@ const std::vector<TrainCase>& train_cases() {
 struct StepRate {
   double steps_per_second = -1;
   int64_t parameters = 0;
-  std::string spec;  // ibn's resolved model spec
 };
 
 // A round runs at least `steps` steps and at least this long: 30 steps of the MLP take 20 ms,
 // which one hiccup of the machine doubles. The Python peer keeps the same rule.
 constexpr double kMinRoundSeconds = 1.0;
 
-// Median steps/s of `rounds` rounds (each at least `steps` Adam steps at batch 64 and at least
-// kMinRoundSeconds), after 5 warm-up steps.
-StepRate time_training_step(const TrainCase& c, const c10::Device& device, int64_t steps, int64_t rounds) {
-  const data::ClassificationData data = data::load_dataset(c.data_spec, 0);
+// The case's model, its weights drawn from seed 0, on `device`.
+std::shared_ptr<models::ModelImpl> seeded_model(const TrainCase& c, const data::ClassificationData& data,
+                                                const c10::Device& device) {
   torch::manual_seed(0);
   auto model = models::make_model(c.model_spec, models::ModelContext(data.sample_shape, data.classes, ""));
   model->to(device);
-  torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(1e-3));
-  const auto inputs = data.train.inputs.slice(0, 0, 64).to(device);
-  const auto labels = data.train.labels.slice(0, 0, 64).to(device);
-  const auto step = [&] {
-    const auto logits = model->forward(inputs);
-    const auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), labels.reshape({-1}));
-    optimizer.zero_grad();
-    loss.backward();
-    optimizer.step();
-  };
-  for (int i = 0; i < 5; ++i) step();
-  std::vector<double> rates;
-  for (int64_t r = 0; r < rounds; ++r) {
+  return model;
+}
+
+// One model's training step (Adam, batch 64, on its data's first 64 training samples), ready to
+// be timed round by round.
+class TrainingStepTimer {
+ public:
+  TrainingStepTimer(const TrainCase& c, const c10::Device& device)
+      : device_(device),
+        data_(data::load_dataset(c.data_spec, 0)),
+        model_(seeded_model(c, data_, device)),
+        optimizer_(model_->parameters(), torch::optim::AdamOptions(1e-3)),
+        inputs_(data_.train.inputs.slice(0, 0, 64).to(device)),
+        labels_(data_.train.labels.slice(0, 0, 64).to(device)) {
+    for (int i = 0; i < 5; ++i) step();  // warm-up
+  }
+
+  // Steps/s over at least `steps` steps and kMinRoundSeconds.
+  double round(int64_t steps) {
     const auto start = std::chrono::steady_clock::now();
     int64_t done = 0;
     double seconds = 0;
     while (done < steps || seconds < kMinRoundSeconds) {
       step();
       ++done;
-      if (device.is_cuda()) torch::cuda::synchronize();
+      if (device_.is_cuda()) torch::cuda::synchronize();
       seconds = seconds_since(start);
     }
-    rates.push_back(static_cast<double>(done) / seconds);
+    return static_cast<double>(done) / seconds;
   }
-  std::sort(rates.begin(), rates.end());
-  StepRate rate{rates[rates.size() / 2], 0, model->spec()};
-  for (const auto& p : model->parameters()) rate.parameters += p.numel();
-  return rate;
+
+  std::string spec() const { return model_->spec(); }
+  int64_t parameters() const {
+    int64_t count = 0;
+    for (const auto& p : model_->parameters()) count += p.numel();
+    return count;
+  }
+
+ private:
+  void step() {
+    const auto logits = model_->forward(inputs_);
+    const auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), labels_.reshape({-1}));
+    optimizer_.zero_grad();
+    loss.backward();
+    optimizer_.step();
+  }
+
+  c10::Device device_;
+  data::ClassificationData data_;
+  std::shared_ptr<models::ModelImpl> model_;
+  torch::optim::Adam optimizer_;
+  at::Tensor inputs_, labels_;
+};
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
 }
 
-// The same steps of one model in PyTorch from Python (scripts/train_peer.py) at ibn's thread
-// count, run right after ibn's so that both see the machine in the same state. When the peer
-// cannot run, nothing, and `failure` saying why.
-std::optional<StepRate> python_peer_rate(const std::string& name, int64_t steps, int64_t rounds, std::string& failure) {
+// One round of the same steps of one model in PyTorch from Python (scripts/train_peer.py) at
+// ibn's thread count. When the peer cannot run, nothing, and `failure` saying why.
+std::optional<StepRate> python_peer_round(const std::string& name, int64_t steps, std::string& failure) {
   const io::TemporaryDirectory scratch("ibn_bench_train_peer_");
   const std::string log = scratch.path() + "/peer.log";
   const char* override_script = std::getenv("IBN_TRAIN_PEER_SCRIPT");  // for the tests
   const std::string script = override_script ? override_script : std::string(IBN_SOURCE_DIR) + "/scripts/train_peer.py";
-  const int status = io::run_program({io::python3(), script, "--models", name, "--steps", std::to_string(steps), "--rounds",
-                                      std::to_string(rounds), "--min-seconds", fmt::format("{}", kMinRoundSeconds),
+  const int status = io::run_program({io::python3(), script, "--models", name, "--steps", std::to_string(steps), "--rounds", "1",
+                                      "--min-seconds", fmt::format("{}", kMinRoundSeconds),
                                       "--threads", std::to_string(torch::get_num_threads())}, log);
+  // The line "<model> steps/s <rate> params <count>", wherever it is among warnings on stderr.
   std::ifstream in(log);
-  std::string model, word, params_word;
-  StepRate rate;
-  // The line: "<model> steps/s <rate> params <count>".
-  if (status == 0 && in >> model >> word >> rate.steps_per_second >> params_word >> rate.parameters && model == name &&
-      word == "steps/s" && params_word == "params" && rate.steps_per_second > 0) {
-    return rate;
+  std::string line;
+  while (status == 0 && std::getline(in, line)) {
+    if (line.rfind(name + " steps/s ", 0) != 0) continue;
+    std::istringstream fields(line.substr(name.size() + 9));
+    std::string params_word;
+    StepRate rate;
+    if (fields >> rate.steps_per_second >> params_word >> rate.parameters && params_word == "params" &&
+        rate.steps_per_second > 0) {
+      return rate;
+    }
   }
   const std::string last = io::last_line(log);
   failure = fmt::format("{} (the peer is {}, run by {} with Debian's python3-torch: scripts/setup.sh --peers)",
@@ -260,7 +291,7 @@ int bench_train(const std::vector<std::string>& args) {
       ("steps", po::value<int64_t>()->default_value(30), "timed steps per round, at least (a round also lasts at least 1 s)")
       ("rounds", po::value<int64_t>()->default_value(3), "timed rounds per model (median reported)")
       ("device", po::value<std::string>()->default_value("auto"), "cpu, cuda, cuda:N or auto")
-      ("threads", po::value<int>()->default_value(0), "CPU threads for LibTorch and OpenBLAS (0: LibTorch's default)")
+      ("threads", po::value<int>()->default_value(0), "CPU threads for LibTorch (0: its default; OpenBLAS keeps to one)")
       ("models", po::value<std::string>()->default_value("mlp,resnet,vit,gpt,llama"),
        "which models to time (when given, the dump overhead is not measured)")
       ("peer", po::bool_switch(), "time the same steps in PyTorch from Python beside ibn's (on the CPU)");
@@ -288,17 +319,26 @@ int bench_train(const std::vector<std::string>& args) {
   std::string peer_failure;  // once the peer has failed, it is not tried again
   for (const TrainCase& c : train_cases()) {
     if (std::find(chosen.begin(), chosen.end(), c.name()) == chosen.end()) continue;
-    const StepRate rate = time_training_step(c, device, steps, rounds);
-    std::cout << fmt::format("{:<42} {:<38} {:>9.1f} {:>10.0f}", rate.spec, c.data_spec, rate.steps_per_second,
-                             rate.steps_per_second * 64) << std::flush;
-    const std::optional<StepRate> twin = peer && peer_failure.empty() ? python_peer_rate(c.name(), steps, rounds, peer_failure)
-                                                                       : std::nullopt;
-    if (twin) {
-      std::cout << fmt::format(" {:>10.1f} {:>8.2f}x", twin->steps_per_second, rate.steps_per_second / twin->steps_per_second);
+    // Rounds alternate, ibn's then Python's, so that both see the machine in the same state:
+    // its speed drifts by 10-20 % within minutes.
+    TrainingStepTimer timer(c, device);
+    std::vector<double> rates, twin_rates;
+    std::optional<StepRate> twin;
+    for (int64_t r = 0; r < rounds; ++r) {
+      rates.push_back(timer.round(steps));
+      if (!peer || !peer_failure.empty()) continue;
+      twin = python_peer_round(c.name(), steps, peer_failure);
+      if (twin) twin_rates.push_back(twin->steps_per_second);
+    }
+    const double rate = median(rates);
+    std::cout << fmt::format("{:<42} {:<38} {:>9.1f} {:>10.0f}", timer.spec(), c.data_spec, rate, rate * 64);
+    if (peer_failure.empty() && !twin_rates.empty()) {
+      const double twin_rate = median(twin_rates);
+      std::cout << fmt::format(" {:>10.1f} {:>8.2f}x", twin_rate, rate / twin_rate);
       // A twin of another shape times other work: its ratio would mean nothing.
-      if (twin->parameters != rate.parameters) {
+      if (twin->parameters != timer.parameters()) {
         std::cout << fmt::format("  (not comparable: the twin has {} parameters, ibn's model {})", twin->parameters,
-                                 rate.parameters);
+                                 timer.parameters());
       }
     } else if (peer) {
       std::cout << fmt::format(" {:>10} {:>9}", "-", "-");

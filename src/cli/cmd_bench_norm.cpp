@@ -141,11 +141,10 @@ int bench_norm(const std::vector<std::string>& args) {
       vm->count("shape") ? (*vm)["shape"].as<std::vector<std::string>>() : std::vector<std::string>{"32768x4096", "65536x1024", "8192x8192"};
   for (const std::string& text : shape_texts) {
     const auto parts = split(text, 'x');
-    char* end = nullptr;
-    const long long rows = parts.size() == 2 ? std::strtoll(parts[0].c_str(), &end, 10) : 0;
-    const long long d = parts.size() == 2 && *end == '\0' ? std::strtoll(parts[1].c_str(), &end, 10) : 0;
-    if (rows < 1 || d < 1 || *end != '\0') throw UsageError(fmt::format("--shape '{}' must be ROWSxD, e.g. 32768x4096", text));
-    shapes.emplace_back(rows, d);
+    const std::optional<int64_t> rows = parts.size() == 2 ? parse_integer(parts[0]) : std::nullopt;
+    const std::optional<int64_t> d = parts.size() == 2 ? parse_integer(parts[1]) : std::nullopt;
+    if (!rows || !d || *rows < 1 || *d < 1) throw UsageError(fmt::format("--shape '{}' must be ROWSxD, e.g. 32768x4096", text));
+    shapes.emplace_back(*rows, *d);
   }
   std::vector<at::ScalarType> dtypes;
   for (const std::string& name : split((*vm)["dtype"].as<std::string>(), ',')) {

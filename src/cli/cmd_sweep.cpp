@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 
 #include "command.h"
+#include "ibn/device.h"
 #include "ibn/error.h"
 #include "ibn/io/atomic_file.h"
 #include "ibn/io/csv.h"
@@ -106,6 +107,7 @@ void check_points(const sweep::Sweep& s) {
       const po::variables_map analyze_vm = analyze.cmd.parse_ini(p.ini, origin);
       analyze.config.run = config.out;
       analysis::check_options(analyze.resolved(analyze_vm), plan.layers, plan.chain, plan.dumps);
+      check_thread_count(analyze.threads);
     } catch (const UsageError& e) {
       throw UsageError(fmt::format("point {} of '{}': {}", p.id, s.file, e.what()));
     } catch (const std::exception& e) {

@@ -1,6 +1,5 @@
 #include "command.h"
 
-#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -153,13 +152,9 @@ std::vector<double> parse_numbers(const std::string& flag, const std::string& te
 std::vector<int64_t> parse_shape(const std::string& flag, const std::string& text) {
   std::vector<int64_t> shape;
   for (const std::string& word : list_entries(flag, text, "64,256")) {
-    char* end = nullptr;
-    errno = 0;
-    const long long v = std::strtoll(word.c_str(), &end, 10);
-    if (end != word.c_str() + word.size() || v < 1 || errno == ERANGE) {
-      throw UsageError(fmt::format("--{} '{}' is not a list of positive integers like 64,256", flag, text));
-    }
-    shape.push_back(v);
+    const std::optional<int64_t> v = parse_integer(word);
+    if (!v || *v < 1) throw UsageError(fmt::format("--{} '{}' is not a list of positive integers like 64,256", flag, text));
+    shape.push_back(*v);
   }
   // One float32 tensor of this shape must fit in memory: 2^31 elements are 8 GiB.
   constexpr int64_t kMaxElements = int64_t{1} << 31;

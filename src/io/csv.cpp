@@ -1,11 +1,11 @@
 #include "ibn/io/csv.h"
 
-#include <cerrno>
 #include <cstdlib>
 
 #include <fmt/format.h>
 
 #include "ibn/error.h"
+#include "ibn/spec_string.h"
 
 namespace ibn::io {
 
@@ -45,13 +45,9 @@ double csv_number(const std::string& field, const std::string& where) {
 }
 
 int64_t csv_integer(const std::string& field, const std::string& where) {
-  errno = 0;
-  char* end = nullptr;
-  const long long v = std::strtoll(field.c_str(), &end, 10);
-  if (field.empty() || end != field.c_str() + field.size() || errno == ERANGE) {
-    throw DataError(fmt::format("{}: '{}' is not an integer", where, field));
-  }
-  return v;
+  const std::optional<int64_t> v = parse_integer(field);
+  if (!v) throw DataError(fmt::format("{}: '{}' is not an integer", where, field));
+  return *v;
 }
 
 }  // namespace ibn::io

@@ -59,10 +59,14 @@ void keep_freed_memory() {
   mallopt(M_TRIM_THRESHOLD, kKeepBytes);
 }
 
-void set_compute_threads(int n) {
+void check_thread_count(int n) {
   if (n < 0 || n > kMaxThreads) {
     throw UsageError(fmt::format("--threads {} must lie in [0, {}] (0: the command's default)", n, kMaxThreads));
   }
+}
+
+void set_compute_threads(int n) {
+  check_thread_count(n);
   if (n > 0) at::set_num_threads(n);
   // A user's OPENBLAS_NUM_THREADS is theirs to keep (the trade-off is in the header).
   if (std::getenv("OPENBLAS_NUM_THREADS") != nullptr) return;
@@ -75,7 +79,9 @@ void set_compute_threads(int n) {
   if (at::get_num_threads() != torch_threads) at::set_num_threads(torch_threads);
 }
 
-int every_core() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+int every_core() {
+  return static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, static_cast<unsigned>(kMaxThreads)));
+}
 
 // An OpenMP build of OpenBLAS sets OpenMP's thread count with its own: LibTorch's count is
 // put back after each change.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -84,6 +85,11 @@ double mean_log_mean_kernel(const at::Tensor& t, double var, int64_t memory_mb) 
   // apart and added in the order of J, so the result does not depend on the thread count, and
   // only one row block's partial sums (O(N) values) are held at a time.
   at::Tensor row_sums = at::zeros({n}, t.options().dtype(at::kDouble));
+  // On the CPU, one block pair per LibTorch thread, each product on its own thread: OpenBLAS
+  // threading each product instead competed with LibTorch's threads (2 threads ran slower than
+  // 1 on the 2-core machine). `ibn` keeps OpenBLAS there anyway; this holds for any caller.
+  std::optional<BlasOnCallingThread> one_blas_thread;
+  if (!t.is_cuda()) one_blas_thread.emplace();
   for (int64_t i = 0; i < n; i += block) {
     const int64_t i_end = std::min(n, i + block);
     const int64_t pairs = (n - i + block - 1) / block;
@@ -99,10 +105,6 @@ double mean_log_mean_kernel(const at::Tensor& t, double var, int64_t memory_mb) 
     if (t.is_cuda()) {
       for (int64_t p = 0; p < pairs; ++p) sum_pair(p);
     } else {
-      // On the CPU, one block pair per LibTorch thread, each product on its own thread:
-      // OpenBLAS threading each product instead competed with LibTorch's threads (2 threads
-      // ran slower than 1 on the 2-core machine).
-      const BlasOnCallingThread one_blas_thread;
       at::parallel_for(0, pairs, 1, [&](int64_t begin, int64_t end) {
         for (int64_t p = begin; p < end; ++p) sum_pair(p);
       });

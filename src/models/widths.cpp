@@ -12,12 +12,9 @@ std::vector<int64_t> parse_widths(KeyValueSpec& kv, const std::string& fallback)
   const std::string text = kv.text_value("widths", fallback);
   std::vector<int64_t> widths;
   for (const std::string& word : split(text, '-')) {
-    char* stop = nullptr;
-    const long long w = std::strtoll(word.c_str(), &stop, 10);
-    if (word.empty() || *stop != '\0' || w < 1) {
-      kv.fail(fmt::format("widths='{}' is not a list of positive integers like 10-7-5", text));
-    }
-    widths.push_back(w);
+    const std::optional<int64_t> w = parse_integer(word);
+    if (!w || *w < 1) kv.fail(fmt::format("widths='{}' is not a list of positive integers like 10-7-5", text));
+    widths.push_back(*w);
   }
   return widths;
 }

@@ -1,7 +1,6 @@
 #include "ibn/sweep/sweep.h"
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +13,7 @@
 #include "ibn/io/csv.h"
 #include "ibn/io/ini.h"
 #include "ibn/norm/spec.h"
+#include "ibn/spec_string.h"
 
 namespace ibn::sweep {
 namespace {
@@ -206,11 +206,9 @@ std::pair<int64_t, int64_t> parse_shard(const std::string& text) {
   if (slash == std::string::npos) fail();
   // Each side parsed from a string that outlives the parse (`end` points into it).
   const auto whole_number = [&](const std::string& word) {
-    errno = 0;
-    char* end = nullptr;
-    const long long v = std::strtoll(word.c_str(), &end, 10);
-    if (word.empty() || *end != '\0' || errno == ERANGE || !std::isdigit(static_cast<unsigned char>(word[0]))) fail();
-    return static_cast<int64_t>(v);
+    const std::optional<int64_t> v = parse_integer(word);
+    if (!v || *v < 0) fail();
+    return *v;
   };
   const std::string i_text = text.substr(0, slash), n_text = text.substr(slash + 1);
   const int64_t i = whole_number(i_text), n = whole_number(n_text);

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cerrno>
 #include <cmath>
 #include <ctime>
 #include <filesystem>
@@ -180,10 +179,9 @@ std::vector<int64_t> dump_schedule(const std::string& spec, int64_t epochs) {
   const std::string kind = spec.substr(0, colon);
   const std::string arg = colon == std::string::npos ? "" : spec.substr(colon + 1);
   const auto positive = [&](const std::string& word) {
-    char* end = nullptr;
-    const long long v = std::strtoll(word.c_str(), &end, 10);
-    if (word.empty() || *end != '\0' || v < 0) fail();
-    return static_cast<int64_t>(v);
+    const std::optional<int64_t> v = parse_integer(word);
+    if (!v || *v < 0) fail();
+    return *v;
   };
   const auto at_most = [&](int64_t count) {
     if (count > kMaxDumpedEpochs) {
@@ -379,14 +377,10 @@ struct PreparedRun {
 // A positive count from `all` or N: -1 for all.
 int64_t eval_sample_count(const std::string& value) {
   if (value == "all") return -1;
-  char* end = nullptr;
-  errno = 0;
-  const long long n = std::strtoll(value.c_str(), &end, 10);
+  const std::optional<int64_t> n = parse_integer(value);
   // Two at least: one sample of each split.
-  if (value.empty() || *end != '\0' || errno == ERANGE || n < 2) {
-    throw UsageError(fmt::format("--eval-samples '{}' must be all or a count N >= 2", value));
-  }
-  return n;
+  if (!n || *n < 2) throw UsageError(fmt::format("--eval-samples '{}' must be all or a count N >= 2", value));
+  return *n;
 }
 
 // `rows` samples of `split` drawn without replacement by `generator`, in their original order.
@@ -438,15 +432,12 @@ void choose_dump_samples(PreparedRun& run) {
   run.dump_split = torch::cat({torch::zeros({train.labels.size(0)}, torch::kLong),
                                torch::ones({test.labels.size(0)}, torch::kLong)});
   if (c.dump_samples == "all") return;
-  char* end = nullptr;
-  errno = 0;
-  const long long n = c.dump_samples.rfind("subset:", 0) == 0 ? std::strtoll(c.dump_samples.c_str() + 7, &end, 10) : -1;
-  if (n < 1 || *end != '\0' || errno == ERANGE) {
-    throw UsageError(fmt::format("--dump-samples '{}' must be all or subset:N with N >= 1", c.dump_samples));
-  }
+  const std::optional<int64_t> n =
+      c.dump_samples.rfind("subset:", 0) == 0 ? parse_integer(c.dump_samples.substr(7)) : std::nullopt;
+  if (!n || *n < 1) throw UsageError(fmt::format("--dump-samples '{}' must be all or subset:N with N >= 1", c.dump_samples));
   auto g = at::make_generator<at::CPUGeneratorImpl>(c.seed + 7);
   const auto rows = std::get<0>(at::randperm(run.dump_inputs.size(0), g, at::TensorOptions().dtype(at::kLong))
-                                    .slice(0, 0, std::min<int64_t>(n, run.dump_inputs.size(0))).sort());
+                                    .slice(0, 0, std::min<int64_t>(*n, run.dump_inputs.size(0))).sort());
   run.dump_inputs = run.dump_inputs.index_select(0, rows);
   run.dump_labels = run.dump_labels.index_select(0, rows);
   run.dump_index = run.dump_index.index_select(0, rows);

@@ -1,6 +1,7 @@
 #include "ibn/spec_string.h"
 
 #include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <cstdlib>
 
@@ -20,6 +21,14 @@ std::vector<std::string> split(const std::string& text, char separator) {
     if (end == std::string::npos) return parts;
     start = end + 1;
   }
+}
+
+std::optional<int64_t> parse_integer(const std::string& text) {
+  int64_t value = 0;
+  const char* const last = text.data() + text.size();
+  const auto [end, error] = std::from_chars(text.data(), last, value);
+  if (text.empty() || error != std::errc() || end != last) return std::nullopt;
+  return value;
 }
 
 KeyValueSpec::KeyValueSpec(std::string text, std::string what)
@@ -76,13 +85,9 @@ double KeyValueSpec::number(const std::string& key, double fallback) {
 int64_t KeyValueSpec::integer(const std::string& key, int64_t fallback) {
   const std::string* value = raw(key);
   if (value == nullptr) return fallback;
-  errno = 0;
-  char* end = nullptr;
-  const long long v = std::strtoll(value->c_str(), &end, 10);
-  if (end != value->c_str() + value->size() || errno == ERANGE) {
-    fail(fmt::format("{}='{}' is not an integer", key, *value));
-  }
-  return v;
+  const std::optional<int64_t> v = parse_integer(*value);
+  if (!v) fail(fmt::format("{}='{}' is not an integer", key, *value));
+  return *v;
 }
 
 int64_t KeyValueSpec::integer_at_least(const std::string& key, int64_t fallback, int64_t low) {
