@@ -44,6 +44,18 @@ std::vector<Case> all_cases() {
       cases.push_back({std::string(variant) + ":lambda=" + lambda + ":area=batch", {6, 4}, false});
     }
   }
+  // The order ablation, ln-tanh and DyT (whose α is checked as well).
+  for (const char* order : {"first", "last"}) {
+    for (const char* variant : {"ibnorm-s", "ibnorm-t"}) {
+      const std::string spec = std::string(variant) + ":lambda=0.5:order=" + order;
+      cases.push_back({spec, {3, 5}, true});
+      cases.push_back({spec + ":area=batch", {6, 4}, true});
+      cases.push_back({spec + ":area=batch", {6, 4}, false});
+    }
+  }
+  cases.push_back({"ln-tanh:lambda=2", {3, 5}, true});
+  cases.push_back({"dyt", {3, 5}, true});
+  cases.push_back({"dyt:alpha=1.5", {2, 3, 4}, true});
   return cases;
 }
 
@@ -100,6 +112,9 @@ TEST(NormGradients, MatchFiniteDifferencesForEveryVariantAreaAndLambda) {
     EXPECT_LT(worst_error(norm, x, r, x, kStep), kRelTol) << c.spec << " d/dx";
     EXPECT_LT(worst_error(norm, x, r, norm->weight, kStep), kRelTol) << c.spec << " d/dgamma";
     EXPECT_LT(worst_error(norm, x, r, norm->bias, kStep), kRelTol) << c.spec << " d/dbeta";
+    if (norm->named_parameters().contains("alpha")) {
+      EXPECT_LT(worst_error(norm, x, r, norm->named_parameters()["alpha"], kStep), kRelTol) << c.spec << " d/dalpha";
+    }
   }
 }
 

@@ -1,6 +1,8 @@
 // The variance-centric normalizers against LibTorch's own layers, in fp32 to 1e-6, and IBNorm at
 // λ = 0 against the same layers.
 #include <cmath>
+#include <map>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -244,6 +246,66 @@ TEST(NormReference, IBNormConvergesToBaseNormAsLambdaShrinks) {
       previous = diff;
     }
   }
+}
+
+// ψ_λ written out from SPEC §2 here, apart from src/norm/compression_*.cpp.
+torch::Tensor psi_reference(const std::string& variant, const torch::Tensor& z, double lambda) {
+  if (variant == "ibnorm-t") return torch::tanh(z * lambda) / lambda;
+  if (variant == "ibnorm-l") return torch::sign(z) * torch::log1p(z.abs() * lambda) / lambda;
+  const double p = 1.0 / (1.0 + lambda), delta = 1e-3;
+  return torch::sign(z) * ((z.abs() + delta).pow(p) - std::pow(delta, p));
+}
+
+// Per row over the last dim: (x − mean)/√(biased var + ε).
+torch::Tensor standardize_rows(const torch::Tensor& x, double eps) {
+  const auto centred = x - x.mean(-1, true);
+  return centred / (centred.square().mean(-1, true) + eps).sqrt();
+}
+
+// The order ablation (order=first|between|last) and ln-tanh against their formulas in float64.
+TEST(NormReference, IBNormOrdersAndLnTanhMatchTheirFormulas) {
+  torch::manual_seed(9);
+  const auto x = torch::randn({16, 12}, torch::kDouble).mul(2).add(0.5);
+  const double lambda = 1.5, eps = 1e-5;
+  for (const std::string variant : {"ibnorm-s", "ibnorm-l", "ibnorm-t"}) {
+    const std::map<std::string, torch::Tensor> expected = {
+        {"first", standardize_rows(psi_reference(variant, x - x.mean(-1, true), lambda), eps)},
+        {"between", standardize_rows(psi_reference(variant, standardize_rows(x, eps), lambda), eps)},
+        {"last", psi_reference(variant, standardize_rows(x, eps), lambda)},
+    };
+    for (const auto& [order, x_hat] : expected) {
+      Normalizer norm(variant + ":lambda=1.5:order=" + order, 12);
+      norm->to(torch::kDouble);
+      randomize_affine(norm);
+      EXPECT_LE(max_abs_diff(norm(x), x_hat * norm->weight + norm->bias), 1e-12) << variant << " order=" << order;
+    }
+  }
+  Normalizer ln_tanh("ln-tanh:lambda=1.5", 12);
+  ln_tanh->to(torch::kDouble);
+  randomize_affine(ln_tanh);
+  const auto x_hat = psi_reference("ibnorm-t", standardize_rows(x, eps), lambda);
+  EXPECT_LE(max_abs_diff(ln_tanh(x), x_hat * ln_tanh->weight + ln_tanh->bias), 1e-12);
+}
+
+// DyT: y = γ·tanh(α·x) + β, γ, β per channel (dim 1 of feature maps), α one learned scalar.
+TEST(NormReference, DynamicTanhMatchesItsFormula) {
+  torch::manual_seed(10);
+  Normalizer dyt("dyt:alpha=0.7", 12);
+  dyt->to(torch::kDouble);
+  randomize_affine(dyt);
+  // α is a float32 parameter made double: 0.7 rounded to float once.
+  const double alpha = dyt->named_parameters()["alpha"].item<double>();
+  EXPECT_EQ(alpha, static_cast<double>(0.7f));
+  const auto tokens = torch::randn({4, 5, 12}, torch::kDouble).mul(3);
+  EXPECT_LE(max_abs_diff(dyt(tokens), torch::tanh(tokens * alpha) * dyt->weight + dyt->bias), 1e-14);
+  const auto maps = torch::randn({2, 12, 3, 3}, torch::kDouble).mul(3);
+  const auto per_channel = [](const torch::Tensor& v) { return v.view({1, -1, 1, 1}); };
+  EXPECT_LE(max_abs_diff(dyt(maps), torch::tanh(maps * alpha) * per_channel(dyt->weight) + per_channel(dyt->bias)), 1e-14);
+  {
+    torch::NoGradGuard no_grad;
+    dyt->named_parameters()["alpha"].fill_(1.3);  // what an optimizer step does: the output follows
+  }
+  EXPECT_LE(max_abs_diff(dyt(tokens), torch::tanh(tokens * 1.3) * dyt->weight + dyt->bias), 1e-14);
 }
 
 TEST(NormReference, BatchAreaRunningStatsForIBNorm) {

@@ -46,12 +46,17 @@ TEST(NormSpec, PresetsResolveToTheirAreaOperationAndCompression) {
 TEST(NormSpec, CanonicalTextRoundTrips) {
   for (const char* text : {"layernorm", "batchnorm:momentum=0.3", "rmsnorm:eps=1e-6:affine=false",
                            "groupnorm:groups=8", "ibnorm-s:lambda=0.5", "ibnorm-t:lambda=2:area=batch",
-                           "ibnorm-l:area=group:groups=3:lambda=0.125:eps=0"}) {
+                           "ibnorm-l:area=group:groups=3:lambda=0.125:eps=0", "ln-tanh:lambda=2", "dyt:alpha=0.25",
+                           "ibnorm-t:order=first:lambda=1", "ibnorm-s:order=last:area=batch", "ibnorm-l:kappa=0.5"}) {
     const auto spec = parse_norm_spec(text);
     EXPECT_EQ(parse_norm_spec(spec.str()), spec) << text << " -> " << spec.str();
   }
   EXPECT_EQ(parse_norm_spec("ibnorm-t:lambda=2:area=batch").str(),
             "ibnorm-t:area=batch:lambda=2:eps=1e-05:affine=true:momentum=0.1");
+  // kappa stays in the text (λ follows from it); the order only when it is not the default.
+  EXPECT_EQ(parse_norm_spec("ibnorm-l:kappa=0.5:order=first").str(), "ibnorm-l:area=token:kappa=0.5:order=first:eps=1e-05:affine=true");
+  EXPECT_EQ(parse_norm_spec("ln-tanh").str(), "ln-tanh:area=token:lambda=1:order=last:eps=1e-05:affine=true");
+  EXPECT_EQ(parse_norm_spec("dyt").str(), "dyt:area=token:alpha=0.5:eps=1e-05:affine=true");
 }
 
 TEST(NormSpec, TinyPositiveNumbersAreNumbers) {
@@ -75,7 +80,16 @@ TEST(NormSpec, MalformedSpecsNameTheirMistake) {
   EXPECT_TRUE(throws_usage_error(parse("ibnorm-l:lambda=1e308"), "lambda=1e+308 must lie in [0, 10000]"));
   EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:lambda=1e999"), "lambda='1e999' is not a finite number"));
   EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:lambda=1:lambda=2"), "key 'lambda' given twice"));
-  EXPECT_TRUE(throws_usage_error(parse("layernorm:lambda=1"), "key 'lambda' applies only to the ibnorm-* normalizers"));
+  EXPECT_TRUE(throws_usage_error(parse("layernorm:lambda=1"), "key 'lambda' applies only to the IBNorm operations"));
+  EXPECT_TRUE(throws_usage_error(parse("dyt:kappa=0.5"), "key 'kappa' applies only to the IBNorm operations"));
+  EXPECT_TRUE(throws_usage_error(parse("rmsnorm:order=first"), "key 'order' applies only to the IBNorm operations"));
+  EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:alpha=1"), "key 'alpha' applies only to dyt"));
+  EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:order=middle"), "order='middle' must be first, between or last"));
+  EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:lambda=1:kappa=0.5"), "give lambda or kappa, not both"));
+  EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:kappa=1"), "kappa=1 must lie strictly between 0 and 1"));
+  EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:kappa=0"), "kappa=0 must lie strictly between 0 and 1"));
+  EXPECT_TRUE(throws_usage_error(parse("ibnorm-s:kappa=1e-12"), "no lambda <= 10000 brings ibnorm-s's Gaussian contraction"));
+  EXPECT_TRUE(throws_usage_error(parse("dyt:alpha=0"), "alpha=0 must be positive"));
   EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:area=pixel"), "unknown area 'pixel'; expected one of: batch, token, group"));
   EXPECT_TRUE(throws_usage_error(parse("groupnorm:groups=0"), "groups=0 must be >= 1"));
   EXPECT_TRUE(throws_usage_error(parse("groupnorm:groups=2.5"), "groups='2.5' is not an integer"));
@@ -113,6 +127,11 @@ TEST(NormSpec, ModuleStateFollowsLibTorchNaming) {
   for (const char* name : {"running_mean", "running_var", "running_mean_u", "running_var_u", "num_batches_tracked"}) {
     EXPECT_TRUE(buffers.contains(name)) << name;
   }
+  Normalizer dyt("dyt:alpha=0.7", 4);
+  ASSERT_TRUE(dyt->named_parameters().contains("alpha"));
+  EXPECT_FLOAT_EQ(dyt->named_parameters()["alpha"].item<float>(), 0.7f);
+  EXPECT_EQ(dyt->named_parameters()["alpha"].dim(), 0);
+  EXPECT_EQ(dyt->parameters().size(), 3u);  // alpha, weight, bias: what an optimizer is handed
   Normalizer plain("layernorm:affine=false", 4);
   EXPECT_EQ(plain->parameters().size(), 0u);
   EXPECT_EQ(plain->buffers().size(), 0u);
@@ -120,7 +139,8 @@ TEST(NormSpec, ModuleStateFollowsLibTorchNaming) {
 
 TEST(NormSpec, RegistriesListEveryPlugIn) {
   EXPECT_EQ(ibn::norm::names_of(ibn::norm::presets()),
-            "batchnorm, layernorm, rmsnorm, groupnorm, ibnorm-s, ibnorm-l, ibnorm-t");
+            "batchnorm, layernorm, rmsnorm, groupnorm, ibnorm-s, ibnorm-l, ibnorm-t, ln-tanh, dyt");
+  EXPECT_EQ(ibn::norm::names_of(ibn::norm::operations()), "standardize, rms, ibnorm, dyt");
   EXPECT_EQ(ibn::norm::names_of(ibn::norm::areas()), "batch, token, group");
   EXPECT_EQ(ibn::norm::names_of(ibn::norm::compressions()), "s, l, t");
   EXPECT_TRUE(throws_usage_error([] { ibn::norm::find_compression("q"); }, "unknown compression 'q'; expected one of: s, l, t"));

@@ -139,7 +139,12 @@ TEST(Models, EveryModelLearnsTinyDataWithEachNormalizer) {
   };
   for (const auto& [spec, data] : cases) {
     const std::vector<int64_t> shape(data->inputs.sizes().begin() + 1, data->inputs.sizes().end());
-    for (const char* norm : {"layernorm", "batchnorm", "rmsnorm", "ibnorm-t:lambda=1"}) {
+    // The controls of the ablation (DyT, ψ last, ψ first) learn more slowly on the ResNet at this
+    // rate: its loss fell 8-25 % in 40 steps. They must learn (5 %), and work at every site.
+    const std::vector<std::pair<const char*, double>> norms = {
+        {"layernorm", 0.7}, {"batchnorm", 0.7}, {"rmsnorm", 0.7}, {"ibnorm-t:lambda=1", 0.7},
+        {"dyt", 0.95}, {"ln-tanh:lambda=1", 0.95}, {"ibnorm-s:order=first:kappa=0.5", 0.95}};
+    for (const auto& [norm, ratio] : norms) {
       torch::manual_seed(71);
       const int64_t classes = data == &text ? 256 : 10;
       auto model = ibn::models::make_model(spec, ibn::models::ModelContext(shape, classes, norm));
@@ -154,7 +159,7 @@ TEST(Models, EveryModelLearnsTinyDataWithEachNormalizer) {
         loss.backward();
         optimizer.step();
       }
-      EXPECT_LT(last, 0.7 * first) << spec << " with " << norm;
+      EXPECT_LT(last, ratio * first) << spec << " with " << norm;
     }
   }
 }

@@ -19,23 +19,26 @@ namespace nm = ibn::norm;
 void list_family() {
   const nm::NormSpec defaults;
   std::cout << "Normalizers (spec: NAME[:KEY=VALUE]..., e.g. ibnorm-t:lambda=2:area=batch)\n";
-  std::cout << fmt::format("  {:<10} {:<6} {:<12} {:<34} {}\n", "name", "area", "operation",
+  std::cout << fmt::format("  {:<10} {:<6} {:<12} {:<42} {}\n", "name", "area", "operation",
                            "parameters (defaults)", "what");
   for (const nm::Preset& preset : nm::presets()) {
     const nm::NormSpec spec = nm::parse_norm_spec(preset.name);
     std::string params;
     if (spec.area == "group") params += fmt::format("groups={} ", spec.groups);
     if (spec.is_ibnorm()) params += fmt::format("lambda={} ", spec.lambda);
+    if (spec.is_ibnorm() && spec.order != "between") params += "order=" + spec.order + " ";
+    if (spec.is_dyt()) params += fmt::format("alpha={} ", spec.alpha);
     params += fmt::format("eps={} affine={}", spec.eps, spec.affine);
     if (spec.area == "batch") params += fmt::format(" momentum={}", spec.momentum);
-    std::cout << fmt::format("  {:<10} {:<6} {:<12} {:<34} {}\n", preset.name, spec.area,
+    std::cout << fmt::format("  {:<10} {:<6} {:<12} {:<42} {}\n", preset.name, spec.area,
                              spec.operation, params, preset.summary);
   }
   std::cout << "\nAreas (key area=, any normalizer; groups= for group, momentum= for batch)\n";
   for (const auto& area : nm::areas()) std::cout << fmt::format("  {:<12} {}\n", area.name, area.summary);
   std::cout << "\nOperations\n";
   for (const auto& op : nm::operations()) std::cout << fmt::format("  {:<12} {}\n", op.name, op.summary);
-  std::cout << "\nIBNorm compressions (lambda >= 0; lambda=0 is the variance-centric norm)\n";
+  std::cout << "\nIBNorm compressions (lambda >= 0; lambda=0 is the variance-centric norm; kappa=K instead picks the\n"
+               "lambda whose Gaussian variance contraction is K; order=first|between|last places psi)\n";
   for (const auto& c : nm::compressions()) {
     std::cout << fmt::format("  ibnorm-{:<5} {:<12} {}\n", c.name, c.label, c.formula);
   }
@@ -68,6 +71,7 @@ int run_one(const po::variables_map& vm) {
   std::cout << fmt::format("spec      {}\nformula   {}\ninput     randn {} on {}, {} mode, seed {}\n",
                            norm->spec().str(), norm->operation().formula(), nm::shape_str(shape),
                            device.str(), mode, seed);
+  if (norm->spec().kappa > 0) std::cout << fmt::format("lambda    {} (chosen for kappa {})\n", norm->spec().lambda, norm->spec().kappa);
   std::cout << fmt::format("output    mean {:+.6f}  std {:.6f}  min {:+.4f}  max {:+.4f}\n",
                            y.mean().item<double>(), y.std().item<double>(), y.min().item<double>(),
                            y.max().item<double>());

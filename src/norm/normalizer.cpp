@@ -3,6 +3,9 @@
 #include "norm/fused/fused_function.h"
 
 #include <cmath>
+#include <map>
+#include <mutex>
+#include <utility>
 
 #include <ATen/ops/linspace.h>
 #include <ATen/ops/ones.h>
@@ -28,6 +31,7 @@ NormalizerImpl::NormalizerImpl(NormSpec spec, int64_t num_features)
   area_ = find_area(spec_.area).make(spec_);
   area_->check_features(num_features);
   operation_ = find_operation(spec_.operation).make(spec_);
+  for (const auto& [name, tensor] : operation_->parameters()) register_parameter(name, tensor);
 
   if (spec_.affine) {
     weight = register_parameter("weight", at::ones({num_features}));
@@ -114,6 +118,31 @@ double gaussian_contraction(const NormSpec& spec) {
   const double mean = psi.mul(density).sum().item<double>() * step;
   const double second = psi.square().mul(density).sum().item<double>() * step;
   return second - mean * mean;
+}
+
+double lambda_for_contraction(const NormSpec& spec, double kappa) {
+  static std::mutex mutex;
+  static std::map<std::pair<std::string, double>, double> cache;
+  const std::lock_guard<std::mutex> lock(mutex);
+  const auto key = std::make_pair(spec.compression, kappa);
+  if (const auto hit = cache.find(key); hit != cache.end()) return hit->second;
+  NormSpec at = spec;
+  const auto kappa_at = [&](double lambda) {
+    at.lambda = lambda;
+    return gaussian_contraction(at);
+  };
+  double low = 1e-9, high = kMaxLambda;  // κ(1e-9) = 1 to within 1e-8
+  if (kappa_at(high) > kappa) {
+    throw UsageError(fmt::format("no lambda <= {} brings {}'s Gaussian contraction down to kappa={} (it reaches {})",
+                                 kMaxLambda, spec.name, kappa, kappa_at(high)));
+  }
+  while (high / low > 1 + 1e-12) {
+    const double middle = std::sqrt(low * high);
+    (kappa_at(middle) > kappa ? low : high) = middle;
+  }
+  const double lambda = std::sqrt(low * high);
+  cache[key] = lambda;
+  return lambda;
 }
 
 }  // namespace ibn::norm

@@ -19,6 +19,7 @@ std::unique_ptr<Area> make_group_area(const NormSpec&);
 std::unique_ptr<Operation> make_standardize(const NormSpec&);
 std::unique_ptr<Operation> make_rms(const NormSpec&);
 std::unique_ptr<Operation> make_ibnorm(const NormSpec&);
+std::unique_ptr<Operation> make_dyt(const NormSpec&);
 Compression sign_power_compression();
 Compression log_compression();
 Compression tanh_compression();
@@ -36,7 +37,8 @@ const std::vector<OperationEntry>& operations() {
   static const std::vector<OperationEntry> entries{
       {"standardize", "variance-centric: x̂ = (x − μ)/√(σ² + ε)", make_standardize},
       {"rms", "x̂ = x/√(mean(x²) + ε)", make_rms},
-      {"ibnorm", "standardize, compress with ψ_λ, standardize again", make_ibnorm},
+      {"ibnorm", "standardize, compress with ψ_λ, standardize again (order=first|between|last moves ψ)", make_ibnorm},
+      {"dyt", "x̂ = tanh(α·x), one learned scalar α, no statistics", make_dyt},
   };
   return entries;
 }
@@ -59,6 +61,8 @@ const std::vector<Preset>& presets() {
       {"ibnorm-s", "token", "ibnorm", "s", "IBNorm-S, sign-power compression"},
       {"ibnorm-l", "token", "ibnorm", "l", "IBNorm-L, logarithmic compression"},
       {"ibnorm-t", "token", "ibnorm", "t", "IBNorm-T, tanh compression"},
+      {"ln-tanh", "token", "ibnorm", "t", "LayerNorm then tanh(λz)/λ, no re-standardization (ibnorm-t:order=last)", "last"},
+      {"dyt", "token", "dyt", "", "Dynamic Tanh (Zhu et al. 2025): tanh(α·x), learned α, no statistics"},
   };
   return entries;
 }
@@ -75,9 +79,12 @@ const Compression& find_compression(const std::string& name) {
 std::string describe(const NormSpec& spec) {
   std::string text = spec.name + " (area " + spec.area + (spec.area == "group" ? ", " + std::to_string(spec.groups) + " groups" : "") + "): ";
   if (spec.is_ibnorm()) {
-    const Compression& c = find_compression(spec.compression);
-    text += "z = (x − μ)/√(σ² + ε), u = ψ_λ(z) with " + c.formula + " (" + c.label + "), x̂ = (u − mean u)/√(var u + ε); λ = " +
-            fmt::format("{}", spec.lambda);
+    // The operation's own formula: it names ψ and where ψ sits (order).
+    text += find_operation(spec.operation).make(spec)->formula() + " (" + find_compression(spec.compression).label +
+            fmt::format("); λ = {}", spec.lambda);
+    if (spec.kappa > 0) text += fmt::format(" (chosen for Gaussian contraction κ = {})", spec.kappa);
+  } else if (spec.is_dyt()) {
+    text += find_operation(spec.operation).summary + fmt::format("; α starts at {}", spec.alpha);
   } else {
     text += find_operation(spec.operation).summary;
   }

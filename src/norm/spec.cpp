@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "ibn/error.h"
+#include "ibn/norm/normalizer.h"
 #include "ibn/norm/registry.h"
 #include "ibn/spec_string.h"
 
@@ -11,7 +12,25 @@ namespace {
 
 // Keys every spec may carry, and the condition under which each applies.
 constexpr const char* kAcceptedKeys =
-    "area, eps, affine, lambda (ibnorm-*), groups (area=group), momentum (area=batch)";
+    "area, eps, affine, lambda or kappa and order (ibnorm-*, ln-tanh), alpha (dyt), groups (area=group), momentum "
+    "(area=batch)";
+
+// Keys that only some operations take: each names the operations it applies to.
+void refuse_foreign_keys(KeyValueSpec& kv, const NormSpec& spec) {
+  for (const char* key : {"lambda", "kappa", "order"}) {
+    if (kv.has(key) && !spec.is_ibnorm()) {
+      kv.fail(fmt::format("key '{}' applies only to the IBNorm operations (ibnorm-*, ln-tanh), not to '{}'", key, spec.name));
+    }
+  }
+  if (kv.has("alpha") && !spec.is_dyt()) kv.fail(fmt::format("key 'alpha' applies only to dyt, not to '{}'", spec.name));
+  if (kv.has("lambda") && kv.has("kappa")) kv.fail("give lambda or kappa, not both: kappa chooses lambda");
+  if (kv.has("groups") && spec.area != "group") {
+    kv.fail(fmt::format("key 'groups' applies only to area=group, not to area={}", spec.area));
+  }
+  if (kv.has("momentum") && spec.area != "batch") {
+    kv.fail(fmt::format("key 'momentum' applies only to area=batch, not to area={}", spec.area));
+  }
+}
 
 }  // namespace
 
@@ -23,23 +42,30 @@ NormSpec parse_norm_spec(const std::string& text) {
   spec.name = preset.name;
   spec.operation = preset.operation;
   spec.compression = preset.compression;
+  spec.order = preset.order;
   spec.area = kv.find_entry(areas(), "area", kv.text_value("area", preset.area)).name;
   spec.eps = kv.number("eps", spec.eps);
   kv.require_at_least("eps", spec.eps, 0);
   spec.affine = kv.boolean("affine", spec.affine);
 
-  // Keys that only mean something for some operations or areas.
-  if (kv.has("lambda") && !spec.is_ibnorm()) {
-    kv.fail(fmt::format("key 'lambda' applies only to the ibnorm-* normalizers, not to '{}'", spec.name));
-  }
-  if (kv.has("groups") && spec.area != "group") {
-    kv.fail(fmt::format("key 'groups' applies only to area=group, not to area={}", spec.area));
-  }
-  if (kv.has("momentum") && spec.area != "batch") {
-    kv.fail(fmt::format("key 'momentum' applies only to area=batch, not to area={}", spec.area));
-  }
+  refuse_foreign_keys(kv, spec);
   spec.lambda = kv.number("lambda", spec.lambda);
   kv.require_within("lambda", spec.lambda, 0, kMaxLambda);
+  spec.order = kv.text_value("order", spec.order);
+  if (spec.order != "first" && spec.order != "between" && spec.order != "last") {
+    kv.fail(fmt::format("order='{}' must be first, between or last", spec.order));
+  }
+  if (kv.has("kappa")) {
+    spec.kappa = kv.number("kappa", spec.kappa);
+    if (!(spec.kappa > 0 && spec.kappa < 1)) kv.fail(fmt::format("kappa={} must lie strictly between 0 and 1", spec.kappa));
+    try {
+      spec.lambda = lambda_for_contraction(spec, spec.kappa);
+    } catch (const UsageError& e) {
+      kv.fail(e.what());
+    }
+  }
+  spec.alpha = kv.number("alpha", spec.alpha);
+  if (!(spec.alpha > 0)) kv.fail(fmt::format("alpha={} must be positive", spec.alpha));
   spec.groups = kv.integer_at_least("groups", spec.groups, 1);
   spec.momentum = kv.number("momentum", spec.momentum);
   kv.require_within("momentum", spec.momentum, 0, 1);
@@ -50,7 +76,10 @@ NormSpec parse_norm_spec(const std::string& text) {
 std::string NormSpec::str() const {
   std::string out = fmt::format("{}:area={}", name, area);
   if (area == "group") out += fmt::format(":groups={}", groups);
-  if (is_ibnorm()) out += fmt::format(":lambda={}", lambda);
+  // kappa=K rather than the λ it resolves to: parsing the text again gives the same λ.
+  if (is_ibnorm()) out += kappa > 0 ? fmt::format(":kappa={}", kappa) : fmt::format(":lambda={}", lambda);
+  if (is_ibnorm() && order != "between") out += ":order=" + order;
+  if (is_dyt()) out += fmt::format(":alpha={}", alpha);
   out += fmt::format(":eps={}:affine={}", eps, affine);
   if (area == "batch") out += fmt::format(":momentum={}", momentum);
   return out;
@@ -59,7 +88,8 @@ std::string NormSpec::str() const {
 bool operator==(const NormSpec& a, const NormSpec& b) {
   return a.name == b.name && a.area == b.area && a.operation == b.operation &&
          a.compression == b.compression && a.groups == b.groups && a.lambda == b.lambda &&
-         a.eps == b.eps && a.affine == b.affine && a.momentum == b.momentum;
+         a.eps == b.eps && a.affine == b.affine && a.momentum == b.momentum && a.kappa == b.kappa && a.order == b.order &&
+         a.alpha == b.alpha;
 }
 
 }  // namespace ibn::norm

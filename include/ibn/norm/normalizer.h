@@ -63,4 +63,9 @@ TORCH_MODULE(Normalizer);
 // reference the measured κ is compared with): E[ψ(z)²] − E[ψ(z)]². 1 for variance-centric specs.
 double gaussian_contraction(const NormSpec& spec);
 
+// The λ at which gaussian_contraction(spec) equals `kappa` (0 < κ < 1), by bisection on log λ
+// to 1e-12 relative: κ falls monotonically from 1 at λ = 0 (tested). Results are cached per
+// compression and κ. Throws ibn::UsageError when no λ ≤ kMaxLambda compresses that far.
+double lambda_for_contraction(const NormSpec& spec, double kappa);
+
 }  // namespace ibn::norm

@@ -4,6 +4,7 @@
 // StatsContext that hands them per-group statistics (batch values, or running estimates).
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -52,6 +53,9 @@ class Operation {
   virtual ~Operation() = default;
   // Running estimates the operation needs when its area keeps them.
   virtual std::vector<RunningStat> running_stats() const = 0;
+  // Learned tensors the operation owns (DyT's α), registered by the layer under these names so
+  // that optimizers, `to()` and state dicts see them; the operation keeps using the same tensors.
+  virtual std::vector<std::pair<std::string, at::Tensor>> parameters() const { return {}; }
   // x: the grouped view of the input; returns x̂ of the same shape (before γ, β).
   virtual at::Tensor normalize(const at::Tensor& x, StatsContext& stats) const = 0;
   // ψ applied to a unit-scale centred z: what variance contraction κ measures. Identity for

@@ -23,6 +23,7 @@ struct Preset {
   std::string operation;    // fixed operation
   std::string compression;  // fixed compression (IBNorm presets only)
   std::string summary;      // one line for `ibn norms`
+  std::string order = "between";  // IBNorm presets: where ψ sits (spec key order=)
 };
 
 struct AreaEntry {

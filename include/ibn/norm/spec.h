@@ -6,6 +6,12 @@
 //   area=batch|token|group   which elements share statistics (SPEC §1, NAP)
 //   groups=G                 number of channel groups, area=group only
 //   lambda=L                 compression strength 0 ≤ λ ≤ kMaxLambda, IBNorm operations only
+//   kappa=K                  IBNorm only, instead of lambda: the λ whose Gaussian variance
+//                            contraction κ (gaussian_contraction) is K, 0 < K < 1
+//   order=first|between|last IBNorm only: where ψ sits (the paper's order ablation):
+//                            first: ψ(x − μ), then standardize; between (default):
+//                            standardize, ψ, standardize; last: standardize, then ψ
+//   alpha=A                  dyt only: the initial value of the learned scalar α, A > 0
 //   eps=E                    added to variances, E ≥ 0
 //   affine=true|false        learnable per-channel γ, β
 //   momentum=M               running-statistics momentum in [0, 1], area=batch only
@@ -26,11 +32,15 @@ struct NormSpec {
   std::string compression;  // IBNorm only: "s", "l" or "t"; empty otherwise
   int64_t groups = 32;
   double lambda = 1.0;
+  double kappa = 0.0;            // > 0: lambda was chosen for this κ
+  std::string order = "between";  // IBNorm only: first, between or last
+  double alpha = 0.5;             // dyt only: α's initial value (DyT's α₀ for most models)
   double eps = 1e-5;
   bool affine = true;
   double momentum = 0.1;
 
   bool is_ibnorm() const { return operation == "ibnorm"; }
+  bool is_dyt() const { return operation == "dyt"; }
   // Canonical text holding every resolved value, e.g. "ibnorm-t:area=token:lambda=2:eps=1e-05:
   // affine=true"; parse_norm_spec(s.str()) == s. Reports print it.
   std::string str() const;

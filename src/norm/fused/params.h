@@ -32,7 +32,7 @@ inline std::optional<Params> params_of(const NormSpec& spec) {
   } else if (spec.operation == "rms") {
     if (spec.area == "batch") return std::nullopt;  // keeps running estimates of its own: ATen path
     p.op = Op::rms;
-  } else if (spec.operation == "ibnorm") {
+  } else if (spec.operation == "ibnorm" && spec.order == "between") {  // the kernels' one order
     const std::optional<Psi> psi = kernel_psi(find_compression(spec.compression));
     if (!psi) return std::nullopt;
     p.op = Op::ibnorm;
