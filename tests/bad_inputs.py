@@ -265,6 +265,7 @@ case("norms.kappa-and-lambda", ["norms", "--spec", "ibnorm-t:kappa=0.5:lambda=1"
 case("norms.kappa-unreachable", ["norms", "--spec", "ibnorm-s:kappa=1e-9"] + N84, 2, r"no lambda")
 case("norms.order-bogus", ["norms", "--spec", "ln-tanh:order=middle"] + N84, 2, r"order='middle'")
 case("norms.alpha-negative", ["norms", "--spec", "dyt:alpha=-1"] + N84, 2, r"alpha=-1 must be positive")
+case("norms.noise-negative", ["norms", "--spec", "normalnorm:noise=-0.1"] + N84, 2, r"noise=-0\.1 must be >= 0")
 case("norms.alpha-on-layernorm", ["norms", "--spec", "layernorm:alpha=1"] + N84, 2, r"'alpha' applies only to dyt")
 case("norms.lambda-negative", ["norms", "--spec", "ibnorm-t:lambda=-1"] + N84, 2, r"lambda")
 case("norms.lambda-huge", ["norms", "--spec", "ibnorm-l:lambda=1e308"] + N84, 2, r"lambda",

@@ -50,11 +50,12 @@ expect 2 "unknown command 'frobnicate'; expected one of: norms, contraction, tra
 expect_one_line_error 2 frobnicate
 
 # ibn norms: the listing names every normalizer with its defaults.
-for name in batchnorm layernorm rmsnorm groupnorm ibnorm-s ibnorm-l ibnorm-t ln-tanh dyt; do
+for name in batchnorm layernorm rmsnorm groupnorm ibnorm-s ibnorm-l ibnorm-t ln-tanh dyt normalnorm; do
   expect 0 "^  $name " -- norms
 done
 expect 0 "dyt +token +dyt +alpha=0\.5 eps=1e-05" -- norms
 expect 0 "ln-tanh +token +ibnorm +lambda=1 order=last" -- norms
+expect 0 "formula +z = .*Yeo–Johnson.*our choices: held constant in backprop" -- norms --spec normalnorm --shape 64,32
 # kappa=K: the resolved lambda is printed, and the measured kappa is near K on Gaussian input.
 expect 0 "lambda +[0-9.]+ \(chosen for kappa 0\.5\)" -- norms --spec ibnorm-t:kappa=0.5 --shape 4096,64
 expect 0 "kappa +0\.(4[89]|5[01])[0-9]* \(measured\) +0\.500000 \(standard Gaussian" -- norms --spec ibnorm-t:kappa=0.5 --shape 4096,64

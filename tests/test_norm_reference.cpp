@@ -1,5 +1,6 @@
 // The variance-centric normalizers against LibTorch's own layers, in fp32 to 1e-6, and IBNorm at
 // λ = 0 against the same layers.
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <string>
@@ -306,6 +307,89 @@ TEST(NormReference, DynamicTanhMatchesItsFormula) {
     dyt->named_parameters()["alpha"].fill_(1.3);  // what an optimizer step does: the output follows
   }
   EXPECT_LE(max_abs_diff(dyt(tokens), torch::tanh(tokens * 1.3) * dyt->weight + dyt->bias), 1e-14);
+}
+
+// Yeo–Johnson written directly with pow and log (no expm1/log1p forms), λ a scalar.
+torch::Tensor yeo_johnson_reference(const torch::Tensor& z, double lambda) {
+  const auto positive = lambda == 0 ? torch::log(1 + z.clamp_min(0)) : ((1 + z.clamp_min(0)).pow(lambda) - 1) / lambda;
+  const auto negative = lambda == 2 ? -torch::log(1 - z.clamp_max(0))
+                                    : -((1 - z.clamp_max(0)).pow(2 - lambda) - 1) / (2 - lambda);
+  return torch::where(z >= 0, positive, negative);
+}
+
+// The Gaussian NLL per sample of YJ(z; λ): ½·log var − (λ − 1)·mean(sign(z)·log(1 + |z|)).
+double yeo_johnson_nll(const torch::Tensor& z, double lambda) {
+  const auto u = yeo_johnson_reference(z, lambda);
+  return 0.5 * std::log(u.var(0, false).item<double>()) - (lambda - 1) * (z.sign() * (1 + z.abs()).log()).mean().item<double>();
+}
+
+// NormalNorm's λ̂ against a Newton step on the NLL by central differences (so the closed-form
+// derivatives in op_normalnorm.cpp are checked by none of their own algebra), and its output
+// in eval mode (no noise) against YJ(z; λ̂) with the direct formula.
+TEST(NormReference, NormalNormIsYeoJohnsonAtTheNewtonStepLambda) {
+  torch::manual_seed(12);
+  const int64_t d = 2048;
+  Normalizer norm("normalnorm", d);
+  norm->to(torch::kDouble);
+  randomize_affine(norm);
+  norm->eval();
+  // Rows of different skew: a Gaussian, a log-normal, and a negated exponential.
+  const auto gaussian = torch::randn({d}, torch::kDouble);
+  const auto rows = torch::stack({gaussian, gaussian.mul(0.5).exp(), torch::rand({d}, torch::kDouble).log()});
+  const auto y = norm(rows);
+  for (int64_t i = 0; i < rows.size(0); ++i) {
+    const auto z = standardize_rows(rows[i], 1e-5);
+    const double h = 1e-4;
+    const double nll_up = yeo_johnson_nll(z, 1 + h), nll_mid = yeo_johnson_nll(z, 1), nll_down = yeo_johnson_nll(z, 1 - h);
+    const double first = (nll_up - nll_down) / (2 * h), second = (nll_up - 2 * nll_mid + nll_down) / (h * h);
+    ASSERT_GT(second, 0) << "row " << i;
+    const double lambda = std::clamp(1 - first / second, 0.0, 2.0);
+    const auto expected = yeo_johnson_reference(z, lambda) * norm->weight + norm->bias;
+    EXPECT_LE(max_abs_diff(y[i], expected), 1e-5) << "row " << i << ", lambda " << lambda;
+    if (i > 0) {
+      EXPECT_GT(std::abs(lambda - 1), 0.05) << "row " << i << ": a skewed row moves lambda";
+    }
+  }
+}
+
+// λ̂ held constant in backprop: the gradient is that of YJ(z(x); λ̂) with λ̂ a number.
+TEST(NormReference, NormalNormGradientHoldsLambdaConstant) {
+  torch::manual_seed(14);
+  const int64_t d = 256;
+  Normalizer norm("normalnorm:noise=0", d);
+  norm->to(torch::kDouble);
+  randomize_affine(norm);
+  const auto x = torch::randn({3, d}, torch::kDouble).exp().requires_grad_(true);
+  const auto r = torch::randn({3, d}, torch::kDouble);
+  const auto grad = torch::autograd::grad({(norm(x) * r).sum()}, {x})[0];
+  const auto z = standardize_rows(x, 1e-5);
+  std::vector<torch::Tensor> outputs;
+  for (int64_t i = 0; i < 3; ++i) {
+    const auto zi = z[i].detach();
+    const double h = 1e-4;
+    const double up = yeo_johnson_nll(zi, 1 + h), mid = yeo_johnson_nll(zi, 1), down = yeo_johnson_nll(zi, 1 - h);
+    const double lambda = std::clamp(1 - ((up - down) / (2 * h)) / ((up - 2 * mid + down) / (h * h)), 0.0, 2.0);
+    outputs.push_back(yeo_johnson_reference(z[i], lambda));
+  }
+  const auto expected = torch::autograd::grad({((torch::stack(outputs) * norm->weight + norm->bias) * r).sum()}, {x})[0];
+  EXPECT_LE(max_abs_diff(grad, expected), 1e-5 * expected.abs().max().item<double>());
+}
+
+// Training adds ξ·s·N(0,1) with s the group's mean absolute deviation; noise=0 is eval's output.
+TEST(NormReference, NormalNormNoiseIsScaledByTheMeanAbsoluteDeviation) {
+  torch::manual_seed(13);
+  const auto x = torch::randn({4, 8192}, torch::kDouble).exp();
+  Normalizer quiet("normalnorm:noise=0:affine=false", 8192), noisy("normalnorm:noise=0.4:affine=false", 8192);
+  quiet->to(torch::kDouble);
+  noisy->to(torch::kDouble);
+  const auto clean = quiet(x);
+  quiet->eval();
+  EXPECT_LE(max_abs_diff(quiet(x), clean), 1e-12);
+  const auto noise = noisy(x) - clean;
+  const auto spread = (clean - clean.mean(1, true)).abs().mean(1);
+  const auto ratio = noise.std(1) / (spread * 0.4);
+  EXPECT_LE((ratio - 1).abs().max().item<double>(), 0.05);  // std of 8192 normals: ±1.6 % (2σ)
+  EXPECT_LE(noise.mean(1).abs().max().item<double>(), 0.05);
 }
 
 TEST(NormReference, BatchAreaRunningStatsForIBNorm) {

@@ -47,7 +47,7 @@ TEST(NormSpec, CanonicalTextRoundTrips) {
   for (const char* text : {"layernorm", "batchnorm:momentum=0.3", "rmsnorm:eps=1e-6:affine=false",
                            "groupnorm:groups=8", "ibnorm-s:lambda=0.5", "ibnorm-t:lambda=2:area=batch",
                            "ibnorm-l:area=group:groups=3:lambda=0.125:eps=0", "ln-tanh:lambda=2", "dyt:alpha=0.25",
-                           "ibnorm-t:order=first:lambda=1", "ibnorm-s:order=last:area=batch", "ibnorm-l:kappa=0.5"}) {
+                           "ibnorm-t:order=first:lambda=1", "ibnorm-s:order=last:area=batch", "ibnorm-l:kappa=0.5", "normalnorm:noise=0.1:area=batch"}) {
     const auto spec = parse_norm_spec(text);
     EXPECT_EQ(parse_norm_spec(spec.str()), spec) << text << " -> " << spec.str();
   }
@@ -90,6 +90,8 @@ TEST(NormSpec, MalformedSpecsNameTheirMistake) {
   EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:kappa=0"), "kappa=0 must lie strictly between 0 and 1"));
   EXPECT_TRUE(throws_usage_error(parse("ibnorm-s:kappa=1e-12"), "no lambda <= 10000 brings ibnorm-s's Gaussian contraction"));
   EXPECT_TRUE(throws_usage_error(parse("dyt:alpha=0"), "alpha=0 must be positive"));
+  EXPECT_TRUE(throws_usage_error(parse("layernorm:noise=0.4"), "key 'noise' applies only to normalnorm"));
+  EXPECT_TRUE(throws_usage_error(parse("normalnorm:noise=-1"), "noise=-1 must be >= 0"));
   EXPECT_TRUE(throws_usage_error(parse("ibnorm-t:area=pixel"), "unknown area 'pixel'; expected one of: batch, token, group"));
   EXPECT_TRUE(throws_usage_error(parse("groupnorm:groups=0"), "groups=0 must be >= 1"));
   EXPECT_TRUE(throws_usage_error(parse("groupnorm:groups=2.5"), "groups='2.5' is not an integer"));
@@ -139,8 +141,8 @@ TEST(NormSpec, ModuleStateFollowsLibTorchNaming) {
 
 TEST(NormSpec, RegistriesListEveryPlugIn) {
   EXPECT_EQ(ibn::norm::names_of(ibn::norm::presets()),
-            "batchnorm, layernorm, rmsnorm, groupnorm, ibnorm-s, ibnorm-l, ibnorm-t, ln-tanh, dyt");
-  EXPECT_EQ(ibn::norm::names_of(ibn::norm::operations()), "standardize, rms, ibnorm, dyt");
+            "batchnorm, layernorm, rmsnorm, groupnorm, ibnorm-s, ibnorm-l, ibnorm-t, ln-tanh, dyt, normalnorm");
+  EXPECT_EQ(ibn::norm::names_of(ibn::norm::operations()), "standardize, rms, ibnorm, dyt, normalnorm");
   EXPECT_EQ(ibn::norm::names_of(ibn::norm::areas()), "batch, token, group");
   EXPECT_EQ(ibn::norm::names_of(ibn::norm::compressions()), "s, l, t");
   EXPECT_TRUE(throws_usage_error([] { ibn::norm::find_compression("q"); }, "unknown compression 'q'; expected one of: s, l, t"));

@@ -143,7 +143,7 @@ TEST(Models, EveryModelLearnsTinyDataWithEachNormalizer) {
     // rate: its loss fell 8-25 % in 40 steps. They must learn (5 %), and work at every site.
     const std::vector<std::pair<const char*, double>> norms = {
         {"layernorm", 0.7}, {"batchnorm", 0.7}, {"rmsnorm", 0.7}, {"ibnorm-t:lambda=1", 0.7},
-        {"dyt", 0.95}, {"ln-tanh:lambda=1", 0.95}, {"ibnorm-s:order=first:kappa=0.5", 0.95}};
+        {"dyt", 0.95}, {"ln-tanh:lambda=1", 0.95}, {"ibnorm-s:order=first:kappa=0.5", 0.95}, {"normalnorm", 0.95}};
     for (const auto& [norm, ratio] : norms) {
       torch::manual_seed(71);
       const int64_t classes = data == &text ? 256 : 10;

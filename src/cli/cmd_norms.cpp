@@ -28,6 +28,7 @@ void list_family() {
     if (spec.is_ibnorm()) params += fmt::format("lambda={} ", spec.lambda);
     if (spec.is_ibnorm() && spec.order != "between") params += "order=" + spec.order + " ";
     if (spec.is_dyt()) params += fmt::format("alpha={} ", spec.alpha);
+    if (spec.is_normalnorm()) params += fmt::format("noise={} ", spec.noise);
     params += fmt::format("eps={} affine={}", spec.eps, spec.affine);
     if (spec.area == "batch") params += fmt::format(" momentum={}", spec.momentum);
     std::cout << fmt::format("  {:<10} {:<6} {:<12} {:<42} {}\n", preset.name, spec.area,

@@ -20,6 +20,7 @@ std::unique_ptr<Operation> make_standardize(const NormSpec&);
 std::unique_ptr<Operation> make_rms(const NormSpec&);
 std::unique_ptr<Operation> make_ibnorm(const NormSpec&);
 std::unique_ptr<Operation> make_dyt(const NormSpec&);
+std::unique_ptr<Operation> make_normalnorm(const NormSpec&);
 Compression sign_power_compression();
 Compression log_compression();
 Compression tanh_compression();
@@ -39,6 +40,7 @@ const std::vector<OperationEntry>& operations() {
       {"rms", "x̂ = x/√(mean(x²) + ε)", make_rms},
       {"ibnorm", "standardize, compress with ψ_λ, standardize again (order=first|between|last moves ψ)", make_ibnorm},
       {"dyt", "x̂ = tanh(α·x), one learned scalar α, no statistics", make_dyt},
+      {"normalnorm", "standardize, Yeo–Johnson with a one-Newton-step λ̂, training noise ξ·s·N(0,1)", make_normalnorm},
   };
   return entries;
 }
@@ -63,6 +65,8 @@ const std::vector<Preset>& presets() {
       {"ibnorm-t", "token", "ibnorm", "t", "IBNorm-T, tanh compression"},
       {"ln-tanh", "token", "ibnorm", "t", "LayerNorm then tanh(λz)/λ, no re-standardization (ibnorm-t:order=last)", "last"},
       {"dyt", "token", "dyt", "", "Dynamic Tanh (Zhu et al. 2025): tanh(α·x), learned α, no statistics"},
+      {"normalnorm", "token", "normalnorm", "",
+       "Normality normalization (Eftekhari & Papyan 2025), our reading: 'ibn norms --spec normalnorm' prints it"},
   };
   return entries;
 }
@@ -83,6 +87,8 @@ std::string describe(const NormSpec& spec) {
     text += find_operation(spec.operation).make(spec)->formula() + " (" + find_compression(spec.compression).label +
             fmt::format("); λ = {}", spec.lambda);
     if (spec.kappa > 0) text += fmt::format(" (chosen for Gaussian contraction κ = {})", spec.kappa);
+  } else if (spec.is_normalnorm()) {
+    text += find_operation(spec.operation).make(spec)->formula();
   } else if (spec.is_dyt()) {
     text += find_operation(spec.operation).summary + fmt::format("; α starts at {}", spec.alpha);
   } else {

@@ -12,8 +12,8 @@ namespace {
 
 // Keys every spec may carry, and the condition under which each applies.
 constexpr const char* kAcceptedKeys =
-    "area, eps, affine, lambda or kappa and order (ibnorm-*, ln-tanh), alpha (dyt), groups (area=group), momentum "
-    "(area=batch)";
+    "area, eps, affine, lambda or kappa and order (ibnorm-*, ln-tanh), alpha (dyt), noise (normalnorm), groups "
+    "(area=group), momentum (area=batch)";
 
 // Keys that only some operations take: each names the operations it applies to.
 void refuse_foreign_keys(KeyValueSpec& kv, const NormSpec& spec) {
@@ -23,6 +23,9 @@ void refuse_foreign_keys(KeyValueSpec& kv, const NormSpec& spec) {
     }
   }
   if (kv.has("alpha") && !spec.is_dyt()) kv.fail(fmt::format("key 'alpha' applies only to dyt, not to '{}'", spec.name));
+  if (kv.has("noise") && !spec.is_normalnorm()) {
+    kv.fail(fmt::format("key 'noise' applies only to normalnorm, not to '{}'", spec.name));
+  }
   if (kv.has("lambda") && kv.has("kappa")) kv.fail("give lambda or kappa, not both: kappa chooses lambda");
   if (kv.has("groups") && spec.area != "group") {
     kv.fail(fmt::format("key 'groups' applies only to area=group, not to area={}", spec.area));
@@ -66,6 +69,8 @@ NormSpec parse_norm_spec(const std::string& text) {
   }
   spec.alpha = kv.number("alpha", spec.alpha);
   if (!(spec.alpha > 0)) kv.fail(fmt::format("alpha={} must be positive", spec.alpha));
+  spec.noise = kv.number("noise", spec.noise);
+  kv.require_at_least("noise", spec.noise, 0);
   spec.groups = kv.integer_at_least("groups", spec.groups, 1);
   spec.momentum = kv.number("momentum", spec.momentum);
   kv.require_within("momentum", spec.momentum, 0, 1);
@@ -80,6 +85,7 @@ std::string NormSpec::str() const {
   if (is_ibnorm()) out += kappa > 0 ? fmt::format(":kappa={}", kappa) : fmt::format(":lambda={}", lambda);
   if (is_ibnorm() && order != "between") out += ":order=" + order;
   if (is_dyt()) out += fmt::format(":alpha={}", alpha);
+  if (is_normalnorm()) out += fmt::format(":noise={}", noise);
   out += fmt::format(":eps={}:affine={}", eps, affine);
   if (area == "batch") out += fmt::format(":momentum={}", momentum);
   return out;
@@ -89,7 +95,7 @@ bool operator==(const NormSpec& a, const NormSpec& b) {
   return a.name == b.name && a.area == b.area && a.operation == b.operation &&
          a.compression == b.compression && a.groups == b.groups && a.lambda == b.lambda &&
          a.eps == b.eps && a.affine == b.affine && a.momentum == b.momentum && a.kappa == b.kappa && a.order == b.order &&
-         a.alpha == b.alpha;
+         a.alpha == b.alpha && a.noise == b.noise;
 }
 
 }  // namespace ibn::norm

@@ -39,6 +39,7 @@ class StatsContext {
       : plan_(plan), running_(running), training_(training), momentum_(momentum) {}
 
   c10::IntArrayRef dims() const { return plan_.reduce_dims; }
+  bool training() const { return training_; }  // the layer's mode (NormalNorm's noise is training-only)
   at::Tensor stat(const std::string& key, const std::function<at::Tensor()>& batch_value);
 
  private:

@@ -12,6 +12,7 @@
 //                            first: ψ(x − μ), then standardize; between (default):
 //                            standardize, ψ, standardize; last: standardize, then ψ
 //   alpha=A                  dyt only: the initial value of the learned scalar α, A > 0
+//   noise=X                  normalnorm only: the noise factor ξ ≥ 0 of training
 //   eps=E                    added to variances, E ≥ 0
 //   affine=true|false        learnable per-channel γ, β
 //   momentum=M               running-statistics momentum in [0, 1], area=batch only
@@ -35,12 +36,14 @@ struct NormSpec {
   double kappa = 0.0;            // > 0: lambda was chosen for this κ
   std::string order = "between";  // IBNorm only: first, between or last
   double alpha = 0.5;             // dyt only: α's initial value (DyT's α₀ for most models)
+  double noise = 0.4;             // normalnorm only: ξ
   double eps = 1e-5;
   bool affine = true;
   double momentum = 0.1;
 
   bool is_ibnorm() const { return operation == "ibnorm"; }
   bool is_dyt() const { return operation == "dyt"; }
+  bool is_normalnorm() const { return operation == "normalnorm"; }
   // Canonical text holding every resolved value, e.g. "ibnorm-t:area=token:lambda=2:eps=1e-05:
   // affine=true"; parse_norm_spec(s.str()) == s. Reports print it.
   std::string str() const;
