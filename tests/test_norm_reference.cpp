@@ -323,6 +323,16 @@ double yeo_johnson_nll(const torch::Tensor& z, double lambda) {
   return 0.5 * std::log(u.var(0, false).item<double>()) - (lambda - 1) * (z.sign() * (1 + z.abs()).log()).mean().item<double>();
 }
 
+// One Newton step from λ = 1 with the NLL's derivatives taken by central differences, clipped
+// to [0, 2] as NormalNorm clips it.
+double newton_lambda_by_differences(const torch::Tensor& z) {
+  const double h = 1e-4;
+  const double up = yeo_johnson_nll(z, 1 + h), mid = yeo_johnson_nll(z, 1), down = yeo_johnson_nll(z, 1 - h);
+  const double first = (up - down) / (2 * h), second = (up - 2 * mid + down) / (h * h);
+  EXPECT_GT(second, 0);
+  return std::clamp(1 - first / second, 0.0, 2.0);
+}
+
 // NormalNorm's λ̂ against a Newton step on the NLL by central differences (so the closed-form
 // derivatives in op_normalnorm.cpp are checked by none of their own algebra), and its output
 // in eval mode (no noise) against YJ(z; λ̂) with the direct formula.
@@ -339,11 +349,7 @@ TEST(NormReference, NormalNormIsYeoJohnsonAtTheNewtonStepLambda) {
   const auto y = norm(rows);
   for (int64_t i = 0; i < rows.size(0); ++i) {
     const auto z = standardize_rows(rows[i], 1e-5);
-    const double h = 1e-4;
-    const double nll_up = yeo_johnson_nll(z, 1 + h), nll_mid = yeo_johnson_nll(z, 1), nll_down = yeo_johnson_nll(z, 1 - h);
-    const double first = (nll_up - nll_down) / (2 * h), second = (nll_up - 2 * nll_mid + nll_down) / (h * h);
-    ASSERT_GT(second, 0) << "row " << i;
-    const double lambda = std::clamp(1 - first / second, 0.0, 2.0);
+    const double lambda = newton_lambda_by_differences(z);
     const auto expected = yeo_johnson_reference(z, lambda) * norm->weight + norm->bias;
     EXPECT_LE(max_abs_diff(y[i], expected), 1e-5) << "row " << i << ", lambda " << lambda;
     if (i > 0) {
@@ -365,11 +371,7 @@ TEST(NormReference, NormalNormGradientHoldsLambdaConstant) {
   const auto z = standardize_rows(x, 1e-5);
   std::vector<torch::Tensor> outputs;
   for (int64_t i = 0; i < 3; ++i) {
-    const auto zi = z[i].detach();
-    const double h = 1e-4;
-    const double up = yeo_johnson_nll(zi, 1 + h), mid = yeo_johnson_nll(zi, 1), down = yeo_johnson_nll(zi, 1 - h);
-    const double lambda = std::clamp(1 - ((up - down) / (2 * h)) / ((up - 2 * mid + down) / (h * h)), 0.0, 2.0);
-    outputs.push_back(yeo_johnson_reference(z[i], lambda));
+    outputs.push_back(yeo_johnson_reference(z[i], newton_lambda_by_differences(z[i].detach())));
   }
   const auto expected = torch::autograd::grad({((torch::stack(outputs) * norm->weight + norm->bias) * r).sum()}, {x})[0];
   EXPECT_LE(max_abs_diff(grad, expected), 1e-5 * expected.abs().max().item<double>());
