@@ -80,7 +80,10 @@ TEST(NormContraction, KappaChoosesTheLambdaWithThatGaussianContraction) {
   for (const char* variant : {"ibnorm-s", "ibnorm-l", "ibnorm-t"}) {
     auto spec = ibn::norm::parse_norm_spec(variant);
     double previous = 1.0;
-    for (double lambda = 1e-6; lambda <= 1e4; lambda *= 3.0) {
+    std::vector<double> grid;
+    for (double lambda = 1e-6; lambda < 1e4; lambda *= 3.0) grid.push_back(lambda);
+    grid.push_back(1e4);  // kMaxLambda, the bisection's upper end
+    for (double lambda : grid) {
       spec.lambda = lambda;
       const double kappa = ibn::norm::gaussian_contraction(spec);
       EXPECT_LT(kappa, previous) << variant << " lambda " << lambda;
@@ -102,6 +105,32 @@ TEST(NormContraction, KappaChoosesTheLambdaWithThatGaussianContraction) {
       EXPECT_NEAR(norm->contraction(torch::randn({1024, 1024}, torch::kDouble)).item<double>(), target, 1e-2 * target);
     }
   }
+}
+
+// DyT's κ is the variance of tanh(α·x) (it never standardizes), NormalNorm's that of YJ(z; λ̂):
+// about 1 on Gaussian data, where λ̂ ≈ 1, and below 1 on skewed data, where it equals the
+// variance of the layer's own output (no noise, no affine).
+TEST(NormContraction, DynamicTanhAndNormalNormHaveTheirOwnKappa) {
+  torch::manual_seed(26);
+  const auto gaussian = torch::randn({1024, 1024}, torch::kDouble);
+  Normalizer dyt("dyt:alpha=0.7", 1024);
+  dyt->to(torch::kDouble);
+  const double expected = ibn::norm::gaussian_contraction(dyt->spec());
+  EXPECT_LT(expected, 0.5);  // E[tanh(0.7z)²] ≈ 0.28: a real contraction, not the default 1
+  EXPECT_NEAR(dyt->contraction(gaussian).item<double>(), expected, 1e-2 * expected);
+  // On x of scale 3, the variance of tanh(α·x) itself: DyT's κ sees the input's scale.
+  const double alpha = dyt->named_parameters()["alpha"].item<double>();
+  EXPECT_NEAR(dyt->contraction(gaussian.mul(3)).item<double>(), torch::tanh(gaussian.mul(3 * alpha)).var(1, false).mean().item<double>(),
+              1e-12);
+
+  Normalizer normal("normalnorm:affine=false", 1024);
+  normal->to(torch::kDouble);
+  EXPECT_NEAR(normal->contraction(gaussian).item<double>(), 1.0, 2e-2);
+  const auto skewed = gaussian.mul(0.7).exp();
+  const double kappa = normal->contraction(skewed).item<double>();
+  EXPECT_LT(kappa, 0.9);
+  normal->eval();
+  EXPECT_NEAR(kappa, normal(skewed).var(1, false).mean().item<double>(), 1e-9);
 }
 
 // Before γ, β every normalizer's output has zero mean and unit variance in each of its groups

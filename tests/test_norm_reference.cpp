@@ -385,13 +385,53 @@ TEST(NormReference, NormalNormNoiseIsScaledByTheMeanAbsoluteDeviation) {
   quiet->to(torch::kDouble);
   noisy->to(torch::kDouble);
   const auto clean = quiet(x);
-  quiet->eval();
-  EXPECT_LE(max_abs_diff(quiet(x), clean), 1e-12);
   const auto noise = noisy(x) - clean;
   const auto spread = (clean - clean.mean(1, true)).abs().mean(1);
   const auto ratio = noise.std(1) / (spread * 0.4);
   EXPECT_LE((ratio - 1).abs().max().item<double>(), 0.05);  // std of 8192 normals: ±1.6 % (2σ)
   EXPECT_LE(noise.mean(1).abs().max().item<double>(), 0.05);
+}
+
+// s is held constant in backprop: with the same noise draw, the gradient is that of
+// YJ(z; λ̂) + ξ·s·ε with s (and λ̂) numbers.
+TEST(NormReference, NormalNormNoiseScaleIsConstantInBackprop) {
+  const int64_t d = 256;
+  Normalizer norm("normalnorm:noise=0.4:affine=false", d);
+  norm->to(torch::kDouble);
+  torch::manual_seed(15);
+  const auto x = torch::randn({2, d}, torch::kDouble).exp().requires_grad_(true);
+  const auto r = torch::randn({2, d}, torch::kDouble);
+  torch::manual_seed(16);
+  const auto grad = torch::autograd::grad({(norm(x) * r).sum()}, {x})[0];
+  const auto z = standardize_rows(x, 1e-5);
+  std::vector<torch::Tensor> clean;
+  for (int64_t i = 0; i < 2; ++i) clean.push_back(yeo_johnson_reference(z[i], newton_lambda_by_differences(z[i].detach())));
+  const auto y = torch::stack(clean);
+  const auto spread = (y.detach() - y.detach().mean(1, true)).abs().mean(1, true);
+  torch::manual_seed(16);  // the layer's one random draw, again
+  const auto noisy = y + torch::randn_like(y) * spread * 0.4;
+  const auto expected = torch::autograd::grad({(noisy * r).sum()}, {x})[0];
+  EXPECT_LE(max_abs_diff(grad, expected), 1e-5 * expected.abs().max().item<double>());
+}
+
+// On the batch area, training keeps running estimates of μ, σ² and λ̂, which eval uses: with
+// momentum 1 they are this batch's, so eval reproduces training's output (noise 0) up to the
+// unbiased variance's n/(n − 1).
+TEST(NormReference, NormalNormOnTheBatchAreaKeepsRunningLambda) {
+  torch::manual_seed(17);
+  Normalizer norm("normalnorm:area=batch:momentum=1:noise=0:affine=false", 3);
+  norm->to(torch::kDouble);
+  const auto x = torch::randn({4096, 3}, torch::kDouble).mul(0.7).exp();
+  const auto train_out = norm(x);
+  const auto& running_lambda = norm->named_buffers()["running_yj_lambda"];
+  EXPECT_GT((running_lambda - 1).abs().min().item<double>(), 0.05);  // skewed columns move λ̂
+  norm->eval();
+  EXPECT_LE(max_abs_diff(norm(x), train_out), 1e-3);
+  // And the running λ̂ is the one a Newton step on each standardized column gives.
+  const auto z = (x - x.mean(0)) / (x.var(0, false) + 1e-5).sqrt();
+  for (int64_t c = 0; c < 3; ++c) {
+    EXPECT_NEAR(running_lambda[c].item<double>(), newton_lambda_by_differences(z.select(1, c)), 1e-5) << "column " << c;
+  }
 }
 
 TEST(NormReference, BatchAreaRunningStatsForIBNorm) {

@@ -46,7 +46,7 @@ TEST(NormSpec, PresetsResolveToTheirAreaOperationAndCompression) {
 TEST(NormSpec, CanonicalTextRoundTrips) {
   for (const char* text : {"layernorm", "batchnorm:momentum=0.3", "rmsnorm:eps=1e-6:affine=false",
                            "groupnorm:groups=8", "ibnorm-s:lambda=0.5", "ibnorm-t:lambda=2:area=batch",
-                           "ibnorm-l:area=group:groups=3:lambda=0.125:eps=0", "ln-tanh:lambda=2", "dyt:alpha=0.25",
+                           "ibnorm-l:area=group:groups=3:lambda=0.125:eps=0", "ln-tanh:lambda=2", "ln-tanh:order=between", "dyt:alpha=0.25",
                            "ibnorm-t:order=first:lambda=1", "ibnorm-s:order=last:area=batch", "ibnorm-l:kappa=0.5", "normalnorm:noise=0.1:area=batch"}) {
     const auto spec = parse_norm_spec(text);
     EXPECT_EQ(parse_norm_spec(spec.str()), spec) << text << " -> " << spec.str();
@@ -55,7 +55,9 @@ TEST(NormSpec, CanonicalTextRoundTrips) {
             "ibnorm-t:area=batch:lambda=2:eps=1e-05:affine=true:momentum=0.1");
   // kappa stays in the text (λ follows from it); the order only when it is not the default.
   EXPECT_EQ(parse_norm_spec("ibnorm-l:kappa=0.5:order=first").str(), "ibnorm-l:area=token:kappa=0.5:order=first:eps=1e-05:affine=true");
-  EXPECT_EQ(parse_norm_spec("ln-tanh").str(), "ln-tanh:area=token:lambda=1:order=last:eps=1e-05:affine=true");
+  // The order is written when it differs from the preset's own (ln-tanh's is last).
+  EXPECT_EQ(parse_norm_spec("ln-tanh").str(), "ln-tanh:area=token:lambda=1:eps=1e-05:affine=true");
+  EXPECT_EQ(parse_norm_spec("ln-tanh:order=between").str(), "ln-tanh:area=token:lambda=1:order=between:eps=1e-05:affine=true");
   EXPECT_EQ(parse_norm_spec("dyt").str(), "dyt:area=token:alpha=0.5:eps=1e-05:affine=true");
 }
 

@@ -35,6 +35,7 @@ std::vector<nm::NormSpec> expand(const std::vector<std::string>& specs, const st
     }
     for (double lambda : lambdas) {
       spec.lambda = lambda;
+      spec.kappa = 0;  // the grid's λ replaces the one kappa=K chose
       out.push_back(spec);
     }
   }

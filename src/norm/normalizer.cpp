@@ -95,8 +95,7 @@ at::Tensor NormalizerImpl::contraction(const at::Tensor& x) const {
   at::NoGradGuard no_grad;
   const AreaPlan plan = area_->plan(x.sizes(), num_features_, /*training=*/false);
   StatsContext batch_stats(plan, /*running=*/nullptr, /*training=*/false, 0.0);
-  const at::Tensor z = standardize(x.reshape(plan.grouped_shape), batch_stats, spec_.eps);
-  const at::Tensor u = operation_->compress(z);
+  const at::Tensor u = operation_->compressed(x.reshape(plan.grouped_shape), batch_stats, spec_.eps);
   const at::Tensor mean_u = u.mean(plan.reduce_dims, true);
   return u.sub(mean_u).square().mean(plan.reduce_dims, true).mean();
 }
@@ -106,7 +105,8 @@ void NormalizerImpl::pretty_print(std::ostream& stream) const {
 }
 
 double gaussian_contraction(const NormSpec& spec) {
-  if (!spec.is_ibnorm() || spec.lambda == 0.0) return 1.0;
+  // NormalNorm: λ̂ of Gaussian data is 1 (up to sampling), where Yeo–Johnson is the identity.
+  if (!spec.is_dyt() && (!spec.is_ibnorm() || spec.lambda == 0.0)) return 1.0;
   // Trapezoid rule on [−12, 12] in double: the Gaussian tail beyond is below 1e-32 and ψ grows
   // at most linearly, so the truncation error is far under the quadrature's own (≈1e-12).
   constexpr int64_t kPoints = 200001;
@@ -114,7 +114,8 @@ double gaussian_contraction(const NormSpec& spec) {
   const at::Tensor z = at::linspace(-kHalfWidth, kHalfWidth, kPoints, at::kDouble);
   const double step = 2.0 * kHalfWidth / (kPoints - 1);
   const at::Tensor density = z.square().mul(-0.5).exp().div(std::sqrt(2.0 * M_PI));
-  const at::Tensor psi = find_compression(spec.compression).psi(z, spec.lambda);
+  // DyT: tanh(α·z) at α's initial value.
+  const at::Tensor psi = spec.is_dyt() ? z.mul(spec.alpha).tanh() : find_compression(spec.compression).psi(z, spec.lambda);
   const double mean = psi.mul(density).sum().item<double>() * step;
   const double second = psi.square().mul(density).sum().item<double>() * step;
   return second - mean * mean;

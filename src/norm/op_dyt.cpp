@@ -22,8 +22,8 @@ class DynamicTanh final : public Operation {
 
   at::Tensor normalize(const at::Tensor& x, StatsContext&) const override { return x.mul(alpha_).tanh(); }
 
-  // κ of DyT is that of tanh(α·z) on unit-scale z at the current α.
-  at::Tensor compress(const at::Tensor& z) const override { return z.mul(alpha_).tanh(); }
+  // DyT never standardizes: κ is the per-group variance of tanh(α·x) itself, at the current α.
+  at::Tensor compressed(const at::Tensor& x, StatsContext&, double) const override { return x.mul(alpha_).tanh(); }
 
   std::string formula() const override { return "x̂ = tanh(α·x), α learned (one scalar)"; }
 

@@ -59,6 +59,12 @@ class NormalNorm final : public Operation {
     return y;
   }
 
+  // κ: the variance of YJ(z; λ̂) per group, λ̂ from the batch's own z.
+  at::Tensor compressed(const at::Tensor& x, StatsContext& batch_stats, double eps) const override {
+    const at::Tensor z = standardize(x, batch_stats, eps);
+    return yeo_johnson(z, newton_lambda(z, batch_stats.dims()));
+  }
+
   std::string formula() const override {
     return fmt::format("z = (x − μ)/√(σ² + ε); x̂ = YJ(z; λ̂) (Yeo–Johnson), λ̂ = one Newton step from 1 on the "
                        "Gaussian NLL per group (our choices: held constant in backprop, 1 where the NLL is not convex, "

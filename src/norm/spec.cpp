@@ -83,7 +83,7 @@ std::string NormSpec::str() const {
   if (area == "group") out += fmt::format(":groups={}", groups);
   // kappa=K rather than the λ it resolves to: parsing the text again gives the same λ.
   if (is_ibnorm()) out += kappa > 0 ? fmt::format(":kappa={}", kappa) : fmt::format(":lambda={}", lambda);
-  if (is_ibnorm() && order != "between") out += ":order=" + order;
+  if (is_ibnorm() && order != find_preset(name).order) out += ":order=" + order;
   if (is_dyt()) out += fmt::format(":alpha={}", alpha);
   if (is_normalnorm()) out += fmt::format(":noise={}", noise);
   out += fmt::format(":eps={}:affine={}", eps, affine);

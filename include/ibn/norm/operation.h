@@ -49,6 +49,10 @@ class StatsContext {
   double momentum_;
 };
 
+// x̂ = (x − μ)/√(σ² + ε) with μ, σ² from stats under `mean<suffix>`, `var<suffix>`.
+at::Tensor standardize(const at::Tensor& x, StatsContext& stats, double eps,
+                       const std::string& suffix = "");
+
 class Operation {
  public:
   virtual ~Operation() = default;
@@ -59,15 +63,19 @@ class Operation {
   virtual std::vector<std::pair<std::string, at::Tensor>> parameters() const { return {}; }
   // x: the grouped view of the input; returns x̂ of the same shape (before γ, β).
   virtual at::Tensor normalize(const at::Tensor& x, StatsContext& stats) const = 0;
-  // ψ applied to a unit-scale centred z: what variance contraction κ measures. Identity for
-  // the variance-centric operations (κ = 1).
+  // ψ applied to a unit-scale centred z. Identity for the variance-centric operations (κ = 1).
   virtual at::Tensor compress(const at::Tensor& z) const { return z; }
+  // The values whose per-group variance is κ, from the grouped input x and the batch's own
+  // statistics: ψ of the unit-scale z by default. An operation whose compression is not a
+  // fixed ψ of z overrides it (DyT: tanh(α·x), it never standardizes; NormalNorm: the
+  // Yeo–Johnson transform at each group's λ̂).
+  virtual at::Tensor compressed(const at::Tensor& x, StatsContext& batch_stats, double eps) const {
+    return compress(standardize(x, batch_stats, eps));
+  }
   // The exact form, for reports: "x̂ = (x − μ)/√(σ² + ε)".
   virtual std::string formula() const = 0;
 };
 
-// x̂ = (x − μ)/√(σ² + ε) with μ, σ² from stats under `mean<suffix>`, `var<suffix>`.
-at::Tensor standardize(const at::Tensor& x, StatsContext& stats, double eps,
-                       const std::string& suffix = "");
+
 
 }  // namespace ibn::norm
