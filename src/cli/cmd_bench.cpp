@@ -33,6 +33,14 @@ int bench_mi_peers(const std::vector<int64_t>& ns, const std::vector<int64_t>& k
 
 namespace {
 
+// The peers run on the CPU: --device must say cpu or auto. `what` names what is compared.
+c10::Device cpu_for_peer(const std::string& device_name, const std::string& what) {
+  if (device_name != "auto" && device_name != "cpu") {
+    throw UsageError(fmt::format("--peer {} on the CPU: --device must be cpu (or auto)", what));
+  }
+  return c10::Device(c10::kCPU);
+}
+
 int bench_mi(const std::vector<std::string>& args) {
   CommandOptions cmd("bench", "ibn bench mi [--n N,N,...] [--d D,D,...] [--estimator SPEC]... [--device D] [--csv FILE] [--peer]",
                      "Median wall time of each MI estimator on Gaussian T [N, d] against 10 labels Y\n"
@@ -66,10 +74,7 @@ int bench_mi(const std::vector<std::string>& args) {
   const int64_t runs = (*vm)["runs"].as<int64_t>();
   if (runs < 1) throw UsageError("--runs must be at least 1");
   if (peer) {
-    const std::string device_name = (*vm)["device"].as<std::string>();
-    if (device_name != "auto" && device_name != "cpu") {
-      throw UsageError("--peer times the CPU estimators beside the Python peers: --device must be cpu (or auto)");
-    }
+    cpu_for_peer((*vm)["device"].as<std::string>(), "times the estimators beside the Python peers");
     const bool sizes = vm->count("n") != 0;
     return bench_mi_peers(parse_shape("n", sizes ? (*vm)["n"].as<std::string>() : "5000,50000"),
                           parse_shape("n", sizes ? (*vm)["n"].as<std::string>() : "5000,20000"),
@@ -202,11 +207,6 @@ class TrainingStepTimer {
   at::Tensor inputs_, labels_;
 };
 
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
-}
-
 // One round of the same steps of one model in PyTorch from Python (scripts/train_peer.py) at
 // ibn's thread count. When the peer cannot run, nothing, and `failure` saying why.
 std::optional<StepRate> python_peer_round(const std::string& name, int64_t steps, std::string& failure) {
@@ -259,10 +259,9 @@ void print_dump_overhead(const c10::Device& device) {
     plain.push_back(timed_run("none"));
     dumped.push_back(timed_run("log:20"));
   }
-  std::sort(plain.begin(), plain.end());
-  std::sort(dumped.begin(), dumped.end());
+  const double without = median(plain), with = median(dumped);
   std::cout << fmt::format("dump overhead (mlp on ibsgd12, 100 epochs, median of 3): {:.2f} s without, {:.2f} s with "
-                           "log:20 dumps: {:+.1f} %\n", plain[1], dumped[1], 100.0 * (dumped[1] - plain[1]) / plain[1]);
+                           "log:20 dumps: {:+.1f} %\n", without, with, 100.0 * (with - without) / without);
 }
 
 std::vector<std::string> chosen_models(const std::string& list) {
@@ -284,9 +283,10 @@ int bench_train(const std::vector<std::string>& args) {
                      "activation-dump overhead: the same ibsgd12 run (100 epochs) without dumps and with the\n"
                      "default schedule (log:20, every layer, all 4096 samples).\n\n"
                      "--peer: also the same steps in PyTorch from Python (scripts/train_peer.py, Debian's\n"
-                     "python3-torch: each model's twin, written as a Python user writes it), timed in the same\n"
-                     "run at the same thread count for LibTorch and OpenBLAS, and the ratio. The twins'\n"
-                     "parameter counts are checked against ibn's models.");
+                     "python3-torch: each model's twin, with the normalizers' sequence of ops), in rounds that\n"
+                     "alternate with ibn's, at the same thread settings (LibTorch at --threads, OpenBLAS at one)\n"
+                     "and allocator setting, and the ratio. The twins' parameter counts are checked against\n"
+                     "ibn's models.");
   cmd.options.add_options()
       ("steps", po::value<int64_t>()->default_value(30), "timed steps per round, at least (a round also lasts at least 1 s)")
       ("rounds", po::value<int64_t>()->default_value(3), "timed rounds per model (median reported)")
@@ -304,10 +304,8 @@ int bench_train(const std::vector<std::string>& args) {
   if (steps < 1) throw UsageError("--steps must be at least 1");
   if (rounds < 1) throw UsageError("--rounds must be at least 1");
   const std::string device_name = (*vm)["device"].as<std::string>();
-  if (peer && device_name != "cpu" && device_name != "auto") {
-    throw UsageError("--peer compares the CPU step with PyTorch's on the CPU: --device must be cpu (or auto)");
-  }
-  const c10::Device device = peer ? c10::Device(c10::kCPU) : resolve_device(device_name);
+  const c10::Device device = peer ? cpu_for_peer(device_name, "compares the training step with PyTorch's")
+                                  : resolve_device(device_name);
   set_compute_threads((*vm)["threads"].as<int>());
   const std::vector<std::string> chosen = chosen_models((*vm)["models"].as<std::string>());
 

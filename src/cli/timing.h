@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include <torch/cuda.h>
@@ -11,6 +12,12 @@ namespace ibn::cli {
 
 inline double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// The median of `values` (the upper one of the middle two for an even count); not empty.
+inline double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
 }
 
 // Median wall time of `runs` calls after one warm-up call (CUDA start-up, allocator caches; the
@@ -25,8 +32,7 @@ double median_seconds(int64_t runs, const c10::Device& device, Body body) {
     if (device.is_cuda()) torch::cuda::synchronize();
     times.push_back(seconds_since(start));
   }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  return median(std::move(times));
 }
 
 }  // namespace ibn::cli
