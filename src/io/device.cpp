@@ -25,6 +25,14 @@ using GetThreads = int (*)();
 SetThreads openblas_set() { return reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads")); }
 GetThreads openblas_get() { return reinterpret_cast<GetThreads>(::dlsym(RTLD_DEFAULT, "openblas_get_num_threads")); }
 
+// Sets OpenBLAS's thread count to n. An OpenMP build of OpenBLAS sets OpenMP's thread count
+// with its own: LibTorch's count is put back after.
+void set_openblas_threads(SetThreads set, int n) {
+  const int torch_threads = at::get_num_threads();
+  set(n);
+  if (at::get_num_threads() != torch_threads) at::set_num_threads(torch_threads);
+}
+
 }  // namespace
 
 
@@ -71,35 +79,23 @@ void set_compute_threads(int n) {
   // A user's OPENBLAS_NUM_THREADS is theirs to keep (the trade-off is in the header).
   if (std::getenv("OPENBLAS_NUM_THREADS") != nullptr) return;
   // Looked up at run time: the BLAS behind Debian's LibTorch is chosen by update-alternatives.
-  const SetThreads openblas = openblas_set();
-  if (openblas == nullptr) return;
-  const int torch_threads = at::get_num_threads();
-  openblas(1);
-  // An OpenMP build of OpenBLAS sets OpenMP's thread count with its own.
-  if (at::get_num_threads() != torch_threads) at::set_num_threads(torch_threads);
+  if (const SetThreads openblas = openblas_set()) set_openblas_threads(openblas, 1);
 }
 
 int every_core() {
   return static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, static_cast<unsigned>(kMaxThreads)));
 }
 
-// An OpenMP build of OpenBLAS sets OpenMP's thread count with its own: LibTorch's count is
-// put back after each change.
 BlasOnCallingThread::BlasOnCallingThread() {
   const SetThreads set = openblas_set();
   const GetThreads get = openblas_get();
   if (set == nullptr || get == nullptr) return;
-  const int torch_threads = at::get_num_threads();
   previous_ = get();
-  set(1);
-  if (at::get_num_threads() != torch_threads) at::set_num_threads(torch_threads);
+  set_openblas_threads(set, 1);
 }
 
 BlasOnCallingThread::~BlasOnCallingThread() {
-  if (previous_ <= 0) return;
-  const int torch_threads = at::get_num_threads();
-  openblas_set()(previous_);
-  if (at::get_num_threads() != torch_threads) at::set_num_threads(torch_threads);
+  if (previous_ > 0) set_openblas_threads(openblas_set(), previous_);
 }
 
 std::string cuda_device_summary() {
