@@ -1,13 +1,13 @@
 // ibn train: train a model with any normalizer and dump its activations to HDF5.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <iostream>
 
 #include <fmt/format.h>
 
 #include "command.h"
+#include "ibn/io/ini.h"
 #include "ibn/error.h"
 #include "ibn/data/dataset.h"
 #include "ibn/models/model.h"
@@ -110,9 +110,10 @@ int run_train(const std::vector<std::string>& args) {
       }
     }
     // A run from before --eval-samples evaluated every sample.
-    std::ifstream recorded(run + "/config.ini");
-    const std::string text((std::istreambuf_iterator<char>(recorded)), std::istreambuf_iterator<char>());
-    if (text.find("\neval-samples =") == std::string::npos) again.insert(again.end(), {"--eval-samples", "all"});
+    const std::vector<io::IniEntry> recorded = io::read_ini_file(run + "/config.ini");
+    if (std::none_of(recorded.begin(), recorded.end(), [](const io::IniEntry& e) { return e.key == "eval-samples"; })) {
+      again.insert(again.end(), {"--eval-samples", "all"});
+    }
     options.config = train::TrainConfig();
     vm = cmd.parse(again);
     options.config.resume = true;
