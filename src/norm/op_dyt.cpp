@@ -23,7 +23,7 @@ class DynamicTanh final : public Operation {
   at::Tensor normalize(const at::Tensor& x, StatsContext&) const override { return x.mul(alpha_).tanh(); }
 
   // DyT never standardizes: κ is the per-group variance of tanh(α·x) itself, at the current α.
-  at::Tensor compressed(const at::Tensor& x, StatsContext&, double) const override { return x.mul(alpha_).tanh(); }
+  at::Tensor compressed(const at::Tensor& x, StatsContext& stats, double) const override { return normalize(x, stats); }
 
   std::string formula() const override { return "x̂ = tanh(α·x), α learned (one scalar)"; }
 
