@@ -28,6 +28,14 @@ void randomize_affine(Normalizer& norm) {
   norm->bias.copy_(torch::randn_like(norm->bias));
 }
 
+// The layer in float64, with random γ, β when it has them.
+Normalizer in_float64(const std::string& spec, int64_t features) {
+  Normalizer norm(spec, features);
+  norm->to(torch::kDouble);
+  if (norm->weight.defined()) randomize_affine(norm);
+  return norm;
+}
+
 // A group count dividing `width` other than 1 where one exists.
 int64_t some_divisor(int64_t width) {
   for (int64_t g : {3, 4, 5, 2}) {
@@ -275,15 +283,11 @@ TEST(NormReference, IBNormOrdersAndLnTanhMatchTheirFormulas) {
         {"last", psi_reference(variant, standardize_rows(x, eps), lambda)},
     };
     for (const auto& [order, x_hat] : expected) {
-      Normalizer norm(variant + ":lambda=1.5:order=" + order, 12);
-      norm->to(torch::kDouble);
-      randomize_affine(norm);
+      Normalizer norm = in_float64(variant + ":lambda=1.5:order=" + order, 12);
       EXPECT_LE(max_abs_diff(norm(x), x_hat * norm->weight + norm->bias), 1e-12) << variant << " order=" << order;
     }
   }
-  Normalizer ln_tanh("ln-tanh:lambda=1.5", 12);
-  ln_tanh->to(torch::kDouble);
-  randomize_affine(ln_tanh);
+  Normalizer ln_tanh = in_float64("ln-tanh:lambda=1.5", 12);
   const auto x_hat = psi_reference("ibnorm-t", standardize_rows(x, eps), lambda);
   EXPECT_LE(max_abs_diff(ln_tanh(x), x_hat * ln_tanh->weight + ln_tanh->bias), 1e-12);
 }
@@ -291,9 +295,7 @@ TEST(NormReference, IBNormOrdersAndLnTanhMatchTheirFormulas) {
 // DyT: y = γ·tanh(α·x) + β, γ, β per channel (dim 1 of feature maps), α one learned scalar.
 TEST(NormReference, DynamicTanhMatchesItsFormula) {
   torch::manual_seed(10);
-  Normalizer dyt("dyt:alpha=0.7", 12);
-  dyt->to(torch::kDouble);
-  randomize_affine(dyt);
+  Normalizer dyt = in_float64("dyt:alpha=0.7", 12);
   // α is a float32 parameter made double: 0.7 rounded to float once.
   const double alpha = dyt->named_parameters()["alpha"].item<double>();
   EXPECT_EQ(alpha, static_cast<double>(0.7f));
@@ -333,15 +335,22 @@ double newton_lambda_by_differences(const torch::Tensor& z) {
   return std::clamp(1 - first / second, 0.0, 2.0);
 }
 
+// NormalNorm's x̂ row by row from the direct formulas: YJ(z_i; λ̂_i), z the standardized rows
+// of x (autograd flows through them) and λ̂_i a number from the detached z_i.
+torch::Tensor normalnorm_reference(const torch::Tensor& x) {
+  const auto z = standardize_rows(x, 1e-5);
+  std::vector<torch::Tensor> rows;
+  for (int64_t i = 0; i < z.size(0); ++i) rows.push_back(yeo_johnson_reference(z[i], newton_lambda_by_differences(z[i].detach())));
+  return torch::stack(rows);
+}
+
 // NormalNorm's λ̂ against a Newton step on the NLL by central differences (so the closed-form
 // derivatives in op_normalnorm.cpp are checked by none of their own algebra), and its output
 // in eval mode (no noise) against YJ(z; λ̂) with the direct formula.
 TEST(NormReference, NormalNormIsYeoJohnsonAtTheNewtonStepLambda) {
   torch::manual_seed(12);
   const int64_t d = 2048;
-  Normalizer norm("normalnorm", d);
-  norm->to(torch::kDouble);
-  randomize_affine(norm);
+  Normalizer norm = in_float64("normalnorm", d);
   norm->eval();
   // Rows of different skew: a Gaussian, a log-normal, and a negated exponential.
   const auto gaussian = torch::randn({d}, torch::kDouble);
@@ -362,18 +371,11 @@ TEST(NormReference, NormalNormIsYeoJohnsonAtTheNewtonStepLambda) {
 TEST(NormReference, NormalNormGradientHoldsLambdaConstant) {
   torch::manual_seed(14);
   const int64_t d = 256;
-  Normalizer norm("normalnorm:noise=0", d);
-  norm->to(torch::kDouble);
-  randomize_affine(norm);
+  Normalizer norm = in_float64("normalnorm:noise=0", d);
   const auto x = torch::randn({3, d}, torch::kDouble).exp().requires_grad_(true);
   const auto r = torch::randn({3, d}, torch::kDouble);
   const auto grad = torch::autograd::grad({(norm(x) * r).sum()}, {x})[0];
-  const auto z = standardize_rows(x, 1e-5);
-  std::vector<torch::Tensor> outputs;
-  for (int64_t i = 0; i < 3; ++i) {
-    outputs.push_back(yeo_johnson_reference(z[i], newton_lambda_by_differences(z[i].detach())));
-  }
-  const auto expected = torch::autograd::grad({((torch::stack(outputs) * norm->weight + norm->bias) * r).sum()}, {x})[0];
+  const auto expected = torch::autograd::grad({((normalnorm_reference(x) * norm->weight + norm->bias) * r).sum()}, {x})[0];
   EXPECT_LE(max_abs_diff(grad, expected), 1e-5 * expected.abs().max().item<double>());
 }
 
@@ -381,9 +383,8 @@ TEST(NormReference, NormalNormGradientHoldsLambdaConstant) {
 TEST(NormReference, NormalNormNoiseIsScaledByTheMeanAbsoluteDeviation) {
   torch::manual_seed(13);
   const auto x = torch::randn({4, 8192}, torch::kDouble).exp();
-  Normalizer quiet("normalnorm:noise=0:affine=false", 8192), noisy("normalnorm:noise=0.4:affine=false", 8192);
-  quiet->to(torch::kDouble);
-  noisy->to(torch::kDouble);
+  Normalizer quiet = in_float64("normalnorm:noise=0:affine=false", 8192);
+  Normalizer noisy = in_float64("normalnorm:noise=0.4:affine=false", 8192);
   const auto clean = quiet(x);
   const auto noise = noisy(x) - clean;
   const auto spread = (clean - clean.mean(1, true)).abs().mean(1);
@@ -396,17 +397,13 @@ TEST(NormReference, NormalNormNoiseIsScaledByTheMeanAbsoluteDeviation) {
 // YJ(z; λ̂) + ξ·s·ε with s (and λ̂) numbers.
 TEST(NormReference, NormalNormNoiseScaleIsConstantInBackprop) {
   const int64_t d = 256;
-  Normalizer norm("normalnorm:noise=0.4:affine=false", d);
-  norm->to(torch::kDouble);
+  Normalizer norm = in_float64("normalnorm:noise=0.4:affine=false", d);
   torch::manual_seed(15);
   const auto x = torch::randn({2, d}, torch::kDouble).exp().requires_grad_(true);
   const auto r = torch::randn({2, d}, torch::kDouble);
   torch::manual_seed(16);
   const auto grad = torch::autograd::grad({(norm(x) * r).sum()}, {x})[0];
-  const auto z = standardize_rows(x, 1e-5);
-  std::vector<torch::Tensor> clean;
-  for (int64_t i = 0; i < 2; ++i) clean.push_back(yeo_johnson_reference(z[i], newton_lambda_by_differences(z[i].detach())));
-  const auto y = torch::stack(clean);
+  const auto y = normalnorm_reference(x);
   const auto spread = (y.detach() - y.detach().mean(1, true)).abs().mean(1, true);
   torch::manual_seed(16);  // the layer's one random draw, again
   const auto noisy = y + torch::randn_like(y) * spread * 0.4;
@@ -419,8 +416,7 @@ TEST(NormReference, NormalNormNoiseScaleIsConstantInBackprop) {
 // unbiased variance's n/(n − 1).
 TEST(NormReference, NormalNormOnTheBatchAreaKeepsRunningLambda) {
   torch::manual_seed(17);
-  Normalizer norm("normalnorm:area=batch:momentum=1:noise=0:affine=false", 3);
-  norm->to(torch::kDouble);
+  Normalizer norm = in_float64("normalnorm:area=batch:momentum=1:noise=0:affine=false", 3);
   const auto x = torch::randn({4096, 3}, torch::kDouble).mul(0.7).exp();
   const auto train_out = norm(x);
   const auto& running_lambda = norm->named_buffers()["running_yj_lambda"];
