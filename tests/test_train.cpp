@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <limits>
+#include <set>
 #include <fstream>
 #include <sstream>
 
@@ -92,6 +93,68 @@ TEST(Data, SpecErrors) {
   EXPECT_TRUE(throws_usage_error([] { ibn::data::load_dataset("mnist", 0); }, "unknown dataset 'mnist'; expected one of: ibsgd12"));
   EXPECT_TRUE(throws_usage_error([] { ibn::data::load_dataset("ibsgd12:test=2", 0); }, "test=2 must lie in [0.01, 0.9]"));
   EXPECT_TRUE(throws_usage_error([] { ibn::data::load_dataset("gaussian-mixture:classes=1", 0); }, "classes=1 must be >= 2"));
+}
+
+// A validation split comes out of the training samples only: disjoint from what is left to train
+// on, no test sample anywhere, seeded by the run's seed, and of the requested size.
+TEST(Data, ValidationIsHeldOutOfTrainAndReplacesTest) {
+  const auto whole = ibn::data::load_dataset("gaussian-mixture:n=1000", 3);
+  auto data = whole;
+  ibn::data::hold_out_validation(data, 0.25, 3);
+  const int64_t n = whole.train.labels.size(0);
+  EXPECT_EQ(data.test.labels.size(0), std::llround(0.25 * static_cast<double>(n)));
+  EXPECT_EQ(data.train.labels.size(0) + data.test.labels.size(0), n);
+  const auto rows_of = [](const at::Tensor& index) {
+    std::set<int64_t> out;
+    for (int64_t i = 0; i < index.size(0); ++i) out.insert(index[i].item<int64_t>());
+    return out;
+  };
+  const std::set<int64_t> train = rows_of(data.train.index), validation = rows_of(data.test.index);
+  const std::set<int64_t> original_train = rows_of(whole.train.index), test = rows_of(whole.test.index);
+  for (const int64_t r : validation) {
+    EXPECT_EQ(train.count(r), 0u) << r;
+    EXPECT_EQ(original_train.count(r), 1u) << r;
+    EXPECT_EQ(test.count(r), 0u) << r;
+  }
+  // Inputs and labels moved with their rows.
+  const auto first = data.test.index[0].item<int64_t>();
+  const auto at_whole = whole.train.index.eq(first).nonzero().item<int64_t>();
+  EXPECT_TRUE(data.test.inputs[0].equal(whole.train.inputs[at_whole]));
+  EXPECT_EQ(data.test.labels[0].item<int64_t>(), whole.train.labels[at_whole].item<int64_t>());
+  auto again = whole;
+  ibn::data::hold_out_validation(again, 0.25, 3);
+  EXPECT_TRUE(again.test.index.equal(data.test.index));
+  auto other = whole;
+  ibn::data::hold_out_validation(other, 0.25, 4);
+  EXPECT_FALSE(other.test.index.equal(data.test.index));
+  auto tiny = whole;
+  EXPECT_TRUE(throws_usage_error([&] { ibn::data::hold_out_validation(tiny, 1e-6, 3); }, "leaves no validation"));
+}
+
+// --validation: the run evaluates on the held-out samples and records so; its config says it.
+TEST(Train, ValidationRunsEvaluateOnTheHeldOutSplit) {
+  ibn::train::TrainConfig c;
+  c.data = "gaussian-mixture:n=800";
+  c.model = "mlp:widths=6";
+  c.epochs = 2;
+  c.batch = 64;
+  c.validation = 0.2;
+  c.dump_epochs = "none";
+  c.progress = "lines";
+  c.out = temp_run("validation");
+  std::ostringstream log;
+  ibn::train::train(c, log);
+  auto data = ibn::data::load_dataset(c.data, c.seed);
+  const int64_t n_train = data.train.labels.size(0);
+  ibn::data::hold_out_validation(data, 0.2, c.seed);
+  const std::string store = c.out + "/activations.h5";
+  EXPECT_EQ(std::get<int64_t>(ibn::io::read_attribute(store, "/", "test_predictions")), data.test.labels.size(0));
+  EXPECT_NE(ibn::io::read_text_attribute(store, "/", "data_description").find("validation split of " +
+                                                                              std::to_string(data.test.labels.size(0)) + " of the " +
+                                                                              std::to_string(n_train)), std::string::npos);
+  EXPECT_EQ(ibn::train::read_run_config(c.out).at("validation"), "0.2");
+  EXPECT_NE(log.str().find("val acc"), std::string::npos) << log.str();
+  fs::remove_all(c.out);
 }
 
 TEST(Models, MlpTapsAndNormalizers) {
@@ -363,6 +426,8 @@ TEST(Train, BadOptionsFailBeforeAnyWork) {
   expect([](auto& x) { x.lr = std::numeric_limits<double>::infinity(); }, "--lr inf must lie in (0, 1e+06]");
   expect([](auto& x) { x.lr = 1e38; }, "--lr 1e+38 must lie in (0, 1e+06]");
   expect([](auto& x) { x.norm_attn = "rmsnorm"; }, "--norm-attn 'rmsnorm': model 'mlp' has no such normalization site");
+  expect([](auto& x) { x.validation = 1.0; }, "--validation 1 must lie in [0, 1)");
+  expect([](auto& x) { x.validation = -0.1; }, "--validation -0.1 must lie in [0, 1)");
   expect([](auto& x) { x.out = ""; }, "--out RUN_DIR is required");
   EXPECT_FALSE(fs::exists(c.out));  // nothing was created
 }

@@ -59,6 +59,9 @@ TrainOptions::TrainOptions()
       ("eval-samples", po::value<std::string>(&c.eval_samples)->default_value(c.eval_samples),
        "each epoch's metrics and the dumps use a fixed seeded subset of at most N samples (up to half\n"
        "from each split), the same every epoch; all: every sample")
+      ("validation", po::value<double>(&c.validation)->default_value(c.validation),
+       "F in (0, 1): hold out a seeded fraction F of the training samples and evaluate on it in\n"
+       "place of the test split, which is then never used (learning-rate tuning); 0: the test split")
       ("dump-epochs", po::value<std::string>(&c.dump_epochs)->default_value(c.dump_epochs),
        "epochs whose activations are stored: none, all, every:K, log:K, list:E,E,... (0 = before training)")
       ("dump-layers", po::value<std::string>(&c.dump_layers)->default_value(c.dump_layers), "all, or tap names: fc1,fc2")
@@ -118,10 +121,12 @@ int run_train(const std::vector<std::string>& args) {
     vm = cmd.parse(again);
     options.config.resume = true;
   }
-  const train::TrainResult result = train::train(options.resolved(*vm), std::cout);
+  const train::TrainConfig config = options.resolved(*vm);
+  const train::TrainResult result = train::train(config, std::cout);
   const train::EpochMetrics& last = result.metrics.back();
-  std::cout << fmt::format("done: train acc {:.4f}, test acc {:.4f}, test loss {:.4f}{} after {} epochs; {} epochs dumped\n",
-                           last.train_accuracy, last.test_accuracy, last.test_loss,
+  const char* evaluated = config.validation > 0 ? "validation" : "test";
+  std::cout << fmt::format("done: train acc {:.4f}, {} acc {:.4f}, {} loss {:.4f}{} after {} epochs; {} epochs dumped\n",
+                           last.train_accuracy, evaluated, last.test_accuracy, evaluated, last.test_loss,
                            result.sequence ? fmt::format(" ({:.4f} bits/byte)", last.test_loss / std::log(2.0)) : "",
                            last.epoch, result.dumped_epochs.size());
   std::cout << result.run_dir << "/activations.h5\n";

@@ -49,4 +49,25 @@ void split_by_fraction(ClassificationData& data, const at::Tensor& inputs, const
   data.sample_shape.assign(inputs.sizes().begin() + 1, inputs.sizes().end());
 }
 
+void hold_out_validation(ClassificationData& data, double fraction, uint64_t seed) {
+  const int64_t n = data.train.labels.size(0);
+  const auto n_validation = static_cast<int64_t>(std::llround(fraction * static_cast<double>(n)));
+  if (!(fraction > 0 && fraction < 1) || n_validation < 1 || n_validation >= n) {
+    throw UsageError(fmt::format("--validation {} of {} training samples leaves no validation or no training sample", fraction, n));
+  }
+  // A permutation of its own (not the train/test split's): the seed is mixed with a constant.
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed ^ 0x76616c6964617465ull);
+  const at::Tensor order = at::randperm(n, generator, at::TensorOptions().dtype(at::kLong));
+  const at::Tensor validation_rows = std::get<0>(order.slice(0, 0, n_validation).sort());
+  const at::Tensor train_rows = std::get<0>(order.slice(0, n_validation).sort());
+  const Split& train = data.train;
+  const auto rows = [&](const at::Tensor& r) {
+    return Split{train.inputs.index_select(0, r), train.labels.index_select(0, r), train.index.index_select(0, r)};
+  };
+  data.test = rows(validation_rows);
+  data.train = rows(train_rows);
+  data.description += fmt::format("; evaluated on a validation split of {} of the {} training samples (seeded), the test split unused",
+                                  n_validation, n);
+}
+
 }  // namespace ibn::data

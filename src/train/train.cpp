@@ -54,6 +54,9 @@ std::string config_text(const TrainConfig& c, const std::string& data_spec, cons
       data_spec, model_spec, c.norm, c.optimizer, c.lr, c.weight_decay, c.momentum, c.schedule, c.warmup_epochs,
       c.epochs, c.steps_per_epoch, c.batch, c.seed, c.device, c.threads, c.eval_samples, c.dump_epochs, c.dump_layers,
       c.dump_samples, c.dump_maps, c.dump_dtype);
+  // Written only when set, so the config of a run that evaluates on the test split (and its
+  // checkpoint's record of it) reads as before the option existed.
+  if (c.validation > 0) text += fmt::format("validation = {}\n", c.validation);
   if (!c.norm_attn.empty()) text += fmt::format("norm-attn = {}\n", c.norm_attn);
   if (!c.norm_mlp.empty()) text += fmt::format("norm-mlp = {}\n", c.norm_mlp);
   if (!c.norm_final.empty()) text += fmt::format("norm-final = {}\n", c.norm_final);
@@ -158,6 +161,9 @@ void check_config(const TrainConfig& c) {
   }
   if (c.warmup_epochs < 0 || c.warmup_epochs > c.epochs) {
     throw UsageError(fmt::format("--warmup-epochs {} must lie in [0, --epochs]", c.warmup_epochs));
+  }
+  if (!(c.validation >= 0 && c.validation < 1)) {
+    throw UsageError(fmt::format("--validation {} must lie in [0, 1) (0: evaluate on the test split)", c.validation));
   }
   if (c.checkpoint_every < 0) {
     throw UsageError(fmt::format("--checkpoint-every {} must be >= 0 (0: only at the end)", c.checkpoint_every));
@@ -453,6 +459,7 @@ PreparedRun prepare_run(const TrainConfig& options) {
   run.dumps = dump_schedule(c.dump_epochs, c.epochs);
   run.device = resolve_device(c.device);
   run.data = data::load_dataset(c.data, c.seed);
+  if (c.validation > 0) data::hold_out_validation(run.data, c.validation, c.seed);
   torch::manual_seed(c.seed);
   models::ModelContext context(run.data.sample_shape, run.data.classes, c.norm);
   context.norm_attn = c.norm_attn;
@@ -851,9 +858,10 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
     }
     const EpochMetrics& m = result.metrics.back();
     const double eta = elapsed / static_cast<double>(epoch) * static_cast<double>(c.epochs - epoch);
-    const std::string line = fmt::format("epoch {}/{}  loss {:.4f}  train acc {:.3f}  test acc {:.3f}{}  {:.1f} epochs/s  ETA {:.0f}s",
-                                         epoch, c.epochs, m.train_loss, m.train_accuracy, m.test_accuracy,
-                                         data.sequence ? fmt::format("  test {:.3f} bits/byte", m.test_loss / std::log(2.0)) : "",
+    const char* evaluated = c.validation > 0 ? "val" : "test";
+    const std::string line = fmt::format("epoch {}/{}  loss {:.4f}  train acc {:.3f}  {} acc {:.3f}{}  {:.1f} epochs/s  ETA {:.0f}s",
+                                         epoch, c.epochs, m.train_loss, m.train_accuracy, evaluated, m.test_accuracy,
+                                         data.sequence ? fmt::format("  {} {:.3f} bits/byte", evaluated, m.test_loss / std::log(2.0)) : "",
                                          static_cast<double>(epoch) / std::max(elapsed, 1e-9), eta);
     if (terminal) {
       log << "\r" << line << "\033[K" << (epoch == c.epochs ? "\n" : "") << std::flush;
@@ -883,7 +891,7 @@ TrainResult train(const TrainConfig& options, std::ostream& log) {
   store.push_back({"/data/inputs", dump_inputs, {}});
   store.push_back({"/data/labels", dump_labels, {}});
   store.push_back({"/data/index", dump_index, {}});
-  store.push_back({"/data/split", dump_split, {{"meaning", std::string("0 = train, 1 = test")}}});
+  store.push_back({"/data/split", dump_split, {{"meaning", std::string(c.validation > 0 ? "0 = train, 1 = validation (held out of train)" : "0 = train, 1 = test")}}});
   store.push_back({"/meta/dumped_epochs", torch::tensor(result.dumped_epochs, torch::kLong), {}});
   const BuildInfo& info = build_info();
   std::vector<std::string> part_files;

@@ -49,6 +49,12 @@ ClassificationData load_dataset(const std::string& spec, uint64_t seed);
 void split_by_fraction(ClassificationData& data, const at::Tensor& inputs, const at::Tensor& labels,
                        double test, uint64_t seed);
 
+// Moves a seeded fraction in (0, 1) of the training samples into a validation split that takes
+// the test split's place (the test samples are dropped): training then never sees the
+// validation samples, and nothing sees the test samples. ibn::UsageError when either part
+// would be empty.
+void hold_out_validation(ClassificationData& data, double fraction, uint64_t seed);
+
 // One gzip'd IDX file of unsigned bytes (MNIST's format) as a uint8 tensor; ibn::DataError for
 // a file that is not one or whose length disagrees with its header.
 at::Tensor read_idx(const std::string& path);

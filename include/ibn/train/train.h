@@ -34,6 +34,10 @@ struct TrainConfig {
   // Evaluation (each epoch's metrics) and dumps see a fixed seeded subset of at most this many
   // samples, the same every epoch (half from each split when both are larger); "all": every one.
   std::string eval_samples = "10000";
+  // > 0: hold out this fraction of the training samples (seeded by `seed`) as a validation
+  // split, and evaluate on it in place of the test split, which the run then never sees: how a
+  // sweep's [tune] section chooses learning rates without looking at the test set.
+  double validation = 0.0;
   std::string dump_samples = "all";     // all (the evaluation samples), or subset:N of them (seeded)
   std::string dump_maps = "pool";       // feature maps and token sequences: pool (mean) or flatten
   std::string dump_dtype = "float32";   // float32, or float16 (half the disk, ~3 significant digits)
@@ -44,6 +48,7 @@ struct TrainConfig {
 };
 
 // Losses are mean cross-entropies in nats per prediction (per byte for text; bits = nats/ln 2).
+// With `validation` > 0 the test_* fields are the validation split's.
 struct EpochMetrics {
   int64_t epoch = 0;
   double train_loss = 0, train_accuracy = 0, test_loss = 0, test_accuracy = 0, lr = 0, seconds = 0;
