@@ -224,8 +224,14 @@ def ib_vs_beta(r, k):
     return fig, caption
 
 
-def _against_lambda(ax, r, stat, ylabel):
-    lam = r["settings"]["lambda"]
+# The grid's strength keys: λ, or the target κ that λ was chosen to reach.
+# Per key: the axis label, the figure files' word, the captions' symbol.
+STRENGTHS = {"lambda": ("λ", "lambda", "λ"),
+             "kappa_target": ("target κ (Gaussian variance contraction; λ chosen per variant)", "kappa", "target κ")}
+
+
+def _against_strength(ax, r, stat, ylabel, key):
+    lam = r["settings"][key]
     used = r["settings"]["used_runs"]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     variants = list(dict.fromkeys(r["variants"]))
@@ -239,37 +245,47 @@ def _against_lambda(ax, r, stat, ylabel):
             err = np.array([mean - stat["low"][idx], stat["high"][idx] - mean])
             ax.errorbar(lam[idx], mean, yerr=np.ma.masked_invalid(err), marker="o", capsize=3, label=variant,
                         color=colors[n % len(colors)])
+    # Settings without the strength (the baseline, DyT, RMSNorm, ...) as horizontal lines: the
+    # baseline dashed with its interval as a band, the others dotted.
     base = r["labels"].index(r["baseline"])
-    if not np.isfinite(lam[base]) and used[base] > 0:
-        ax.axhline(stat["mean"][base], color="0.3", ls="--", lw=1, label=f"{r['baseline']} (baseline)")
-        if np.isfinite(stat["low"][base]):
-            ax.axhspan(stat["low"][base], stat["high"][base], color="0.5", alpha=0.12, lw=0)
+    for s, label in enumerate(r["labels"]):
+        if np.isfinite(lam[s]) or used[s] == 0:
+            continue
+        if s == base:
+            ax.axhline(stat["mean"][s], color="0.3", ls="--", lw=1, label=f"{label} (baseline)")
+            if np.isfinite(stat["low"][s]):
+                ax.axhspan(stat["low"][s], stat["high"][s], color="0.5", alpha=0.12, lw=0)
+        else:
+            ax.axhline(stat["mean"][s], color=colors[(len(variants) + s) % len(colors)], ls=":", lw=1.2, label=label)
     if ax.lines:
         ticks = sorted({float(v) for v in lam if np.isfinite(v)})
-        ax.set_xscale("log")
+        ax.set_xscale("log" if key == "lambda" else "linear")
         ax.set_xticks(ticks)
         ax.set_xticklabels([f"{t:g}" for t in ticks])
         ax.minorticks_off()
-    ax.set_xlabel("λ")
+    ax.set_xlabel(STRENGTHS[key][0])
     ax.set_ylabel(ylabel)
 
 
-def lambda_figures(r):
-    """Σ IB, accuracy, loss, κ and the nuisance ratio against λ per variant, with 95 % intervals;
-    the baseline as a dashed line; settings whose runs are all flagged are left out (named)."""
+def strength_figures(r, key):
+    """Σ IB, accuracy, loss, generalization gap, κ and the nuisance ratio against λ (or the
+    target κ) per variant, with 95 % intervals; the baseline as a dashed line; settings whose
+    runs are all flagged are left out (named)."""
     out = []
     st = r["settings"]
     note = _excluded_note(r)
-    specs = [("ib_vs_lambda", [(st[f"IB_{k}"], f"Σ IB, {e.split(':')[0]} (nats)") for k, e in enumerate(r["estimators"])],
-              f"Σ_l IB_l over the chain (β = {r['beta_value']:g}) against λ per variant, 95 % intervals"),
-             ("accuracy_vs_lambda", [(st["acc"], "test accuracy"), (st["loss"], "test loss (nats)")],
-              "Test accuracy and loss against λ per variant, 95 % intervals"),
-             ("contraction_vs_lambda", [(st["kappa"], "κ (mean over norm sites)"), (st["nuisance"], "nuisance ratio")],
-              "Variance contraction κ and nuisance ratio of the last hidden layer against λ per variant")]
+    word, symbol = STRENGTHS[key][1], STRENGTHS[key][2]
+    specs = [(f"ib_vs_{word}", [(st[f"IB_{k}"], f"Σ IB, {e.split(':')[0]} (nats)") for k, e in enumerate(r["estimators"])],
+              f"Σ_l IB_l over the chain (β = {r['beta_value']:g}) against {symbol} per variant, 95 % intervals"),
+             (f"accuracy_vs_{word}", [(st["acc"], "test accuracy"), (st["loss"], "test loss (nats)"),
+                                      (st["gap_acc"], "accuracy gap (train − test)")],
+              f"Test accuracy, test loss and generalization gap against {symbol} per variant, 95 % intervals"),
+             (f"contraction_vs_{word}", [(st["kappa"], "measured κ (mean over norm sites)"), (st["nuisance"], "nuisance ratio")],
+              f"Variance contraction κ and nuisance ratio of the last hidden layer against {symbol} per variant")]
     for name, panels, caption in specs:
         fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + 1, 4), constrained_layout=True, squeeze=False)
         for ax, (stat, ylabel) in zip(axes.flat, panels):
-            _against_lambda(ax, r, stat, ylabel)
+            _against_strength(ax, r, stat, ylabel, key)
         axes.flat[0].legend(fontsize=7)
         _title(fig, r, caption + (f"\n{note}" if note else ""))
         out.append((name, fig, caption))
@@ -284,8 +300,9 @@ def all_figures(r):
         figures.append((f"mi_ty_vs_epoch_{k}_{name}",) + mi_vs_epoch(r, k, "I_TY"))
         figures.append((f"info_plane_{k}_{name}",) + info_plane(r, k))
         figures.append((f"ib_vs_beta_{k}_{name}",) + ib_vs_beta(r, k))
-    if np.isfinite(r["settings"]["lambda"]).any():
-        figures += lambda_figures(r)
+    for key in STRENGTHS:
+        if key in r["settings"] and np.isfinite(r["settings"][key]).any():
+            figures += strength_figures(r, key)
     return figures
 
 

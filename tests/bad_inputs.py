@@ -409,6 +409,10 @@ case("train.norm-attn-bogus", train(out="r", norm_attn="bogus"), 2, r"bogus|--no
 case("train.optimizer-bogus", train(out="r", optimizer="bogus"), 2, r"--optimizer")
 case("train.schedule-bogus", train(out="r", schedule="bogus"), 2, r"--schedule")
 case("train.batch-zero", train(out="r", batch="0"), 2, r"--batch")
+case("train.validation-one", train(out="r", validation="1"), 2, r"--validation 1 must lie in \[0, 1\)")
+case("train.validation-negative", train(out="r", validation="-0.5"), 2, r"--validation -0.5")
+case("train.validation-abc", train(out="r", validation="abc"), 2, r"validation")
+case("train.validation-too-small", train(out="r", validation="1e-9", epochs="1"), 2, r"leaves no validation")
 case("train.epochs-zero", train(out="r", epochs="0"), 2, r"--epochs")
 case("train.epochs-overflow", train(out="r", epochs="99999999999999999999"), 2, r"--epochs")
 case("train.epochs-1e11", train(out="r", epochs="1e11", dump_epochs="all"), 2, r"--epochs",
@@ -542,6 +546,24 @@ case("sweep.key-in-grid-and-train", ["sweep", "x.ini"], 2, r"seed", setup=ini(sw
 case("sweep.analyze-threads-negative", ["sweep", "x.ini"], 2, r"--threads -1", no_writes=True,
      setup=ini(sweep_ini("seed = 0 | 1", analyze="estimator = binning:bins=10\nthreads = -1")),
      note="refused before any point trains")
+case("sweep.lambda-and-kappa", ["sweep", "x.ini"], 2, r"both lambda and kappa", no_writes=True,
+     setup=ini(sweep_ini("norm = ibnorm-t\nlambda = 0.5\nkappa = 0.5")))
+case("sweep.kappa-out-of-range", ["sweep", "x.ini"], 2, r"kappa", no_writes=True,
+     setup=ini(sweep_ini("norm = ibnorm-t\nkappa = 1.5")))
+case("sweep.tune-without-lr", ["sweep", "x.ini"], 2, r"\[tune\] needs lr", no_writes=True,
+     setup=ini(sweep_ini("seed = 0") + "[tune]\nseeds = 2\n"))
+case("sweep.tune-lr-in-train", ["sweep", "x.ini"], 2, r"lr is in \[train\] and \[tune\]", no_writes=True,
+     setup=ini(sweep_ini("seed = 0", "lr = 0.1") + "[tune]\nlr = 0.1 | 0.2\n"))
+case("sweep.tune-bad-rate", ["sweep", "x.ini"], 2, r"\('fast'\) for option 'lr'", no_writes=True,
+     setup=ini(sweep_ini("seed = 0") + "[tune]\nlr = 0.1 | fast\n"), note="checked before any point runs")
+case("sweep.tune-zero-rate", ["sweep", "x.ini"], 2, r"--lr 0 must lie", no_writes=True,
+     setup=ini(sweep_ini("seed = 0") + "[tune]\nlr = 0 | 0.1\n"))
+case("sweep.tune-epochs-below-warmup", ["sweep", "x.ini"], 2, r"--warmup-epochs", no_writes=True,
+     setup=ini(sweep_ini("seed = 0", "warmup-epochs = 3") + "[tune]\nlr = 0.1\nepochs = 2\n"))
+case("sweep.tune-validation-bad", ["sweep", "x.ini"], 2, r"validation = '0'", no_writes=True,
+     setup=ini(sweep_ini("seed = 0") + "[tune]\nlr = 0.1\nvalidation = 0\n"))
+case("sweep.tune-unknown-key", ["sweep", "x.ini"], 2, r"unknown key 'rate'", no_writes=True,
+     setup=ini(sweep_ini("seed = 0") + "[tune]\nlr = 0.1\nrate = 2\n"))
 X = ini(sweep_ini("norm = layernorm | ibnorm-t\nlambda = 0.5"))
 case("sweep.jobs-zero", ["sweep", "x.ini", "-j", "0"], 2, r"-j|--jobs", setup=X)
 case("sweep.shard-out-of-range", ["sweep", "x.ini", "--shard", "2/2", "--status"], 2, r"--shard", setup=X)

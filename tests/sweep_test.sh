@@ -85,6 +85,84 @@ status=$?
 [ "$status" -eq 0 ] || cat "$work/tables.out"
 check "the tables hold the numbers of the analysis and metrics files" test "$status" -eq 0
 
+# [tune] and kappa: every setting gets the same tuning runs on a validation split; the grid's
+# points run at the rate with the lowest mean final validation loss; the report states the
+# budget, the choices and the generalization gap. A rate with a failed tuning run is never
+# chosen, and grid points that ran at a rate tuning no longer chooses run again.
+cat >"$work/tuned.ini" <<'INI'
+[grid]
+norm = layernorm | ibnorm-t
+kappa = 0.5
+seed = 0 | 1
+[train]
+epochs = 3
+batch = 128
+dump-epochs = list:0,3
+checkpoint-every = 0
+[tune]
+lr = 0.003 | 0.03
+seeds = 2
+validation = 0.2
+epochs = 2
+[analyze]
+estimator = binning:bins=10
+max-samples = 400
+[report]
+include-flagged = true
+figures = false
+INI
+"$IBN" sweep "$work/tuned.ini" --out "$work/t" -j 2 >"$work/tuned.out" 2>&1
+check "the tuned sweep ran (exit $?)" grep -q "t/report/report.md$" "$work/tuned.out"
+check "eight tuning points ran before the grid" test "$(ls "$work"/t/tune/*/done | wc -l)" -eq 8
+tuning_check() {  # tuning_check FAILED_DIR: the choices agree with the tuning runs' own metrics
+  /usr/bin/python3 - "$work/t" "${1:-}" <<'PY'
+import csv, glob, os, sys
+sweep, failed = sys.argv[1], sys.argv[2]
+def last(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))[-1]
+def config_lr(run):
+    return [l.split("=", 1)[1].strip() for l in open(os.path.join(run, "config.ini")) if l.startswith("lr =")][0]
+table = {r["label"]: r for r in csv.DictReader(open(os.path.join(sweep, "report/data/table_comparison.csv"), newline=""))}
+report = open(os.path.join(sweep, "report/report.md")).read()
+assert "## Tuning" in report and "2 learning rates (0.003, 0.03) × 2 tuning seeds (seeds 1000–1001) × 2 epochs" in report, report
+for setting, label in (("layernorm", "layernorm"), ("ibnorm-t_kappa0.5", "ibnorm-t κ=0.5")):
+    means = {}
+    for rate in ("0.003", "0.03"):
+        runs = sorted(glob.glob(os.path.join(sweep, "tune", f"{setting}_lr{rate}_seed100*")))
+        assert len(runs) == 2, runs
+        for run in runs:
+            assert config_lr(run) == rate and "validation = 0.2" in open(os.path.join(run, "config.ini")).read()
+        if any(os.path.exists(os.path.join(r, "failed")) for r in runs):
+            continue
+        means[rate] = sum(float(last(os.path.join(r, "metrics.csv"))["test_loss"]) for r in runs) / 2
+    chosen = min(means, key=means.get)
+    points = sorted(glob.glob(os.path.join(sweep, "points", setting + "_seed*")))
+    assert len(points) == 2, points
+    assert [config_lr(p) for p in points] == [chosen] * 2, (setting, chosen, [config_lr(p) for p in points])
+    assert table[label]["lr"] == chosen and table[label]["tuned"] == "tuned", table[label]
+    gaps = [float(last(os.path.join(p, "metrics.csv"))["train_accuracy"]) - float(last(os.path.join(p, "metrics.csv"))["test_accuracy"]) for p in points]
+    assert abs(float(table[label]["gap_acc_mean"]) - sum(gaps) / 2) < 1e-6, (gaps, table[label]["gap_acc_mean"])
+    assert f"| {label} | 2 | {chosen} (tuned) |" in report, label
+if failed:
+    assert "(1 of 2 failed: diverged)" in report, report
+print("chosen rates match the tuning runs")
+PY
+}
+check "the chosen rates, the grid's rates and the gap agree with the runs" tuning_check
+cp "$work/t/report/report.md" "$work/tuned-report.md"
+"$IBN" report "$work/t" --no-figures >/dev/null 2>&1
+check "ibn report reads the same tuning from the sweep directory" \
+  diff <(sed -n '/^## Tuning/,/^## Comparisons/p' "$work/tuned-report.md") <(sed -n '/^## Tuning/,/^## Comparisons/p' "$work/t/report/report.md")
+chosen=$(sed -n 's/^lr = //p' "$work/t/points/layernorm_seed0/config.ini")
+failed_dir=$(ls -d "$work/t/tune/layernorm_lr${chosen}_seed1000")
+rm "$failed_dir/done" && echo "train: ibn: error: the training loss became NaN" >"$failed_dir/failed"
+"$IBN" sweep "$work/tuned.ini" --out "$work/t" -j 2 >"$work/retuned.out" 2>&1
+check "a failed tuning run is a result, not retried" test -e "$failed_dir/failed" -a ! -e "$failed_dir/done"
+check "grid points that ran at the old rate run again" grep -q "layernorm_seed0 ran at lr $chosen but tuning now chooses" "$work/retuned.out"
+check "and the other points are kept" grep -q "4 points, 2 done before, 2 to run" "$work/retuned.out"
+check "the rate with a failed run is not chosen, and the report says it failed" tuning_check "$failed_dir"
+
 # The notebook draws the same figures from the same files.
 check "notebooks/ibn_report.ipynb executes on the sweep" bash -c "cd '$REPO/notebooks' && IBN_SWEEP='$work/s' IBN_REPO='$REPO' \
   /usr/bin/python3 -m nbconvert --to notebook --execute --output '$work/executed.ipynb' ibn_report.ipynb >'$work/nb.log' 2>&1 \

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <set>
 #include <fstream>
 #include <iterator>
@@ -295,12 +296,79 @@ TEST(Sweep, LambdaJoinsIbnormVariantsOnly) {
   for (const auto& p : s.points) ids.push_back(p.id);
   EXPECT_EQ(ids, (std::vector<std::string>{"layernorm_seed0", "layernorm_seed1", "ibnorm-t_lambda0.5_seed0",
                                            "ibnorm-t_lambda0.5_seed1", "ibnorm-t_lambda2_seed0", "ibnorm-t_lambda2_seed1"}));
-  EXPECT_NE(s.points[4].ini.find("norm = ibnorm-t:lambda=2\n"), std::string::npos);
-  EXPECT_NE(s.points[4].ini.find("seed = 0\n"), std::string::npos);
-  EXPECT_NE(s.points[0].ini.find("norm = layernorm\n"), std::string::npos);
-  EXPECT_NE(s.points[0].ini.find("[analyze]\nestimator = binning\n"), std::string::npos);
+  EXPECT_NE(s.points[4].ini().find("norm = ibnorm-t:lambda=2\n"), std::string::npos);
+  EXPECT_NE(s.points[4].ini().find("seed = 0\n"), std::string::npos);
+  EXPECT_NE(s.points[0].ini().find("norm = layernorm\n"), std::string::npos);
+  EXPECT_NE(s.points[0].ini().find("[analyze]\nestimator = binning\n"), std::string::npos);
   EXPECT_EQ(s.out, "runs/" + fs::path(file).stem().string());
   fs::remove(file);
+}
+
+TEST(Sweep, KappaJoinsIbnormVariantsOnly) {
+  const std::string file = write_experiment("kappa", "[grid]\nnorm = layernorm | dyt | ibnorm-s:order=first\nkappa = 0.4 | 0.7\n"
+                                                     "[train]\nepochs = 3\n[analyze]\nestimator = binning\n");
+  const ibn::sweep::Sweep s = ibn::sweep::load_sweep(file, "");
+  std::vector<std::string> ids;
+  for (const auto& p : s.points) ids.push_back(p.id);
+  EXPECT_EQ(ids, (std::vector<std::string>{"layernorm", "dyt", "ibnorm-s-order-first_kappa0.4", "ibnorm-s-order-first_kappa0.7"}));
+  EXPECT_NE(s.points[3].ini().find("norm = ibnorm-s:order=first:kappa=0.7\n"), std::string::npos) << s.points[3].ini();
+  EXPECT_NE(s.points[1].ini().find("norm = dyt\n"), std::string::npos);
+  const std::string both = write_experiment("both", "[grid]\nnorm = ibnorm-s\nkappa = 0.4\nlambda = 1\n");
+  EXPECT_TRUE(throws_usage_error([&] { ibn::sweep::load_sweep(both, ""); }, "both lambda and kappa"));
+  for (const auto& f : {file, both}) fs::remove(f);
+}
+
+// [tune]: every setting (the grid point without its seed) gets the same runs: each rate x each
+// tuning seed, on a validation split, no dumps; the grid's seeds are not among the tuning seeds.
+TEST(Sweep, TuneGivesEverySettingTheSameBudget) {
+  const std::string file = write_experiment("tune", "[grid]\nnorm = layernorm | ibnorm-t\nlambda = 1\nseed = 0 | 1 | 2\n"
+                                                    "[train]\nepochs = 9\ndump-epochs = log:3\n[analyze]\nestimator = binning\n"
+                                                    "[tune]\nlr = 0.001 | 0.01\nseeds = 2\nvalidation = 0.25\nepochs = 4\n");
+  const ibn::sweep::Sweep s = ibn::sweep::load_sweep(file, "out");
+  ASSERT_TRUE(s.tune.has_value());
+  ASSERT_EQ(s.points.size(), 6u);
+  ASSERT_EQ(s.tune_points.size(), 2u * 2u * 2u);  // settings x rates x tuning seeds
+  std::map<std::string, int> per_setting;
+  std::set<std::string> ids;
+  for (const auto& t : s.tune_points) {
+    ++per_setting[t.setting];
+    ids.insert(t.id);
+    EXPECT_EQ(t.group, "tune");
+    EXPECT_EQ(ibn::sweep::point_directory(s, t), "out/tune/" + t.id);
+    const std::map<std::string, std::string> o = ibn::io::ini_values(t.ini(), "tune point");
+    EXPECT_EQ(o.at("validation"), "0.25");
+    EXPECT_EQ(o.at("dump-epochs"), "none");
+    EXPECT_EQ(o.at("epochs"), "4");
+    EXPECT_GE(std::stoll(o.at("seed")), ibn::sweep::kFirstTuningSeed);
+    EXPECT_TRUE(o.at("lr") == "0.001" || o.at("lr") == "0.01");
+    EXPECT_EQ(t.ini().find("[analyze]"), std::string::npos);  // tuning runs are not analyzed
+  }
+  EXPECT_EQ(ids.size(), s.tune_points.size());
+  EXPECT_EQ(per_setting, (std::map<std::string, int>{{"layernorm", 4}, {"ibnorm-t_lambda1", 4}}));
+  // The grid's points have no rate until tuning chooses one.
+  for (const auto& p : s.points) EXPECT_EQ(ibn::io::ini_values(p.ini(), "point").count("lr"), 0u);
+  EXPECT_EQ(s.points[0].setting, "layernorm");
+  EXPECT_EQ(s.points[5].setting, "ibnorm-t_lambda1");
+  fs::remove(file);
+}
+
+TEST(Sweep, MalformedTuneSectionsAreNamed) {
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"[grid]\nseed = 0\n[train]\nlr = 0.1\n[tune]\nlr = 0.1 | 0.2\n", "lr is in [train] and [tune]"},
+      {"[grid]\nlr = 0.1 | 0.2\n[tune]\nlr = 0.1 | 0.2\n", "lr is in [grid] and [tune]"},
+      {"[grid]\nseed = 0\n[tune]\nseeds = 2\n", "[tune] needs lr ="},
+      {"[grid]\nseed = 0\n[tune]\nlr = 0.1 | 0.1\n", ":4: [tune] lr = '0.1 | 0.1' names a rate twice"},
+      {"[grid]\nseed = 0\n[tune]\nlr = 0.1\nseeds = 0\n", ":5: [tune] seeds = '0' must be a whole number in [1, 100]"},
+      {"[grid]\nseed = 0\n[tune]\nlr = 0.1\nvalidation = 1\n", "validation = '1' must be a fraction in (0, 1)"},
+      {"[grid]\nseed = 0\n[tune]\nlr = 0.1\nselect = f1\n", "select = 'f1' must be loss or accuracy"},
+      {"[grid]\nseed = 0\n[tune]\nlr = 0.1\nrates = 2\n", "unknown key 'rates' (lr, seeds, validation, epochs, select)"},
+      {"[grid]\nseed = 0\n[tune]\nlr = 0.1\nlr = 0.2\n", ":5: [tune] 'lr' is given twice"},
+  };
+  for (const auto& [text, error] : cases) {
+    const std::string file = write_experiment("badtune", text);
+    EXPECT_TRUE(throws_usage_error([&] { ibn::sweep::load_sweep(file, ""); }, error)) << text;
+    fs::remove(file);
+  }
 }
 
 TEST(Sweep, ShardsCoverEveryPointOnce) {

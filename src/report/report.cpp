@@ -38,6 +38,8 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 
 double test_accuracy(const RunSummary& r, size_t, double) { return r.test_accuracy(); }
 double test_loss(const RunSummary& r, size_t, double) { return r.test_loss(); }
+double accuracy_gap(const RunSummary& r, size_t, double) { return r.accuracy_gap(); }
+double loss_gap(const RunSummary& r, size_t, double) { return r.loss_gap(); }
 double kappa(const RunSummary& r, size_t, double) { return r.kappa; }
 double nuisance(const RunSummary& r, size_t, double) { return r.nuisance; }
 double chain_i_ty(const RunSummary& r, size_t k, double) { return r.final_totals[k].i_ty; }
@@ -105,6 +107,7 @@ struct Context {
   std::vector<std::string> estimators;
   double beta = 1.0;
   size_t baseline = 0;
+  const sweep::Tuning* tuning = nullptr;  // the sweep's learning-rate search; null: untuned
 };
 
 size_t excluded(const Setting& s) { return s.runs.size() - s.used.size(); }
@@ -116,6 +119,8 @@ std::string runs_cell(const Setting& s) {
 std::vector<Quantity> setting_quantities() {
   return {{"test accuracy", "acc", 0, 1, test_accuracy},
           {"test loss (nats)", "loss", 0, kInf, test_loss},
+          {"accuracy gap (train − test)", "gap_acc", -1, 1, accuracy_gap},
+          {"loss gap (test − train, nats)", "gap_loss", -kInf, kInf, loss_gap},
           {"κ (mean over norm sites)", "kappa", 0, kInf, kappa},
           {"nuisance ratio (last hidden layer)", "nuisance", 0, 1, nuisance}};
 }
@@ -126,13 +131,46 @@ std::vector<Quantity> chain_quantities(size_t k, double beta) {
           {fmt::format("Σ_l IB_l (β = {})", beta), "IB", -kInf, kInf, chain_ib, k, beta}};
 }
 
+// The learning rate(s) a setting's runs trained at: one, as a sweep runs them.
+std::string rates_of(const Setting& s) {
+  std::set<std::string> rates;
+  for (const RunSummary* r : s.runs) rates.insert(r->lr);
+  return fmt::format("{}", fmt::join(rates, " | "));
+}
+
+// The tuning's budget and, per setting, each rate's mean final validation loss and accuracy.
+std::string tuning_section(const Context& c) {
+  if (c.tuning == nullptr) {
+    return "No learning-rate search was run: every setting trained at the rate the experiment file gives, so the comparisons are "
+           "**untuned**; a rate that suits one normalizer better than another favours it (SPEC §9). An experiment's [tune] "
+           "section gives every setting the same search.\n\n";
+  }
+  const sweep::Tuning& t = *c.tuning;
+  std::string md = "Learning rates were tuned: " + t.budget() + ".\n\n";
+  std::vector<std::string> header{"setting"};
+  for (const std::string& rate : t.config.rates) header.push_back("lr " + rate);
+  header.push_back("chosen");
+  std::vector<std::vector<std::string>> rows;
+  for (const sweep::TunedSetting& s : t.settings) {
+    std::vector<std::string> row{setting_label(s.settings)};
+    for (const sweep::RateResult& r : s.rates) {
+      std::string cell = r.finished > 0 ? fmt::format("{} / {}", fixed(r.validation_loss, 4), fixed(r.validation_accuracy, 4)) : "—";
+      if (r.failed > 0) cell += fmt::format(" ({} of {} failed: diverged)", r.failed, r.failed + r.finished);
+      row.push_back(cell);
+    }
+    row.push_back(s.chosen);
+    rows.push_back(row);
+  }
+  return md + "Mean final validation loss (nats) / accuracy over the tuning seeds:\n\n" + markdown_table(header, rows) + "\n";
+}
+
 // Per setting: accuracy, loss, κ, nuisance; then per estimator the chain's two terms and Σ IB.
 std::string settings_tables(Context& c, std::string& csv, std::string& tex) {
   std::string md;
-  std::vector<std::string> header{"setting", "runs"};
+  std::vector<std::string> header{"setting", "runs", "lr"};
   for (const Quantity& q : setting_quantities()) header.push_back(q.name);
   std::vector<std::vector<std::string>> rows;
-  csv = "label,variant,lambda,runs,excluded";
+  csv = "label,variant,lambda,kappa_target,lr,tuned,runs,excluded";
   for (const Quantity& q : setting_quantities()) csv += fmt::format(",{0}_mean,{0}_low,{0}_high", q.symbol);
   for (size_t k = 0; k < c.estimators.size(); ++k) {
     for (const Quantity& q : chain_quantities(k, c.beta)) csv += fmt::format(",{0}_{1}_mean,{0}_{1}_low,{0}_{1}_high", q.symbol, k);
@@ -142,12 +180,14 @@ std::string settings_tables(Context& c, std::string& csv, std::string& tex) {
   for (const std::string& e : c.estimators) tex += fmt::format(" & $\\sum I(T;Y)$ & $\\sum I(T_{{l-1}};T_l)$ & $\\sum$IB ({})", latex_escape(short_name(e)));
   tex += " \\\\\n\\midrule\n";
   for (const Setting& s : c.settings) {
-    std::vector<std::string> row{s.label, runs_cell(s)};
-    std::vector<std::string> cells{s.label, s.variant, num(s.lambda), std::to_string(s.used.size()), std::to_string(excluded(s))};
+    const std::string tuned = c.tuning != nullptr ? "tuned" : "untuned";
+    std::vector<std::string> row{s.label, runs_cell(s), fmt::format("{} ({})", rates_of(s), tuned)};
+    std::vector<std::string> cells{s.label, s.variant, num(s.lambda), num(s.kappa), rates_of(s), tuned, std::to_string(s.used.size()),
+                                   std::to_string(excluded(s))};
     tex += fmt::format("{} & {}", latex_escape(s.label), s.used.size());
     for (const Quantity& q : setting_quantities()) {
       const stats::Interval i = interval_of(q, s.used);
-      row.push_back(with_interval(i, q.symbol == "acc" || q.symbol == "loss" ? 4 : 3));
+      row.push_back(with_interval(i, q.symbol == "kappa" || q.symbol == "nuisance" ? 3 : 4));
       for (const double v : {i.mean, i.low, i.high}) cells.push_back(num(v));
       if (q.symbol == "acc" || q.symbol == "loss") tex += " & " + with_interval(i, 4);
     }
@@ -207,7 +247,8 @@ std::vector<Comparison> comparisons_of(const Context& c, const Quantity& q) {
 }
 
 std::string comparison_tables(const Context& c, std::string& csv, std::vector<std::string>& findings) {
-  std::vector<Quantity> quantities = {setting_quantities()[0], setting_quantities()[1]};
+  const std::vector<Quantity> per_setting = setting_quantities();
+  std::vector<Quantity> quantities(per_setting.begin(), per_setting.begin() + 4);  // accuracy, loss, both gaps
   for (size_t k = 0; k < c.estimators.size(); ++k) {
     const std::vector<Quantity> chain = chain_quantities(k, c.beta);
     quantities.push_back(chain[2]);
@@ -415,15 +456,17 @@ void write_figure_data(const Context& c, const std::string& path) {
   out.push_back({"/mi/I_XT", doubles_tensor(mi_xt), {}});
   out.push_back({"/mi/I_TY", doubles_tensor(mi_ty), {}});
 
-  // Per setting: λ, runs used, and the statistics the λ and β figures draw (used runs only).
-  std::vector<double> lambdas;
+  // Per setting: λ or target κ, runs used, and the statistics the λ/κ and β figures draw (used runs only).
+  std::vector<double> lambdas, kappa_targets;
   std::vector<int64_t> used_runs, all_runs;
   for (const Setting& s : c.settings) {
     lambdas.push_back(s.lambda);
+    kappa_targets.push_back(s.kappa);
     used_runs.push_back(static_cast<int64_t>(s.used.size()));
     all_runs.push_back(static_cast<int64_t>(s.runs.size()));
   }
   out.push_back({"/settings/lambda", doubles_tensor(lambdas), {}});
+  out.push_back({"/settings/kappa_target", doubles_tensor(kappa_targets), {}});
   out.push_back({"/settings/used_runs", longs_tensor(used_runs), {}});
   out.push_back({"/settings/runs", longs_tensor(all_runs), {}});
   const auto statistics = [&](const Quantity& q, const std::string& name) {
@@ -527,8 +570,11 @@ std::string parameters_section(const Context& c) {
                     "Flagged runs are {} comparisons{}.\n",
                     c.options.alpha, c.options.converged_tolerance, c.options.include_flagged ? "kept in" : "excluded from",
                     c.options.include_flagged ? " (--include-flagged)" : "");
-  md += "- tuning: every setting trained with the same options (below); no per-setting learning-rate search was run, so the "
-        "comparisons are **untuned** (SPEC §9)\n";
+  md += c.tuning != nullptr ? "- tuning ([tune]): " + c.tuning->budget() + "; see Tuning\n"
+                            : "- tuning: every setting trained with the same options (below); no per-setting learning-rate search "
+                              "was run, so the comparisons are **untuned** (SPEC §9)\n";
+  md += "- generalization gap at the last epoch: train − test accuracy and test − train loss, both positive when the model fits "
+        "its training samples better; the train side is evaluated after the epoch, in evaluation mode, on the evaluation subset\n";
   if (!first.config.empty()) md += "\nTraining options of the first run (the settings vary only the grid's keys):\n\n```ini\n" + first.config + "```\n";
   return md + "\n";
 }
@@ -610,13 +656,15 @@ void ReportOptions::check() const {
   }
 }
 
-std::string write_report(const std::string& target, const std::vector<ReportRun>& inputs, const ReportOptions& options, std::ostream& log) {
+std::string write_report(const std::string& target, const std::vector<ReportRun>& inputs, const ReportOptions& options, std::ostream& log,
+                         const sweep::Tuning* tuning) {
   options.check();
   if (inputs.empty()) throw UsageError(fmt::format("'{}' has no runs to report", target));
   Context c;
   c.target = target;
   c.is_sweep = fs::exists(target + "/points.csv");
   c.options = options;
+  c.tuning = tuning;
   for (const ReportRun& run : inputs) c.runs.push_back(load_run(run, options));
   check_estimators(c.runs);
   c.estimators = c.runs.front().analysis.estimators;
@@ -631,13 +679,13 @@ std::string write_report(const std::string& target, const std::vector<ReportRun>
   const std::string settings_md = settings_tables(c, settings_csv, settings_tex);
   const std::string comparisons_md = comparison_tables(c, comparisons_csv, findings);
   const std::string flags_md = flags_table(c, flags_csv);
-  std::string runs_csv = "label,seed,dir,test_accuracy,test_loss,kappa,nuisance_ratio,flags";
+  std::string runs_csv = "label,seed,dir,lr,test_accuracy,test_loss,accuracy_gap,loss_gap,kappa,nuisance_ratio,flags";
   for (size_t k = 0; k < c.estimators.size(); ++k) runs_csv += fmt::format(",I_TY_chain_{0},I_prev_chain_{0},IB_total_{0}", k);
   runs_csv += "\n";
   for (const Setting& s : c.settings) {
     for (const RunSummary* r : s.runs) {
-      std::vector<std::string> cells{s.label, std::to_string(r->seed), r->dir, num(r->test_accuracy()), num(r->test_loss()),
-                                     num(r->kappa), num(r->nuisance), fmt::format("{}", fmt::join(r->flags, " "))};
+      std::vector<std::string> cells{s.label, std::to_string(r->seed), r->dir, r->lr, num(r->test_accuracy()), num(r->test_loss()),
+                                     num(r->accuracy_gap()), num(r->loss_gap()), num(r->kappa), num(r->nuisance), fmt::format("{}", fmt::join(r->flags, " "))};
       for (const analysis::ChainTotal& t : r->final_totals) {
         for (const double v : {t.i_ty, t.i_prev, t.i_ty - c.beta * t.i_prev}) cells.push_back(num(v));
       }
@@ -668,6 +716,7 @@ std::string write_report(const std::string& target, const std::vector<ReportRun>
   report += "## Validity flags\n\n" + flags_md;
   report += "## Settings (mean [95 % interval] over the runs used)\n\n" + settings_md +
             "LaTeX (booktabs): `table_comparison.tex`; numbers: `data/table_comparison.csv`, per run `data/runs.csv`.\n\n";
+  report += "## Tuning\n\n" + tuning_section(c);
   report += "## Comparisons with the baseline\n\n" + comparisons_md + "Numbers: `data/comparisons.csv`.\n\n";
   report += "## Σ IB against β\n\n";
   for (size_t k = 0; k < c.estimators.size(); ++k) report += fmt::format("- `{}`: {}\n", c.estimators[k], beta_orderings(c, k));
@@ -694,6 +743,14 @@ std::string write_report(const std::string& target, const ReportOptions& options
       runs.push_back({dir, p.settings});
     }
     if (runs.empty()) throw UsageError(fmt::format("sweep '{}' has no points", target));
+    // The tuning is read from where the sweep left it: its experiment file's [tune] and the tuning runs.
+    if (fs::exists(target + "/sweep.ini")) {
+      const sweep::Sweep s = sweep::load_sweep(target + "/sweep.ini", target);
+      if (s.tune) {
+        const sweep::Tuning tuning = sweep::choose_rates(s);
+        return write_report(target, runs, options, log, &tuning);
+      }
+    }
   } else if (fs::exists(target + "/config.ini")) {
     runs.push_back({target, {}});
   } else {

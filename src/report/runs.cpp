@@ -12,6 +12,7 @@
 #include "ibn/error.h"
 #include "ibn/io/csv.h"
 #include "ibn/io/hdf5.h"
+#include "ibn/io/ini.h"
 #include "ibn/train/train.h"
 
 namespace ibn::report {
@@ -63,12 +64,14 @@ void set_flags(RunSummary& r, const ReportOptions& options) {
   if (!(r.loss_moved <= options.converged_tolerance)) r.flags.push_back("unconverged");
 }
 
-std::string setting_value(const RunSummary& r, const std::string& key) {
-  for (const auto& [k, v] : r.settings) {
+std::string setting_value(const std::vector<std::pair<std::string, std::string>>& settings, const std::string& key) {
+  for (const auto& [k, v] : settings) {
     if (k == key) return v;
   }
   return "";
 }
+
+std::string setting_value(const RunSummary& r, const std::string& key) { return setting_value(r.settings, key); }
 
 }  // namespace
 
@@ -82,6 +85,8 @@ RunSummary load_run(const ReportRun& run, const ReportOptions& options) {
   r.data = text_or(store, "data", "?");
   r.model = text_or(store, "model", "?");
   r.config = text_or(store, "config", "");
+  const std::map<std::string, std::string> config = io::ini_values(r.config, store + " (config)");
+  r.lr = config.count("lr") ? config.at("lr") : "?";
   r.norm_spec = text_or(store, "norm_spec", text_or(store, "norm", "?"));
   r.norm_description = text_or(store, "norm_description", "(not recorded by this run's version of ibn)");
   r.seed = std::get<int64_t>(io::read_attribute(store, "/", "seed"));
@@ -122,22 +127,29 @@ RunSummary load_run(const ReportRun& run, const ReportOptions& options) {
   return r;
 }
 
+std::string setting_label(const std::vector<std::pair<std::string, std::string>>& settings) {
+  std::string label = setting_value(settings, "norm");
+  const std::string lambda = setting_value(settings, "lambda"), kappa = setting_value(settings, "kappa");
+  if (!lambda.empty()) label += " λ=" + lambda;
+  if (!kappa.empty()) label += " κ=" + kappa;
+  for (const auto& [key, value] : settings) {
+    if (key != "norm" && key != "lambda" && key != "kappa" && key != "seed") label += fmt::format(" {}={}", key, value);
+  }
+  return label.empty() ? "run" : label;
+}
+
 std::vector<Setting> group_settings(const std::vector<RunSummary>& runs, bool include_flagged) {
   std::vector<Setting> settings;
   for (const RunSummary& r : runs) {
-    std::string label = setting_value(r, "norm");
-    const std::string lambda = setting_value(r, "lambda");
-    if (!lambda.empty()) label += " λ=" + lambda;
-    for (const auto& [key, value] : r.settings) {
-      if (key != "norm" && key != "lambda" && key != "seed") label += fmt::format(" {}={}", key, value);
-    }
-    if (label.empty()) label = "run";
+    const std::string label = setting_label(r.settings);
+    const std::string lambda = setting_value(r, "lambda"), kappa = setting_value(r, "kappa");
     auto found = std::find_if(settings.begin(), settings.end(), [&](const Setting& s) { return s.label == label; });
     if (found == settings.end()) {
       Setting s;
       s.label = label;
       s.variant = setting_value(r, "norm");
       s.lambda = lambda.empty() ? kNaN : io::csv_number(lambda, fmt::format("the sweep's lambda of '{}'", r.dir));
+      s.kappa = kappa.empty() ? kNaN : io::csv_number(kappa, fmt::format("the sweep's kappa of '{}'", r.dir));
       settings.push_back(s);
       found = settings.end() - 1;
     }

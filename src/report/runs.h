@@ -26,6 +26,7 @@ struct RunSummary {
   int64_t seed = 0;
   // From the store's attributes: what was run, exactly.
   std::string data, model, norm_spec, norm_description, config;
+  std::string lr;  // the learning rate it trained at, from its config
   int64_t test_predictions = 0;
   double majority_rate = kNaN;
   Curves curves;
@@ -41,18 +42,27 @@ struct RunSummary {
   std::vector<std::string> flags;
   double test_accuracy() const { return curves.test_accuracy.empty() ? kNaN : curves.test_accuracy.back(); }
   double test_loss() const { return curves.test_loss.empty() ? kNaN : curves.test_loss.back(); }
+  // The generalization gap at the last epoch, both positive when the model fits its training
+  // samples better than the test samples (train accuracy and loss are evaluated after the epoch,
+  // in evaluation mode, on the same fixed subset every epoch).
+  double accuracy_gap() const { return curves.train_accuracy.empty() ? kNaN : curves.train_accuracy.back() - test_accuracy(); }
+  double loss_gap() const { return curves.train_loss.empty() ? kNaN : test_loss() - curves.train_loss.back(); }
 };
 
 // Reads a run (its activations.h5 and analysis.h5) and sets its flags.
 RunSummary load_run(const ReportRun& run, const ReportOptions& options);
 
 struct Setting {
-  std::string label;       // "ibnorm-s λ=0.5", plus other grid keys than norm, lambda and seed
+  std::string label;       // "ibnorm-s λ=0.5" or "ibnorm-s κ=0.5", plus other grid keys than norm, λ, κ and seed
   std::string variant;     // the grid's norm (a single run: its norm spec)
   double lambda = kNaN;    // the grid's λ; NaN where λ does not apply
+  double kappa = kNaN;     // the grid's target κ (λ chosen to reach it); NaN where not given
   std::vector<const RunSummary*> runs;  // every seed
   std::vector<const RunSummary*> used;  // those the comparisons use (unflagged, unless included)
 };
+
+// A setting's name in the tables: "ibnorm-s λ=0.5", "ibnorm-t κ=0.4 model=mlp"; ignores the seed.
+std::string setting_label(const std::vector<std::pair<std::string, std::string>>& settings);
 
 // The runs grouped by their settings except the seed, in order of first appearance.
 std::vector<Setting> group_settings(const std::vector<RunSummary>& runs, bool include_flagged);

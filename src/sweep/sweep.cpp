@@ -14,6 +14,11 @@
 #include "ibn/io/ini.h"
 #include "ibn/norm/spec.h"
 #include "ibn/spec_string.h"
+#include "ibn/io/hdf5.h"
+#include "ibn/train/train.h"
+#include <fmt/ranges.h>
+#include <cmath>
+#include <limits>
 
 namespace ibn::sweep {
 namespace {
@@ -38,8 +43,6 @@ std::vector<std::string> alternatives(const std::string& value) {
   }
   return out;
 }
-
-using Settings = std::vector<std::pair<std::string, std::string>>;
 
 // Characters a point id keeps as they are; others become '-' (as ids have always been made, so
 // the directories of existing sweeps keep their names).
@@ -67,11 +70,15 @@ uint64_t fingerprint(const Settings& settings) {
 
 constexpr size_t kMaxReadableId = 96;
 
+// Grid keys that set an IBNorm variant's strength: λ itself, or the Gaussian contraction κ
+// that λ is chosen to reach. They join the IBNorm variants only.
+bool is_strength_key(const std::string& key) { return key == "lambda" || key == "kappa"; }
+
 // A point's settings in readable form: "ibnorm-s_lambda0.5_seed1".
 std::string readable_id(const Settings& settings) {
   std::string id;
   for (const auto& [key, value] : settings) {
-    if (key == "lambda" && value.empty()) continue;  // λ does not apply to this norm
+    if (is_strength_key(key) && value.empty()) continue;  // λ or κ does not apply to this norm
     id += "_" + readable(key == "norm" ? value : key + value);
   }
   return id.empty() ? "point" : id.substr(1);
@@ -90,11 +97,11 @@ std::string final_id(const std::string& readable, const Settings& settings, bool
 
 // Directory names for every point: readable where that is safe and unshared, else
 // fingerprinted; two points with one id would share a directory, and that is an error.
-void assign_ids(Sweep& sweep, const std::string& file) {
+void assign_ids(std::vector<Point>& points, const std::string& file) {
   std::map<std::string, int> readers;
-  for (const Point& p : sweep.points) ++readers[readable_id(p.settings)];
+  for (const Point& p : points) ++readers[readable_id(p.settings)];
   std::map<std::string, const Point*> owner;
-  for (Point& p : sweep.points) {
+  for (Point& p : points) {
     const std::string readable = readable_id(p.settings);
     p.id = final_id(readable, p.settings, readers[readable] > 1);
     const auto [other, inserted] = owner.emplace(p.id, &p);
@@ -104,7 +111,199 @@ void assign_ids(Sweep& sweep, const std::string& file) {
   }
 }
 
+
+// Sets `key` in an ordered option list: replaces its value where it is, else appends it.
+void set_option(Settings& options, const std::string& key, const std::string& value) {
+  for (auto& [k, v] : options) {
+    if (k == key) {
+      v = value;
+      return;
+    }
+  }
+  options.emplace_back(key, value);
+}
+
+std::string option_value(const Settings& options, const std::string& key, const std::string& absent) {
+  for (const auto& [k, v] : options) {
+    if (k == key) return v;
+  }
+  return absent;
+}
+
+TuneConfig read_tune_section(const std::vector<Entry>& entries, const std::string& file) {
+  TuneConfig tune;
+  std::set<std::string> seen;
+  for (const Entry& e : entries) {
+    const auto fail = [&](const std::string& why) { throw UsageError(fmt::format("{}:{}: [tune] {}", file, e.line, why)); };
+    if (!seen.insert(e.key).second) fail(fmt::format("'{}' is given twice", e.key));
+    const auto whole_number = [&](int64_t low, int64_t high) {
+      const std::optional<int64_t> n = parse_integer(e.value);
+      if (!n || *n < low || *n > high) fail(fmt::format("{} = '{}' must be a whole number in [{}, {}]", e.key, e.value, low, high));
+      return *n;
+    };
+    if (e.key == "lr") {
+      tune.rates = alternatives(e.value);
+      if (std::any_of(tune.rates.begin(), tune.rates.end(), [](const std::string& v) { return v.empty(); })) {
+        fail(fmt::format("lr has an empty alternative in '{}'", e.value));
+      }
+      if (std::set<std::string>(tune.rates.begin(), tune.rates.end()).size() != tune.rates.size()) {
+        fail(fmt::format("lr = '{}' names a rate twice", e.value));
+      }
+    } else if (e.key == "seeds") {
+      constexpr int64_t kMaxTuningSeeds = 100;
+      tune.seeds = whole_number(1, kMaxTuningSeeds);
+    } else if (e.key == "validation") {
+      char* end = nullptr;
+      tune.validation = std::strtod(e.value.c_str(), &end);
+      if (e.value.empty() || *end != '\0' || !(tune.validation > 0 && tune.validation < 1)) {
+        fail(fmt::format("validation = '{}' must be a fraction in (0, 1) of the training samples", e.value));
+      }
+    } else if (e.key == "epochs") {
+      tune.epochs = std::to_string(whole_number(1, 1000000));
+    } else if (e.key == "select") {
+      if (e.value != "loss" && e.value != "accuracy") fail(fmt::format("select = '{}' must be loss or accuracy", e.value));
+      tune.select = e.value;
+    } else {
+      fail(fmt::format("unknown key '{}' (lr, seeds, validation, epochs, select)", e.key));
+    }
+  }
+  if (tune.rates.empty()) throw UsageError(fmt::format("'{}': [tune] needs lr = RATE | RATE | ...: the rates to choose from", file));
+  return tune;
+}
+
+// Every setting of the grid (in order of first appearance) x rate x tuning seed: the grid
+// point's training options, at that rate and seed, evaluated on the validation split, with no
+// dumps and no checkpoints between (tuning reads only the final metrics).
+std::vector<Point> tuning_points(const Sweep& sweep) {
+  std::vector<Point> out;
+  std::set<std::string> done;
+  for (const Point& p : sweep.points) {
+    if (!done.insert(p.setting).second) continue;
+    for (const std::string& rate : sweep.tune->rates) {
+      for (int64_t k = 0; k < sweep.tune->seeds; ++k) {
+        Point t;
+        t.group = "tune";
+        t.setting = p.setting;
+        for (const auto& kv : p.settings) {
+          if (kv.first != "seed") t.settings.push_back(kv);
+        }
+        const std::string seed = std::to_string(kFirstTuningSeed + k);
+        t.settings.emplace_back("lr", rate);
+        t.settings.emplace_back("seed", seed);
+        t.train = p.train;
+        set_option(t.train, "lr", rate);
+        set_option(t.train, "seed", seed);
+        set_option(t.train, "validation", fmt::format("{}", sweep.tune->validation));
+        set_option(t.train, "dump-epochs", "none");
+        set_option(t.train, "checkpoint-every", "0");
+        if (!sweep.tune->epochs.empty()) set_option(t.train, "epochs", sweep.tune->epochs);
+        t.index = static_cast<int64_t>(out.size());
+        out.push_back(std::move(t));
+      }
+    }
+  }
+  return out;
+}
+
+// A finished tuning run's final validation loss and accuracy, from its store's metrics.
+std::pair<double, double> final_validation(const std::string& run) {
+  const std::string store = run + "/activations.h5";
+  const std::vector<double> loss = io::read_doubles(store, "/metrics/test_loss");
+  const std::vector<double> accuracy = io::read_doubles(store, "/metrics/test_accuracy");
+  if (loss.empty() || accuracy.empty()) throw DataError(fmt::format("'{}' holds no metrics", store));
+  return {loss.back(), accuracy.back()};
+}
+
 }  // namespace
+
+std::string Point::ini() const {
+  std::string text = "[train]\n";
+  for (const auto& [key, value] : train) text += fmt::format("{} = {}\n", key, value);
+  if (group == "points") text += "\n[analyze]\n" + analyze;
+  return text;
+}
+
+const TunedSetting* Tuning::find(const std::string& setting) const {
+  for (const TunedSetting& s : settings) {
+    if (s.setting == setting) return &s;
+  }
+  return nullptr;
+}
+
+std::string Tuning::budget() const {
+  return fmt::format("every setting got the same budget: {} learning rate{} ({}) × {} tuning seed{} (seeds {}–{}) × {} epochs, "
+                     "each run trained on the training samples less a seeded validation split of {} of them and evaluated on it "
+                     "(the test split unused); the rate with the {} was chosen, and the grid's seeds ran at it on the whole "
+                     "training split",
+                     config.rates.size(), config.rates.size() == 1 ? "" : "s", fmt::join(config.rates, ", "), config.seeds,
+                     config.seeds == 1 ? "" : "s", kFirstTuningSeed, kFirstTuningSeed + config.seeds - 1, epochs, config.validation,
+                     config.select == "loss" ? "lowest mean final validation loss" : "highest mean final validation accuracy");
+}
+
+Tuning choose_rates(const Sweep& sweep) {
+  if (!sweep.tune) throw std::logic_error("choose_rates: the sweep has no [tune] section");
+  Tuning tuning;
+  tuning.config = *sweep.tune;
+  const Settings& first = sweep.tune_points.front().train;
+  tuning.epochs = option_value(first, "epochs", std::to_string(train::TrainConfig().epochs));
+  for (const Point& t : sweep.tune_points) {
+    TunedSetting* s = const_cast<TunedSetting*>(tuning.find(t.setting));
+    if (s == nullptr) {
+      tuning.settings.push_back({t.setting, {}, {}, ""});
+      s = &tuning.settings.back();
+      for (const auto& kv : t.settings) {
+        if (kv.first != "lr" && kv.first != "seed") s->settings.push_back(kv);
+      }
+      for (const std::string& rate : tuning.config.rates) s->rates.push_back({rate});
+    }
+    RateResult& r = *std::find_if(s->rates.begin(), s->rates.end(), [&](const RateResult& x) { return x.rate == option_value(t.settings, "lr", ""); });
+    const State state = point_state(sweep, t);
+    if (state == State::pending) {
+      throw UsageError(fmt::format("tuning point '{}' has not run yet; run the sweep (every shard) until tuning is done", t.id));
+    }
+    if (state == State::failed) {
+      ++r.failed;
+      continue;
+    }
+    const auto [loss, accuracy] = final_validation(point_directory(sweep, t));
+    if (!std::isfinite(loss)) {
+      ++r.failed;
+      continue;
+    }
+    // Running sums; divided below.
+    r.validation_loss += loss;
+    r.validation_accuracy += accuracy;
+    ++r.finished;
+  }
+  const bool by_loss = tuning.config.select == "loss";
+  for (TunedSetting& s : tuning.settings) {
+    const RateResult* best = nullptr;
+    for (RateResult& r : s.rates) {
+      const double n = static_cast<double>(r.finished);
+      r.validation_loss = r.finished > 0 ? r.validation_loss / n : std::numeric_limits<double>::quiet_NaN();
+      r.validation_accuracy = r.finished > 0 ? r.validation_accuracy / n : std::numeric_limits<double>::quiet_NaN();
+      if (r.failed > 0 || r.finished == 0) continue;
+      // Strictly better only: on a tie the rate listed first stays.
+      if (best == nullptr || (by_loss ? r.validation_loss < best->validation_loss : r.validation_accuracy > best->validation_accuracy)) {
+        best = &r;
+      }
+    }
+    if (best == nullptr) {
+      throw UsageError(fmt::format("setting '{}': every learning rate failed in tuning (see {}/tune/*/failed); try smaller rates",
+                                   s.setting, sweep.out));
+    }
+    s.chosen = best->rate;
+  }
+  return tuning;
+}
+
+void apply_rates(Sweep& sweep, const Tuning& tuning) {
+  for (Point& p : sweep.points) {
+    const TunedSetting* s = tuning.find(p.setting);
+    if (s == nullptr) throw std::logic_error(fmt::format("no tuned rate for setting '{}'", p.setting));
+    set_option(p.train, "lr", s->chosen);
+  }
+}
 
 bool is_plain_point_id(const std::string& id) {
   return !id.empty() && id != "." && id != ".." && id.find('/') == std::string::npos && id.find('\0') == std::string::npos;
@@ -116,8 +315,10 @@ Sweep load_sweep(const std::string& file, const std::string& out_override) {
   sweep.file = file;
   sweep.name = std::filesystem::path(file).stem().string();
   std::vector<std::pair<std::string, std::vector<std::string>>> grid;
-  std::string train_text, analyze_text;
+  Settings train_options;
+  std::string analyze_text;
   std::set<std::string> train_keys;
+  std::vector<Entry> tune_entries;
   for (const Entry& e : entries) {
     const auto fail = [&](const std::string& why) { throw UsageError(fmt::format("{}:{}: {}", file, e.line, why)); };
     if (e.section == "sweep") {
@@ -138,14 +339,16 @@ Sweep load_sweep(const std::string& file, const std::string& out_override) {
       }
       grid.emplace_back(e.key, values);
     } else if (e.section == "train") {
-      train_text += fmt::format("{} = {}\n", e.key, e.value);
+      train_options.emplace_back(e.key, e.value);
       train_keys.insert(e.key);
     } else if (e.section == "analyze") {
       analyze_text += fmt::format("{} = {}\n", e.key, e.value);
     } else if (e.section == "report") {
       sweep.report_options.emplace_back(e.key, e.value);
+    } else if (e.section == "tune") {
+      tune_entries.push_back(e);
     } else {
-      fail(fmt::format("'{} = {}' outside the sections [sweep], [grid], [train], [analyze], [report]", e.key, e.value));
+      fail(fmt::format("'{} = {}' outside the sections [sweep], [grid], [train], [analyze], [report], [tune]", e.key, e.value));
     }
   }
   if (grid.empty()) throw UsageError(fmt::format("'{}' declares no [grid]: nothing to sweep", file));
@@ -156,14 +359,21 @@ Sweep load_sweep(const std::string& file, const std::string& out_override) {
   if (!out_override.empty()) sweep.out = out_override;
   if (sweep.out.empty()) sweep.out = "runs/" + sweep.name;
 
-  // The Cartesian product, first key slowest; λ joins IBNorm variants only, so the other
-  // norms' points repeat across λ and are kept once.
+  if (std::count_if(grid.begin(), grid.end(), [](const auto& g) { return is_strength_key(g.first); }) > 1) {
+    throw UsageError(fmt::format("'{}': [grid] gives both lambda and kappa; κ sets λ, so give one of them", file));
+  }
+  // The Cartesian product, first key slowest; λ (or κ) joins IBNorm variants only, so the
+  // other norms' points repeat across it and are kept once.
   std::vector<size_t> at(grid.size(), 0);
   std::set<Settings> seen;
   while (true) {
     std::map<std::string, std::string> chosen;
     for (size_t k = 0; k < grid.size(); ++k) chosen[grid[k].first] = grid[k].second[at[k]];
-    if (chosen.count("lambda")) {
+    std::string strength_key;
+    for (const char* key : {"lambda", "kappa"}) {
+      if (chosen.count(key)) strength_key = key;
+    }
+    if (!strength_key.empty()) {
       const auto norm = chosen.count("norm") ? chosen["norm"] : std::string();
       bool ibnorm = false;
       try {
@@ -171,20 +381,25 @@ Sweep load_sweep(const std::string& file, const std::string& out_override) {
       } catch (const UsageError& e) {
         throw UsageError(fmt::format("'{}': grid norm '{}': {}", file, norm, e.what()));
       }
-      if (!ibnorm) chosen["lambda"] = "";
+      if (!ibnorm) chosen[strength_key] = "";
     }
     Point p;
-    std::string train = train_text;
+    p.train = train_options;
     for (const auto& [key, values] : grid) {
       const std::string& v = chosen[key];
       p.settings.emplace_back(key, v);
-      if (key != "lambda" && key != "norm") train += fmt::format("{} = {}\n", key, v);
+      if (!is_strength_key(key) && key != "norm") p.train.emplace_back(key, v);
     }
     if (chosen.count("norm")) {
-      const std::string& l = chosen["lambda"];
-      train += fmt::format("norm = {}{}\n", chosen["norm"], l.empty() ? "" : ":lambda=" + l);
+      const std::string strength = strength_key.empty() ? "" : chosen[strength_key];
+      p.train.emplace_back("norm", chosen["norm"] + (strength.empty() ? "" : ":" + strength_key + "=" + strength));
     }
-    p.ini = "[train]\n" + train + "\n[analyze]\n" + analyze_text;
+    p.analyze = analyze_text;
+    Settings without_seed;
+    for (const auto& kv : p.settings) {
+      if (kv.first != "seed") without_seed.push_back(kv);
+    }
+    p.setting = readable_id(without_seed);
     // The same settings twice are one point: λ repeats for the norms it does not apply to.
     if (seen.insert(p.settings).second) {
       p.index = static_cast<int64_t>(sweep.points.size());
@@ -194,7 +409,18 @@ Sweep load_sweep(const std::string& file, const std::string& out_override) {
     while (k > 0 && ++at[k - 1] == grid[k - 1].second.size()) at[--k] = 0;
     if (k == 0) break;
   }
-  assign_ids(sweep, file);
+  assign_ids(sweep.points, file);
+  if (!tune_entries.empty()) {
+    sweep.tune = read_tune_section(tune_entries, file);
+    if (train_keys.count("lr")) {
+      throw UsageError(fmt::format("'{}': lr is in [train] and [tune]; [tune] chooses it, so remove it from [train]", file));
+    }
+    for (const auto& [key, values] : grid) {
+      if (key == "lr") throw UsageError(fmt::format("'{}': lr is in [grid] and [tune]; give its values in one of them", file));
+    }
+    sweep.tune_points = tuning_points(sweep);
+    assign_ids(sweep.tune_points, file);
+  }
   return sweep;
 }
 
@@ -216,7 +442,7 @@ std::pair<int64_t, int64_t> parse_shard(const std::string& text) {
   return {i, n};
 }
 
-std::string point_directory(const Sweep& sweep, const Point& point) { return sweep.out + "/points/" + point.id; }
+std::string point_directory(const Sweep& sweep, const Point& point) { return sweep.out + "/" + point.group + "/" + point.id; }
 
 State point_state(const Sweep& sweep, const Point& point, std::string* error) {
   const std::string dir = point_directory(sweep, point);

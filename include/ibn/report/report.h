@@ -10,6 +10,10 @@
 #include <utility>
 #include <vector>
 
+namespace ibn::sweep {
+struct Tuning;
+}
+
 namespace ibn::report {
 
 struct ReportOptions {
@@ -34,11 +38,14 @@ struct ReportRun {
 };
 
 // Writes TARGET/report/{report.md, *.png, *.pdf, *.tex, data/*.csv, data/report.h5}; returns
-// report.md's path. Throws ibn::UsageError when a run is not analyzed.
+// report.md's path. Throws ibn::UsageError when a run is not analyzed. `tuning`: the sweep's
+// learning-rate search, when it had one (the report states its budget and choices); without
+// it the comparisons are marked untuned.
 std::string write_report(const std::string& target, const std::vector<ReportRun>& runs, const ReportOptions& options,
-                         std::ostream& log);
+                         std::ostream& log, const sweep::Tuning* tuning = nullptr);
 
-// The same, finding the runs: a sweep's points (its points.csv) or the one run.
+// The same, finding the runs: a sweep's points (its points.csv) and tuning (its sweep.ini's
+// [tune] and tune/ runs), or the one run.
 // ibn::UsageError when TARGET is neither.
 std::string write_report(const std::string& target, const ReportOptions& options, std::ostream& log);
 
