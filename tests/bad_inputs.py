@@ -550,16 +550,21 @@ case("sweep.lambda-and-kappa", ["sweep", "x.ini"], 2, r"both lambda and kappa", 
      setup=ini(sweep_ini("norm = ibnorm-t\nlambda = 0.5\nkappa = 0.5")))
 case("sweep.kappa-out-of-range", ["sweep", "x.ini"], 2, r"kappa", no_writes=True,
      setup=ini(sweep_ini("norm = ibnorm-t\nkappa = 1.5")))
+case("sweep.tune-seeded-test-split", ["sweep", "x.ini"], 2, r"split_seed=N", no_writes=True,
+     setup=ini(sweep_ini("seed = 0 | 1") + "[tune]\nlr = 0.1 | 0.2\n"),
+     note="ibsgd12's split follows the run seed: tuning runs would train on the grid's test samples")
+case("sweep.tune-seed-collision", ["sweep", "x.ini"], 2, r"seed 1000 is also a tuning seed", no_writes=True,
+     setup=ini(sweep_ini("seed = 0 | 1000") + "[tune]\nlr = 0.1\n"))
 case("sweep.tune-without-lr", ["sweep", "x.ini"], 2, r"\[tune\] needs lr", no_writes=True,
      setup=ini(sweep_ini("seed = 0") + "[tune]\nseeds = 2\n"))
 case("sweep.tune-lr-in-train", ["sweep", "x.ini"], 2, r"lr is in \[train\] and \[tune\]", no_writes=True,
      setup=ini(sweep_ini("seed = 0", "lr = 0.1") + "[tune]\nlr = 0.1 | 0.2\n"))
 case("sweep.tune-bad-rate", ["sweep", "x.ini"], 2, r"\('fast'\) for option 'lr'", no_writes=True,
-     setup=ini(sweep_ini("seed = 0") + "[tune]\nlr = 0.1 | fast\n"), note="checked before any point runs")
+     setup=ini(sweep_ini("seed = 0", "data = ibsgd12:split_seed=0") + "[tune]\nlr = 0.1 | fast\n"), note="checked before any point runs")
 case("sweep.tune-zero-rate", ["sweep", "x.ini"], 2, r"--lr 0 must lie", no_writes=True,
-     setup=ini(sweep_ini("seed = 0") + "[tune]\nlr = 0 | 0.1\n"))
+     setup=ini(sweep_ini("seed = 0", "data = ibsgd12:split_seed=0") + "[tune]\nlr = 0 | 0.1\n"))
 case("sweep.tune-epochs-below-warmup", ["sweep", "x.ini"], 2, r"--warmup-epochs", no_writes=True,
-     setup=ini(sweep_ini("seed = 0", "warmup-epochs = 3") + "[tune]\nlr = 0.1\nepochs = 2\n"))
+     setup=ini(sweep_ini("seed = 0", "warmup-epochs = 3\ndata = ibsgd12:split_seed=0") + "[tune]\nlr = 0.1\nepochs = 2\n"))
 case("sweep.tune-validation-bad", ["sweep", "x.ini"], 2, r"validation = '0'", no_writes=True,
      setup=ini(sweep_ini("seed = 0") + "[tune]\nlr = 0.1\nvalidation = 0\n"))
 case("sweep.tune-unknown-key", ["sweep", "x.ini"], 2, r"unknown key 'rate'", no_writes=True,

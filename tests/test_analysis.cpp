@@ -352,6 +352,77 @@ TEST(Sweep, TuneGivesEverySettingTheSameBudget) {
   fs::remove(file);
 }
 
+TEST(Sweep, TuningSeedsAndSettingKeysStayApart) {
+  const std::string clash = write_experiment("clash", "[grid]\nseed = 0 | 1000\n[tune]\nlr = 0.1 | 0.2\n");
+  EXPECT_TRUE(throws_usage_error([&] { ibn::sweep::load_sweep(clash, ""); }, "seed 1000 is also a tuning seed (1000–1000)"));
+  const std::string fine = write_experiment("fine", "[grid]\nseed = 0 | 1002\n[tune]\nlr = 0.1\nseeds = 2\n");
+  EXPECT_NO_THROW(ibn::sweep::load_sweep(fine, ""));
+  // Settings that read the same ("1e-2" and "1e+2" both read 1e-2) keep distinct keys: each
+  // gets its own tuned rate.
+  const std::string same = write_experiment("same", "[grid]\nweight-decay = 1e-2 | 1e+2\nseed = 0 | 1\n[tune]\nlr = 0.1 | 0.2\n");
+  const ibn::sweep::Sweep s = ibn::sweep::load_sweep(same, "");
+  ASSERT_EQ(s.points.size(), 4u);
+  EXPECT_EQ(s.points[0].setting, s.points[1].setting);
+  EXPECT_NE(s.points[0].setting, s.points[2].setting);
+  EXPECT_EQ(s.tune_points.size(), 4u);
+  for (const auto& f : {clash, fine, same}) fs::remove(f);
+}
+
+// choose_rates on tuning runs made by hand: the lowest mean final validation loss (or the
+// highest accuracy) wins; a diverged run rules its rate out; a fault or a missing run is an error.
+TEST(Sweep, ChooseRatesReadsTheTuningRuns) {
+  const std::string out = temp_dir("choose");
+  const std::string file = write_experiment("choose", "[grid]\nnorm = layernorm | ibnorm-t\nseed = 0\n"
+                                                      "[tune]\nlr = 0.1 | 0.2 | 0.3\nseeds = 2\n");
+  ibn::sweep::Sweep s = ibn::sweep::load_sweep(file, out);
+  ASSERT_EQ(s.tune_points.size(), 12u);
+  // Final validation (loss, accuracy) per setting and rate, for the two tuning seeds.
+  const std::map<std::string, std::vector<std::pair<double, double>>> finals{
+      {"layernorm_lr0.1", {{0.50, 0.80}, {0.70, 0.80}}},  // mean loss 0.60
+      {"layernorm_lr0.2", {{0.40, 0.70}, {0.60, 0.70}}},  // 0.50: lowest loss
+      {"layernorm_lr0.3", {{0.55, 0.90}, {0.55, 0.90}}},  // 0.55: highest accuracy
+      {"ibnorm-t_lr0.1", {{0.90, 0.60}, {0.90, 0.60}}},
+      {"ibnorm-t_lr0.2", {{0.30, 0.95}, {0.0, 0.0}}},  // its second run diverges
+      {"ibnorm-t_lr0.3", {{0.80, 0.65}, {0.80, 0.65}}},
+  };
+  for (const auto& t : s.tune_points) {
+    const std::string dir = ibn::sweep::point_directory(s, t);
+    fs::create_directories(dir);
+    const std::string prefix = t.id.substr(0, t.id.rfind("_seed"));
+    const int k = t.id.back() - '0';
+    if (prefix == "ibnorm-t_lr0.2" && k == 1) {
+      ibn::io::write_file_atomically(dir + "/failed", "train: ibn: error: the training loss became NaN at epoch 3\n");
+      continue;
+    }
+    const auto [loss, accuracy] = finals.at(prefix)[k];
+    ibn::io::write_datasets(dir + "/activations.h5",
+                            {{"/metrics/test_loss", torch::tensor({2.0, loss}, torch::kDouble), {}},
+                             {"/metrics/test_accuracy", torch::tensor({0.1, accuracy}, torch::kDouble), {}}},
+                            {});
+    ibn::io::write_file_atomically(dir + "/done", "1 s\n");
+  }
+  ibn::sweep::Tuning t = ibn::sweep::choose_rates(s);
+  ASSERT_EQ(t.settings.size(), 2u);
+  EXPECT_EQ(t.settings[0].chosen, "0.2");
+  EXPECT_NEAR(t.settings[0].rates[0].validation_loss, 0.60, 1e-12);
+  EXPECT_EQ(t.settings[1].chosen, "0.3");  // 0.2 had the lowest loss, but one of its runs diverged
+  EXPECT_EQ(t.settings[1].rates[1].diverged, 1);
+  EXPECT_EQ(t.settings[1].rates[1].finished, 1);
+  ibn::sweep::apply_rates(s, t);
+  EXPECT_EQ(ibn::io::ini_values(s.points[1].ini(), "point").at("lr"), "0.3");
+  s.tune->select = "accuracy";
+  EXPECT_EQ(ibn::sweep::choose_rates(s).settings[0].chosen, "0.3");
+  // A fault is not a divergence: an error naming the point, until the sweep retries it.
+  const std::string faulty = ibn::sweep::point_directory(s, s.tune_points[0]);
+  fs::remove(faulty + "/done");
+  ibn::io::write_file_atomically(faulty + "/failed", "train: killed by signal 9\n");
+  EXPECT_TRUE(throws_usage_error([&] { ibn::sweep::choose_rates(s); }, "failed: train: killed by signal 9; running the sweep again"));
+  fs::remove(faulty + "/failed");
+  EXPECT_TRUE(throws_usage_error([&] { ibn::sweep::choose_rates(s); }, "has not run yet"));
+  fs::remove_all(out);
+  fs::remove(file);
+}
+
 TEST(Sweep, MalformedTuneSectionsAreNamed) {
   const std::vector<std::pair<std::string, std::string>> cases{
       {"[grid]\nseed = 0\n[train]\nlr = 0.1\n[tune]\nlr = 0.1 | 0.2\n", "lr is in [train] and [tune]"},

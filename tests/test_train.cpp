@@ -131,6 +131,40 @@ TEST(Data, ValidationIsHeldOutOfTrainAndReplacesTest) {
   EXPECT_TRUE(throws_usage_error([&] { ibn::data::hold_out_validation(tiny, 1e-6, 3); }, "leaves no validation"));
 }
 
+// split_seed fixes a generated dataset's train/test split across run seeds; without it the
+// split follows the run's seed, and the dataset says so.
+TEST(Data, SplitSeedFixesTheTestSplit) {
+  const auto a = ibn::data::load_dataset("gaussian-mixture:n=500:split_seed=7", 0);
+  const auto b = ibn::data::load_dataset("gaussian-mixture:n=500:split_seed=7", 1);
+  EXPECT_TRUE(a.test.index.equal(b.test.index));
+  EXPECT_FALSE(a.test_varies_with_seed);
+  EXPECT_NE(a.spec.find("split_seed=7"), std::string::npos) << a.spec;
+  EXPECT_TRUE(a.test.index.equal(ibn::data::load_dataset("gaussian-mixture:n=500", 7).test.index));  // the same permutation
+  const auto c = ibn::data::load_dataset("ibsgd12", 0);
+  EXPECT_TRUE(c.test_varies_with_seed);
+  EXPECT_FALSE(c.test.index.equal(ibn::data::load_dataset("ibsgd12", 1).test.index));
+  EXPECT_TRUE(ibn::data::load_dataset("ibsgd12:split_seed=3", 0).test.index.equal(ibn::data::load_dataset("ibsgd12:split_seed=3", 9).test.index));
+  EXPECT_FALSE(ibn::data::load_dataset("fashion-mnist:train_n=100:test_n=50", 0).test_varies_with_seed);
+  EXPECT_TRUE(throws_usage_error([] { ibn::data::load_dataset("ibsgd12:split_seed=-1", 0); }, "split_seed"));
+}
+
+// Text windows are in corpus order: the validation split is the last training windows, one block.
+TEST(Data, TextValidationIsTheLastTrainingWindows) {
+  const std::string file = temp_run("corpus.txt");
+  std::string text;
+  for (int i = 0; i < 400; ++i) text += fmt::format("line {} of a small corpus\n", i);
+  { std::ofstream(file) << text; }
+  auto data = ibn::data::load_dataset("text:path=" + file + ":context=16", 0);
+  const int64_t n = data.train.labels.size(0);
+  const auto whole = data.train;
+  ibn::data::hold_out_validation(data, 0.2, 5);
+  const int64_t v = data.test.labels.size(0);
+  EXPECT_EQ(v, std::llround(0.2 * static_cast<double>(n)));
+  EXPECT_TRUE(data.test.inputs.equal(whole.inputs.slice(0, n - v)));
+  EXPECT_TRUE(data.train.inputs.equal(whole.inputs.slice(0, 0, n - v)));
+  fs::remove(file);
+}
+
 // --validation: the run evaluates on the held-out samples and records so; its config says it.
 TEST(Train, ValidationRunsEvaluateOnTheHeldOutSplit) {
   ibn::train::TrainConfig c;

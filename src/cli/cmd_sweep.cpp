@@ -16,11 +16,13 @@
 #include <iostream>
 #include <map>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
 
 #include "command.h"
+#include "ibn/data/dataset.h"
 #include "ibn/device.h"
 #include "ibn/error.h"
 #include "ibn/io/atomic_file.h"
@@ -110,6 +112,24 @@ void check_point(const sweep::Sweep& s, const sweep::Point& p) {
   check_thread_count(analyze.threads);
 }
 
+// With [tune], each dataset's test split must be the same for every seed: where the run's seed
+// draws it, one seed's test samples are another's training samples, and the tuning runs (seeds
+// 1000, ...) would train on the grid's test samples.
+void check_fixed_test_split(const sweep::Sweep& s) {
+  std::set<std::string> specs;
+  for (const sweep::Point& p : s.points) {
+    std::string data = train::TrainConfig().data;
+    for (const auto& [key, value] : p.train) {
+      if (key == "data") data = value;
+    }
+    if (!specs.insert(data).second) continue;
+    if (data::load_dataset(data, 0).test_varies_with_seed) {
+      throw UsageError(fmt::format("'{}': with [tune], data '{}' must keep one test split for every seed, or the tuning runs "
+                                   "would train on the grid's test samples: add split_seed=N to the data spec", s.file, data));
+    }
+  }
+}
+
 // Every point's options, tuning points' included, checked before anything is written: a typo
 // or a bad grid value is an error now, not after hours of training. Grid points of a tuned
 // sweep are checked at the first rate (their own is chosen later).
@@ -130,6 +150,7 @@ void check_points(const sweep::Sweep& s) {
       throw UsageError(fmt::format("point {} of '{}' cannot run: {}", p.id, s.file, e.what()));
     }
   }
+  if (s.tune) check_fixed_test_split(s);  // after the points: a bad data spec is named with its point
 }
 
 // The last "ibn: ..." line of a point's log: the error its command printed.
@@ -213,7 +234,7 @@ struct Outcome {
 
 // Runs `todo`, at most `jobs` at once: `ibn train`, then for grid points `ibn analyze`; each point
 // ends `done` (with its seconds) or `failed` (with its error).
-Outcome run_points(const sweep::Sweep& s, const std::vector<const sweep::Point*>& todo, int jobs) {
+Outcome run_points(const sweep::Sweep& s, const std::vector<const sweep::Point*>& todo, int jobs, bool announce_busy = true) {
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   const std::string threads = std::to_string(std::max(1u, cores / static_cast<unsigned>(jobs)));
   Outcome outcome;
@@ -241,7 +262,7 @@ Outcome run_points(const sweep::Sweep& s, const std::vector<const sweep::Point*>
       auto lock = std::make_shared<PointLock>(fmt::format("{}/.{}.lock", fs::path(dir).parent_path().string(), p.id));
       if (!lock->locked()) {
         ++outcome.busy;
-        std::cout << fmt::format("{} is being run by another process; left to it\n", p.id) << std::flush;
+        if (announce_busy) std::cout << fmt::format("{} is being run by another process; left to it\n", p.id) << std::flush;
         continue;
       }
       if (sweep::point_state(s, p) == sweep::State::done) continue;  // finished by another process meanwhile
@@ -278,6 +299,57 @@ Outcome run_points(const sweep::Sweep& s, const std::vector<const sweep::Point*>
     }
   }
   return outcome;
+}
+
+
+// A tuning point to run: not run yet, failed other than by diverging (a fault: retried), or
+// finished with other options than the experiment now gives it (its [tune] or [train] edited).
+bool tuning_point_to_run(const sweep::Sweep& s, const sweep::Point& p) {
+  std::string error;
+  const sweep::State state = sweep::point_state(s, p, &error);
+  if (state == sweep::State::pending) return true;
+  if (state == sweep::State::failed && !sweep::is_divergence(error)) return true;
+  const std::string dir = sweep::point_directory(s, p);
+  std::ifstream in(dir + "/point.ini");
+  const std::string ran(std::istreambuf_iterator<char>(in), {});
+  if (ran == p.ini()) return false;
+  std::cout << fmt::format("tune/{} ran with other options than the experiment now gives it: it runs again\n", p.id);
+  fs::remove(dir + "/done");
+  fs::remove(dir + "/failed");
+  return true;
+}
+
+// Every tuning point, whichever the shard: shards work through them together (a point another
+// process holds is left to it) and each waits until all are finished, then chooses the same
+// rates from the same runs. A point is tried at most once per call, so a fault that repeats
+// ends the call (choose_rates names it) instead of looping.
+void run_tuning(const sweep::Sweep& s, int jobs) {
+  std::set<const sweep::Point*> tried;
+  bool first = true;
+  while (true) {
+    std::vector<const sweep::Point*> todo;
+    size_t waiting = 0;
+    for (const sweep::Point& p : s.tune_points) {
+      if (!tuning_point_to_run(s, p)) continue;
+      if (tried.count(&p)) continue;
+      todo.push_back(&p);
+    }
+    if (first) {
+      std::cout << fmt::format("sweep '{}': tuning: {} points ({} rates x {} seeds per setting), {} to run with -j {}\n", s.name,
+                               s.tune_points.size(), s.tune->rates.size(), s.tune->seeds, todo.size(), jobs) << std::flush;
+    }
+    if (todo.empty()) return;
+    const Outcome outcome = run_points(s, todo, jobs, first);
+    first = false;
+    for (const sweep::Point* p : todo) {
+      if (sweep::point_state(s, *p) != sweep::State::pending) tried.insert(p);  // ran here (or just finished elsewhere)
+    }
+    waiting = outcome.busy;
+    if (waiting > 0) {
+      std::cout << fmt::format("waiting for {} tuning points that other processes hold\n", waiting) << std::flush;
+      std::this_thread::sleep_for(std::chrono::seconds(5));
+    }
+  }
 }
 
 
@@ -323,24 +395,8 @@ int run_sweep(const std::vector<std::string>& args) {
   write_listing(s, experiment);
 
   std::optional<sweep::Tuning> tuning;
-  Outcome tuned;
   if (s.tune) {
-    // A failed tuning run is a result (its rate diverged), not retried.
-    std::vector<const sweep::Point*> todo;
-    for (const sweep::Point& p : s.tune_points) {
-      if (p.index % shards == shard && sweep::point_state(s, p) == sweep::State::pending) todo.push_back(&p);
-    }
-    std::cout << fmt::format("sweep '{}': tuning: {} points ({} rates x {} seeds per setting), {} to run with -j {}\n", s.name,
-                             s.tune_points.size(), s.tune->rates.size(), s.tune->seeds, todo.size(), jobs) << std::flush;
-    tuned = run_points(s, todo, jobs);
-    const auto pending = std::count_if(s.tune_points.begin(), s.tune_points.end(), [&](const sweep::Point& p) {
-      return sweep::point_state(s, p) == sweep::State::pending;
-    });
-    if (pending > 0) {
-      std::cerr << fmt::format("ibn: error: {} tuning points are not finished (other shards, or held by another process); the "
-                               "grid's points wait for them: run the sweep again once they are\n", pending);
-      return 1;
-    }
+    run_tuning(s, jobs);
     tuning = sweep::choose_rates(s);
     sweep::apply_rates(s, *tuning);
     for (const sweep::TunedSetting& t : tuning->settings) std::cout << fmt::format("tuned: {} lr = {}\n", t.setting, t.chosen);
@@ -367,9 +423,9 @@ int run_sweep(const std::vector<std::string>& args) {
     // On stderr, as every command's error: a script sees why the sweep exits 1.
     std::cerr << fmt::format("ibn: error: {} of {} points failed; 'ibn sweep {} --status' lists them, and running the sweep "
                              "again retries them\n", outcome.failed, todo.size(), experiment);
-  } else if (outcome.busy + tuned.busy > 0) {
+  } else if (outcome.busy > 0) {
     std::cerr << fmt::format("ibn: error: {} of {} points were left to another process that holds them; run the sweep again "
-                             "once it has finished (or died)\n", outcome.busy + tuned.busy, todo.size() + s.tune_points.size());
+                             "once it has finished (or died)\n", outcome.busy, todo.size());
   }
   if (done == static_cast<int64_t>(s.points.size()) && !vm->count("no-report")) {
     report::ReportOptions options;
@@ -381,7 +437,7 @@ int run_sweep(const std::vector<std::string>& args) {
   } else if (done < static_cast<int64_t>(s.points.size())) {
     std::cout << fmt::format("{} of {} points done; the report waits for all of them\n", done, s.points.size());
   }
-  return outcome.failed > 0 || outcome.busy + tuned.busy > 0 ? 1 : 0;
+  return outcome.failed > 0 || outcome.busy > 0 ? 1 : 0;
 }
 
 }  // namespace ibn::cli

@@ -49,6 +49,18 @@ void split_by_fraction(ClassificationData& data, const at::Tensor& inputs, const
   data.sample_shape.assign(inputs.sizes().begin() + 1, inputs.sizes().end());
 }
 
+void split_with_seed(KeyValueSpec& spec, ClassificationData& data, const at::Tensor& inputs, const at::Tensor& labels,
+                     double test, uint64_t run_seed) {
+  if (spec.has("split_seed")) {
+    const int64_t split_seed = spec.integer_at_least("split_seed", 0, 0);
+    data.spec += fmt::format(",split_seed={}", split_seed);
+    split_by_fraction(data, inputs, labels, test, static_cast<uint64_t>(split_seed));
+  } else {
+    data.test_varies_with_seed = true;
+    split_by_fraction(data, inputs, labels, test, run_seed);
+  }
+}
+
 void hold_out_validation(ClassificationData& data, double fraction, uint64_t seed) {
   const int64_t n = data.train.labels.size(0);
   const auto n_validation = static_cast<int64_t>(std::llround(fraction * static_cast<double>(n)));
@@ -57,7 +69,8 @@ void hold_out_validation(ClassificationData& data, double fraction, uint64_t see
   }
   // A permutation of its own (not the train/test split's): the seed is mixed with a constant.
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed ^ 0x76616c6964617465ull);
-  const at::Tensor order = at::randperm(n, generator, at::TensorOptions().dtype(at::kLong));
+  const at::Tensor order = data.sequence ? at::arange(n - 1, -1, -1, at::kLong)  // the last windows first
+                                         : at::randperm(n, generator, at::TensorOptions().dtype(at::kLong));
   const at::Tensor validation_rows = std::get<0>(order.slice(0, 0, n_validation).sort());
   const at::Tensor train_rows = std::get<0>(order.slice(0, n_validation).sort());
   const Split& train = data.train;
@@ -66,8 +79,8 @@ void hold_out_validation(ClassificationData& data, double fraction, uint64_t see
   };
   data.test = rows(validation_rows);
   data.train = rows(train_rows);
-  data.description += fmt::format("; evaluated on a validation split of {} of the {} training samples (seeded), the test split unused",
-                                  n_validation, n);
+  data.description += fmt::format("; evaluated on a validation split of {} of the {} training samples ({}), the test split unused",
+                                  n_validation, n, data.sequence ? "the last windows" : "seeded");
 }
 
 }  // namespace ibn::data

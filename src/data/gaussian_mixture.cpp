@@ -40,7 +40,7 @@ ClassificationData load(KeyValueSpec& kv, uint64_t seed) {
   data.description = fmt::format("{} Gaussian classes in {} informative dims (means ~ N(0, {}^2)) plus {} nuisance dims of variance {}",
                                  classes, informative, separation, nuisance, noise_var);
   data.classes = classes;
-  split_by_fraction(data, at::cat({signal, noise}, 1), labels, test, seed);
+  split_with_seed(kv, data, at::cat({signal, noise}, 1), labels, test, seed);
   return data;
 }
 
@@ -48,7 +48,7 @@ ClassificationData load(KeyValueSpec& kv, uint64_t seed) {
 
 DatasetEntry gaussian_mixture_dataset() {
   return {"gaussian-mixture", "Gaussian classes in informative dims plus label-free nuisance dims",
-          "classes (2), informative (2), nuisance (8), n (4000), sep (3), noise_var (4), test (0.2), data_seed (0)", load};
+          "classes (2), informative (2), nuisance (8), n (4000), sep (3), noise_var (4), test (0.2), data_seed (0), split_seed (the run seed)", load};
 }
 
 }  // namespace ibn::data

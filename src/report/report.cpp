@@ -14,6 +14,7 @@
 #include "ibn/io/atomic_file.h"
 #include "ibn/io/csv.h"
 #include "ibn/io/hdf5.h"
+#include "ibn/io/ini.h"
 #include "ibn/io/process.h"
 #include "ibn/sweep/sweep.h"
 #include "runs.h"
@@ -138,6 +139,17 @@ std::string rates_of(const Setting& s) {
   return fmt::format("{}", fmt::join(rates, " | "));
 }
 
+// "tuned" when the setting's runs trained at the rate tuning chose for it; "untuned" without
+// tuning; otherwise what differs (runs made before [tune] changed).
+std::string tuning_state(const Context& c, const Setting& s) {
+  if (c.tuning == nullptr) return "untuned";
+  for (const sweep::TunedSetting& t : c.tuning->settings) {
+    if (setting_label(t.settings) != s.label) continue;
+    return rates_of(s) == t.chosen ? "tuned" : fmt::format("not the tuned rate {}", t.chosen);
+  }
+  return "not tuned";
+}
+
 // The tuning's budget and, per setting, each rate's mean final validation loss and accuracy.
 std::string tuning_section(const Context& c) {
   if (c.tuning == nullptr) {
@@ -155,7 +167,7 @@ std::string tuning_section(const Context& c) {
     std::vector<std::string> row{setting_label(s.settings)};
     for (const sweep::RateResult& r : s.rates) {
       std::string cell = r.finished > 0 ? fmt::format("{} / {}", fixed(r.validation_loss, 4), fixed(r.validation_accuracy, 4)) : "—";
-      if (r.failed > 0) cell += fmt::format(" ({} of {} failed: diverged)", r.failed, r.failed + r.finished);
+      if (r.diverged > 0) cell += fmt::format(" ({} of {} diverged)", r.diverged, r.diverged + r.finished);
       row.push_back(cell);
     }
     row.push_back(s.chosen);
@@ -180,7 +192,7 @@ std::string settings_tables(Context& c, std::string& csv, std::string& tex) {
   for (const std::string& e : c.estimators) tex += fmt::format(" & $\\sum I(T;Y)$ & $\\sum I(T_{{l-1}};T_l)$ & $\\sum$IB ({})", latex_escape(short_name(e)));
   tex += " \\\\\n\\midrule\n";
   for (const Setting& s : c.settings) {
-    const std::string tuned = c.tuning != nullptr ? "tuned" : "untuned";
+    const std::string tuned = tuning_state(c, s);
     std::vector<std::string> row{s.label, runs_cell(s), fmt::format("{} ({})", rates_of(s), tuned)};
     std::vector<std::string> cells{s.label, s.variant, num(s.lambda), num(s.kappa), rates_of(s), tuned, std::to_string(s.used.size()),
                                    std::to_string(excluded(s))};
@@ -561,7 +573,9 @@ std::string parameters_section(const Context& c) {
                     first.analysis.samples);
   md += fmt::format("- representation chain (the IB sum's layers, one per block and the logits): {}\n", fmt::join(first.analysis.chain, " → "));
   md += fmt::format("- statistics: {}; intervals clipped to each quantity's range; comparisons paired by seed against **{}**, "
-                    "paired t and Wilcoxon signed-rank (exact for ≤ 50 pairs and no zero difference), Holm–Bonferroni across each table; "
+                    "paired t and Wilcoxon signed-rank (exact for ≤ 50 pairs and no zero difference), Holm–Bonferroni across each table "
+                    "(each quantity its own family: the findings are not corrected across quantities, and the gap tables are "
+                    "secondary); "
                     "with n pairs the exact Wilcoxon test cannot go below p = 2/2^n ({} here)\n",
                     stats::kIntervalMethod, c.settings[c.baseline].label, p_value(stats::wilcoxon_min_p(static_cast<int64_t>(seeds.size()))));
   md += fmt::format("- validity flags: `chance` when the test accuracy is not above the majority-class rate (one-sided binomial, "
@@ -618,6 +632,11 @@ size_t choose_baseline(const std::vector<Setting>& settings, const std::string& 
     throw UsageError(fmt::format("--baseline '{}' is none of the settings: {}", wanted, fmt::join(labels, ", ")));
   }
   return 0;
+}
+
+bool declares_tuning(const std::string& experiment) {
+  const std::vector<io::IniEntry> entries = io::read_ini_file(experiment);
+  return std::any_of(entries.begin(), entries.end(), [](const io::IniEntry& e) { return e.section == "tune"; });
 }
 
 }  // namespace
@@ -744,7 +763,7 @@ std::string write_report(const std::string& target, const ReportOptions& options
     }
     if (runs.empty()) throw UsageError(fmt::format("sweep '{}' has no points", target));
     // The tuning is read from where the sweep left it: its experiment file's [tune] and the tuning runs.
-    if (fs::exists(target + "/sweep.ini")) {
+    if (fs::exists(target + "/sweep.ini") && declares_tuning(target + "/sweep.ini")) {
       const sweep::Sweep s = sweep::load_sweep(target + "/sweep.ini", target);
       if (s.tune) {
         const sweep::Tuning tuning = sweep::choose_rates(s);

@@ -112,6 +112,48 @@ void assign_ids(std::vector<Point>& points, const std::string& file) {
 }
 
 
+Settings without_seed(const Settings& settings) {
+  Settings out;
+  for (const auto& kv : settings) {
+    if (kv.first != "seed") out.push_back(kv);
+  }
+  return out;
+}
+
+// Each point's setting (its settings less the seed) as a key: readable, and fingerprinted where
+// two distinct settings would read the same, so that no two settings share a tuned rate.
+void assign_setting_keys(std::vector<Point>& points) {
+  std::map<Settings, std::string> readable;
+  std::map<std::string, int> readers;
+  for (const Point& p : points) {
+    const Settings s = without_seed(p.settings);
+    if (readable.emplace(s, readable_id(s)).second) ++readers[readable[s]];
+  }
+  for (Point& p : points) {
+    const Settings s = without_seed(p.settings);
+    p.setting = readers[readable[s]] > 1 ? final_id(readable[s], s, true) : readable[s];
+  }
+}
+
+// Tuning seeds must not be seeds of the runs compared: a run would have chosen its own rate.
+void check_seeds_apart(const std::vector<std::pair<std::string, std::vector<std::string>>>& grid, const Settings& train,
+                       const TuneConfig& tune, const std::string& file) {
+  std::vector<std::string> seeds;
+  for (const auto& [key, values] : grid) {
+    if (key == "seed") seeds = values;
+  }
+  for (const auto& [key, value] : train) {
+    if (key == "seed") seeds.push_back(value);
+  }
+  for (const std::string& seed : seeds) {
+    const std::optional<int64_t> n = parse_integer(seed);
+    if (n && *n >= kFirstTuningSeed && *n < kFirstTuningSeed + tune.seeds) {
+      throw UsageError(fmt::format("'{}': seed {} is also a tuning seed ({}–{}); the runs compared must not be those that "
+                                   "chose their rate", file, seed, kFirstTuningSeed, kFirstTuningSeed + tune.seeds - 1));
+    }
+  }
+}
+
 // Sets `key` in an ordered option list: replaces its value where it is, else appends it.
 void set_option(Settings& options, const std::string& key, const std::string& value) {
   for (auto& [k, v] : options) {
@@ -184,9 +226,7 @@ std::vector<Point> tuning_points(const Sweep& sweep) {
         Point t;
         t.group = "tune";
         t.setting = p.setting;
-        for (const auto& kv : p.settings) {
-          if (kv.first != "seed") t.settings.push_back(kv);
-        }
+        t.settings = without_seed(p.settings);
         const std::string seed = std::to_string(kFirstTuningSeed + k);
         t.settings.emplace_back("lr", rate);
         t.settings.emplace_back("seed", seed);
@@ -231,21 +271,32 @@ const TunedSetting* Tuning::find(const std::string& setting) const {
 }
 
 std::string Tuning::budget() const {
-  return fmt::format("every setting got the same budget: {} learning rate{} ({}) × {} tuning seed{} (seeds {}–{}) × {} epochs, "
-                     "each run trained on the training samples less a seeded validation split of {} of them and evaluated on it "
-                     "(the test split unused); the rate with the {} was chosen, and the grid's seeds ran at it on the whole "
+  const std::optional<int64_t> tune_epochs = parse_integer(epochs), run_epochs = parse_integer(grid_epochs);
+  const bool shorter = tune_epochs && run_epochs && *tune_epochs < *run_epochs;
+  return fmt::format("every setting got the same budget: {} learning rate{} ({}) × {} tuning seed{} (seeds {}–{}) × {} epochs{}, "
+                     "each run trained on the training samples less a validation split of {} of them and evaluated on it "
+                     "(the test split unused); the rate with the {} was chosen{}, and the grid's seeds ran at it on the whole "
                      "training split",
                      config.rates.size(), config.rates.size() == 1 ? "" : "s", fmt::join(config.rates, ", "), config.seeds,
-                     config.seeds == 1 ? "" : "s", kFirstTuningSeed, kFirstTuningSeed + config.seeds - 1, epochs, config.validation,
-                     config.select == "loss" ? "lowest mean final validation loss" : "highest mean final validation accuracy");
+                     config.seeds == 1 ? "" : "s", kFirstTuningSeed, kFirstTuningSeed + config.seeds - 1, epochs,
+                     shorter ? fmt::format(" (the grid's runs: {}; tuning shorter than the runs favours rates that learn fast)",
+                                           grid_epochs)
+                             : "",
+                     config.validation,
+                     config.select == "loss" ? "lowest mean final validation loss" : "highest mean final validation accuracy",
+                     config.seeds == 1 ? " (from one run per rate)" : "");
 }
+
+bool is_divergence(const std::string& error) { return error.find("the training loss became") != std::string::npos; }
 
 Tuning choose_rates(const Sweep& sweep) {
   if (!sweep.tune) throw std::logic_error("choose_rates: the sweep has no [tune] section");
   Tuning tuning;
   tuning.config = *sweep.tune;
   const Settings& first = sweep.tune_points.front().train;
-  tuning.epochs = option_value(first, "epochs", std::to_string(train::TrainConfig().epochs));
+  const std::string default_epochs = std::to_string(train::TrainConfig().epochs);
+  tuning.epochs = option_value(first, "epochs", default_epochs);
+  tuning.grid_epochs = option_value(sweep.points.front().train, "epochs", default_epochs);
   for (const Point& t : sweep.tune_points) {
     TunedSetting* s = const_cast<TunedSetting*>(tuning.find(t.setting));
     if (s == nullptr) {
@@ -257,17 +308,21 @@ Tuning choose_rates(const Sweep& sweep) {
       for (const std::string& rate : tuning.config.rates) s->rates.push_back({rate});
     }
     RateResult& r = *std::find_if(s->rates.begin(), s->rates.end(), [&](const RateResult& x) { return x.rate == option_value(t.settings, "lr", ""); });
-    const State state = point_state(sweep, t);
+    std::string error;
+    const State state = point_state(sweep, t, &error);
     if (state == State::pending) {
-      throw UsageError(fmt::format("tuning point '{}' has not run yet; run the sweep (every shard) until tuning is done", t.id));
+      throw UsageError(fmt::format("tuning point '{}' has not run yet; run the sweep until tuning is done", t.id));
+    }
+    if (state == State::failed && !is_divergence(error)) {
+      throw UsageError(fmt::format("tuning point '{}' failed: {}; running the sweep again retries it", t.id, error));
     }
     if (state == State::failed) {
-      ++r.failed;
+      ++r.diverged;
       continue;
     }
     const auto [loss, accuracy] = final_validation(point_directory(sweep, t));
     if (!std::isfinite(loss)) {
-      ++r.failed;
+      ++r.diverged;
       continue;
     }
     // Running sums; divided below.
@@ -282,14 +337,14 @@ Tuning choose_rates(const Sweep& sweep) {
       const double n = static_cast<double>(r.finished);
       r.validation_loss = r.finished > 0 ? r.validation_loss / n : std::numeric_limits<double>::quiet_NaN();
       r.validation_accuracy = r.finished > 0 ? r.validation_accuracy / n : std::numeric_limits<double>::quiet_NaN();
-      if (r.failed > 0 || r.finished == 0) continue;
+      if (r.diverged > 0 || r.finished == 0) continue;
       // Strictly better only: on a tie the rate listed first stays.
       if (best == nullptr || (by_loss ? r.validation_loss < best->validation_loss : r.validation_accuracy > best->validation_accuracy)) {
         best = &r;
       }
     }
     if (best == nullptr) {
-      throw UsageError(fmt::format("setting '{}': every learning rate failed in tuning (see {}/tune/*/failed); try smaller rates",
+      throw UsageError(fmt::format("setting '{}': every learning rate diverged in tuning (see {}/tune/*/failed); try smaller rates",
                                    s.setting, sweep.out));
     }
     s.chosen = best->rate;
@@ -395,11 +450,6 @@ Sweep load_sweep(const std::string& file, const std::string& out_override) {
       p.train.emplace_back("norm", chosen["norm"] + (strength.empty() ? "" : ":" + strength_key + "=" + strength));
     }
     p.analyze = analyze_text;
-    Settings without_seed;
-    for (const auto& kv : p.settings) {
-      if (kv.first != "seed") without_seed.push_back(kv);
-    }
-    p.setting = readable_id(without_seed);
     // The same settings twice are one point: λ repeats for the norms it does not apply to.
     if (seen.insert(p.settings).second) {
       p.index = static_cast<int64_t>(sweep.points.size());
@@ -410,8 +460,10 @@ Sweep load_sweep(const std::string& file, const std::string& out_override) {
     if (k == 0) break;
   }
   assign_ids(sweep.points, file);
+  assign_setting_keys(sweep.points);
   if (!tune_entries.empty()) {
     sweep.tune = read_tune_section(tune_entries, file);
+    check_seeds_apart(grid, train_options, *sweep.tune, file);
     if (train_keys.count("lr")) {
       throw UsageError(fmt::format("'{}': lr is in [train] and [tune]; [tune] chooses it, so remove it from [train]", file));
     }

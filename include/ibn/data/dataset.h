@@ -30,6 +30,10 @@ struct ClassificationData {
   // Sequence data (text): inputs [N, T] token ids, labels [N, T] the next tokens; models emit
   // logits [N, T, classes] and losses are per token (bits per byte for bytes).
   bool sequence = false;
+  // Whether another run seed puts other samples in the test split (a split drawn with the run's
+  // seed): then one seed's test samples are another's training samples, and a learning-rate
+  // search over seeds would see test samples. `split_seed=N` fixes such a split.
+  bool test_varies_with_seed = false;
 };
 
 struct DatasetEntry {
@@ -49,9 +53,16 @@ ClassificationData load_dataset(const std::string& spec, uint64_t seed);
 void split_by_fraction(ClassificationData& data, const at::Tensor& inputs, const at::Tensor& labels,
                        double test, uint64_t seed);
 
-// Moves a seeded fraction in (0, 1) of the training samples into a validation split that takes
-// the test split's place (the test samples are dropped): training then never sees the
-// validation samples, and nothing sees the test samples. ibn::UsageError when either part
+// For loaders of generated data: split_by_fraction with the spec's `split_seed` (a whole number
+// >= 0; appended to data.spec) when it has one, else with the run's seed (test_varies_with_seed).
+void split_with_seed(KeyValueSpec& spec, ClassificationData& data, const at::Tensor& inputs, const at::Tensor& labels,
+                     double test, uint64_t run_seed);
+
+// Moves a fraction in (0, 1) of the training samples into a validation split that takes the
+// test split's place (the test samples are dropped): training then never sees the validation
+// samples, and nothing sees the test samples. The rows are drawn with `seed`; for sequence data
+// (text windows in corpus order) they are the last training windows, one contiguous block, so
+// that no validation window has training text on both sides. ibn::UsageError when either part
 // would be empty.
 void hold_out_validation(ClassificationData& data, double fraction, uint64_t seed);
 

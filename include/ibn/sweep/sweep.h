@@ -62,11 +62,11 @@ struct Sweep {
 };
 
 // What tuning found: per setting, each rate's mean final validation metrics over the tuning
-// seeds, and the chosen rate. A rate with a failed run (diverged: training stops at a NaN loss)
-// is never chosen.
+// seeds, and the chosen rate. A rate with a diverged run (training stopped at a NaN or
+// infinite loss) is never chosen.
 struct RateResult {
   std::string rate;
-  int64_t finished = 0, failed = 0;  // tuning runs
+  int64_t finished = 0, diverged = 0;  // tuning runs
   double validation_loss = 0, validation_accuracy = 0;  // means over the finished runs; NaN if none
 };
 struct TunedSetting {
@@ -77,15 +77,21 @@ struct TunedSetting {
 };
 struct Tuning {
   TuneConfig config;
-  std::string epochs;  // of each tuning run, resolved
+  std::string epochs;       // of each tuning run, resolved
+  std::string grid_epochs;  // of the grid's runs
   std::vector<TunedSetting> settings;
   const TunedSetting* find(const std::string& setting) const;
   std::string budget() const;  // one sentence for people: what every setting got
 };
 
 // Reads the finished tuning points and chooses each setting's rate. ibn::UsageError when a
-// tuning point has not run yet, or when every rate of a setting failed.
+// tuning point has not run yet or failed other than by diverging, or when every rate of a
+// setting diverged.
 Tuning choose_rates(const Sweep& sweep);
+
+// Whether a failed point's error says its training loss diverged (a result of its rate, not a
+// fault to retry).
+bool is_divergence(const std::string& error);
 
 // Sets every grid point's lr to its setting's chosen rate.
 void apply_rates(Sweep& sweep, const Tuning& tuning);
