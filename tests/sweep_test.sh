@@ -170,6 +170,20 @@ rm "$other_dir/done" && echo "train: killed by signal 9" >"$other_dir/failed"
 check "a tuning run that failed other than by diverging is retried" test -e "$other_dir/done" -a ! -e "$other_dir/failed"
 check "and only it ran" grep -q "tuning: 8 points (2 rates x 2 seeds per setting), 1 to run" "$work/retried.out"
 
+# Two shards started together share the tuning (each point run once, under its lock), both
+# wait for it, choose the same rates, and split the grid.
+"$IBN" sweep "$work/tuned.ini" --out "$work/t2" --shard 0/2 >"$work/tshard0.out" 2>&1 &
+first=$!
+"$IBN" sweep "$work/tuned.ini" --out "$work/t2" --shard 1/2 >"$work/tshard1.out" 2>&1
+second_code=$?
+wait "$first"
+first_code=$?
+check "both tuned shards exit 0 (got $first_code, $second_code)" test "$first_code" -eq 0 -a "$second_code" -eq 0
+check "every tuning point ran exactly once across the shards" \
+  test "$(cat "$work"/tshard*.out | grep -E '^\[[0-9]+/[0-9]+\] tune/.* done' | awk '{print $2}' | sort | uniq -c | awk '$1 == 1' | wc -l)" -eq 8
+check "the shards chose the same rates" diff <(grep '^tuned:' "$work/tshard0.out") <(grep '^tuned:' "$work/tshard1.out")
+check "every grid point is done" test "$(ls "$work"/t2/points/*/done | wc -l)" -eq 4
+
 # The notebook draws the same figures from the same files.
 check "notebooks/ibn_report.ipynb executes on the sweep" bash -c "cd '$REPO/notebooks' && IBN_SWEEP='$work/s' IBN_REPO='$REPO' \
   /usr/bin/python3 -m nbconvert --to notebook --execute --output '$work/executed.ipynb' ibn_report.ipynb >'$work/nb.log' 2>&1 \

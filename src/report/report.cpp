@@ -163,6 +163,7 @@ std::string tuning_section(const Context& c) {
   for (const std::string& rate : t.config.rates) header.push_back("lr " + rate);
   header.push_back("chosen");
   std::vector<std::vector<std::string>> rows;
+  size_t edges = 0;
   for (const sweep::TunedSetting& s : t.settings) {
     std::vector<std::string> row{setting_label(s.settings)};
     for (const sweep::RateResult& r : s.rates) {
@@ -170,10 +171,17 @@ std::string tuning_section(const Context& c) {
       if (r.diverged > 0) cell += fmt::format(" ({} of {} diverged)", r.diverged, r.diverged + r.finished);
       row.push_back(cell);
     }
-    row.push_back(s.chosen);
+    const bool at_edge = t.config.rates.size() > 1 && (s.chosen == t.config.rates.front() || s.chosen == t.config.rates.back());
+    row.push_back(s.chosen + (at_edge ? " (edge)" : ""));
+    edges += at_edge;
     rows.push_back(row);
   }
-  return md + "Mean final validation loss (nats) / accuracy over the tuning seeds:\n\n" + markdown_table(header, rows) + "\n";
+  md += "Mean final validation loss (nats) / accuracy over the tuning seeds:\n\n" + markdown_table(header, rows) + "\n";
+  if (edges > 0) {
+    md += fmt::format("{} of {} settings chose a rate at an end of the list (edge): a rate beyond it may be better, so for "
+                      "them the search was not conclusive.\n\n", edges, t.settings.size());
+  }
+  return md;
 }
 
 // Per setting: accuracy, loss, κ, nuisance; then per estimator the chain's two terms and Σ IB.
@@ -261,6 +269,7 @@ std::vector<Comparison> comparisons_of(const Context& c, const Quantity& q) {
 std::string comparison_tables(const Context& c, std::string& csv, std::vector<std::string>& findings) {
   const std::vector<Quantity> per_setting = setting_quantities();
   std::vector<Quantity> quantities(per_setting.begin(), per_setting.begin() + 4);  // accuracy, loss, both gaps
+  quantities.push_back(per_setting[5]);  // the nuisance ratio (κ is the experiment's choice, not an outcome)
   for (size_t k = 0; k < c.estimators.size(); ++k) {
     const std::vector<Quantity> chain = chain_quantities(k, c.beta);
     quantities.push_back(chain[2]);

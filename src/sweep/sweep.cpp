@@ -273,12 +273,14 @@ const TunedSetting* Tuning::find(const std::string& setting) const {
 std::string Tuning::budget() const {
   const std::optional<int64_t> tune_epochs = parse_integer(epochs), run_epochs = parse_integer(grid_epochs);
   const bool shorter = tune_epochs && run_epochs && *tune_epochs < *run_epochs;
-  return fmt::format("every setting got the same budget: {} learning rate{} ({}) × {} tuning seed{} (seeds {}–{}) × {} epochs{}, "
+  const std::string seeds = config.seeds == 1 ? fmt::format("seed {}", kFirstTuningSeed)
+                                              : fmt::format("seeds {}–{}", kFirstTuningSeed, kFirstTuningSeed + config.seeds - 1);
+  return fmt::format("every setting got the same budget: {} learning rate{} ({}) × {} tuning seed{} ({}) × {} epochs{}, "
                      "each run trained on the training samples less a validation split of {} of them and evaluated on it "
                      "(the test split unused); the rate with the {} was chosen{}, and the grid's seeds ran at it on the whole "
                      "training split",
                      config.rates.size(), config.rates.size() == 1 ? "" : "s", fmt::join(config.rates, ", "), config.seeds,
-                     config.seeds == 1 ? "" : "s", kFirstTuningSeed, kFirstTuningSeed + config.seeds - 1, epochs,
+                     config.seeds == 1 ? "" : "s", seeds, epochs,
                      shorter ? fmt::format(" (the grid's runs: {}; tuning shorter than the runs favours rates that learn fast)",
                                            grid_epochs)
                              : "",
