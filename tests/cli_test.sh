@@ -191,42 +191,49 @@ expect 2 "--out RUN_DIR is required" -- train --epochs 1
 if [ -e "$work/run3" ]; then echo "FAIL: a rejected ibn train created its run directory"; failures=$((failures + 1)); else passes=$((passes + 1)); fi
 
 # A run killed with SIGKILL leaves its last checkpoint and no activation store; --resume then
-# ends exactly as the uninterrupted run (every metric but wall time, every stored array).
-run_args=(train --epochs 200 --norm ibnorm-t:lambda=1 --checkpoint-every 1 --dump-epochs every:20 --progress quiet)
-"$IBN" "${run_args[@]}" --out "$work/whole" >/dev/null
-"$IBN" "${run_args[@]}" --out "$work/killed" >/dev/null 2>&1 &
-victim=$!
-for _ in $(seq 1 200); do [ -e "$work/killed/checkpoint.pt" ] && break; sleep 0.05; done
-kill -9 "$victim" 2>/dev/null
-wait "$victim" 2>/dev/null
-if [ ! -e "$work/killed/checkpoint.pt" ] || [ -e "$work/killed/activations.h5" ] || [ -e "$work/killed/metrics.csv" ]; then
-  echo "FAIL: the killed run should leave a checkpoint and no finished files:"; ls "$work/killed"; failures=$((failures + 1))
-else
-  passes=$((passes + 1))
-fi
-# What was written before the kill is whole: every part file opens, and ibn says how to resume.
-if /usr/bin/python3 -c "
+# ends exactly as the uninterrupted run (every metric but wall time, every stored array). With
+# BatchNorm the stored activations and test metrics are in evaluation mode, so they hold only if
+# the checkpoint carried the running statistics too.
+kill_and_resume() {  # kill_and_resume NAME NORM
+  local name=$1 norm=$2
+  local run_args=(train --epochs 200 --norm "$norm" --checkpoint-every 1 --dump-epochs every:20 --progress quiet)
+  "$IBN" "${run_args[@]}" --out "$work/whole-$name" >/dev/null
+  "$IBN" "${run_args[@]}" --out "$work/$name" >/dev/null 2>&1 &
+  local victim=$!
+  for _ in $(seq 1 200); do [ -e "$work/$name/checkpoint.pt" ] && break; sleep 0.05; done
+  kill -9 "$victim" 2>/dev/null
+  wait "$victim" 2>/dev/null
+  if [ ! -e "$work/$name/checkpoint.pt" ] || [ -e "$work/$name/activations.h5" ] || [ -e "$work/$name/metrics.csv" ]; then
+    echo "FAIL: the killed run ($norm) should leave a checkpoint and no finished files:"; ls "$work/$name"; failures=$((failures + 1))
+  else
+    passes=$((passes + 1))
+  fi
+  # What was written before the kill is whole: every part file opens, and ibn says how to resume.
+  if /usr/bin/python3 -c "
 import sys, glob, h5py
 parts = glob.glob(sys.argv[1] + '/activations.parts/epoch-*.h5')
 for p in parts:
     with h5py.File(p, 'r') as f: assert len(f['epochs']) == 1
-" "$work/killed"; then passes=$((passes + 1)); else echo "FAIL: a part file of the killed run is broken"; failures=$((failures + 1)); fi
-expect 1 "killed: incomplete, trained to epoch [0-9]+ of 200; resume with: ibn train --resume .*killed" -- train --status "$work/killed"
-expect 0 "resuming .*killed after epoch [0-9]+" -- train --resume "$work/killed" --progress lines
-expect 0 "killed: complete \(200 epochs\)" -- train --status "$work/killed"
-expect 2 "'.*nowhere' is not a run directory \(no config.ini\)" -- train --status "$work/nowhere"
-if diff <(cut -d, -f1-6 "$work/whole/metrics.csv") <(cut -d, -f1-6 "$work/killed/metrics.csv") >/dev/null &&
-   /usr/bin/python3 -c "
+" "$work/$name"; then passes=$((passes + 1)); else echo "FAIL: a part file of the killed run ($norm) is broken"; failures=$((failures + 1)); fi
+  expect 1 "$name: incomplete, trained to epoch [0-9]+ of 200; resume with: ibn train --resume .*$name" -- train --status "$work/$name"
+  expect 0 "resuming .*$name after epoch [0-9]+" -- train --resume "$work/$name" --progress lines
+  expect 0 "$name: complete \(200 epochs\)" -- train --status "$work/$name"
+  if diff <(cut -d, -f1-6 "$work/whole-$name/metrics.csv") <(cut -d, -f1-6 "$work/$name/metrics.csv") >/dev/null &&
+     /usr/bin/python3 -c "
 import sys, h5py, numpy as np
 a, b = h5py.File(sys.argv[1], 'r'), h5py.File(sys.argv[2], 'r')
 names = []
 a.visit(lambda k: names.append(k) if isinstance(a[k], h5py.Dataset) and not k.endswith('seconds') else None)
 assert len(names) > 50 and all(np.array_equal(a[k][...], b[k][...]) for k in names)
-" "$work/whole/activations.h5" "$work/killed/activations.h5"; then
-  passes=$((passes + 1))
-else
-  echo "FAIL: the resumed run differs from the uninterrupted one"; failures=$((failures + 1))
-fi
+" "$work/whole-$name/activations.h5" "$work/$name/activations.h5"; then
+    passes=$((passes + 1))
+  else
+    echo "FAIL: the resumed run ($norm) differs from the uninterrupted one"; failures=$((failures + 1))
+  fi
+}
+kill_and_resume killed ibnorm-t:lambda=1
+kill_and_resume killed-bn batchnorm
+expect 2 "'.*nowhere' is not a run directory \(no config.ini\)" -- train --status "$work/nowhere"
 expect 2 "--resume '.*nowhere': no config.ini there" -- train --resume "$work/nowhere"
 
 # A full disk (here a file-size limit, which fails writes the same way) stops training with a
