@@ -7,8 +7,8 @@
 #   bash scripts/results.sh experiments/cpu-text-gpt.ini      # -> results/cpu-text-gpt
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+experiment=$(realpath "${1:-$root/experiments/default.ini}")  # before the cd: relative to where it was given
 cd "$root"
-experiment=${1:-experiments/default.ini}
 name=$(basename "$experiment" .ini)
 sweep=runs/$name
 if [ "$name" = default ]; then
@@ -19,6 +19,7 @@ else
   "$root/build/ibn" sweep "$experiment" -j "$(nproc)" --out "$sweep"
 fi
 # Written beside the old copy, then swapped in: a failure leaves the committed one whole.
+trap 'rm -rf "$root/results/.$name.new"' EXIT
 rm -rf "$root/results/.$name.new"
 mkdir -p "$root/results/.$name.new"
 cp -r "$sweep/report/." "$root/results/.$name.new/"

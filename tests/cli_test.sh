@@ -194,13 +194,13 @@ if [ -e "$work/run3" ]; then echo "FAIL: a rejected ibn train created its run di
 # ends exactly as the uninterrupted run (every metric but wall time, every stored array). With
 # BatchNorm the stored activations and test metrics are in evaluation mode, so they hold only if
 # the checkpoint carried the running statistics too.
-kill_and_resume() {  # kill_and_resume NAME NORM
-  local name=$1 norm=$2
-  local run_args=(train --epochs 200 --norm "$norm" --checkpoint-every 1 --dump-epochs every:20 --progress quiet)
+kill_and_resume() {  # kill_and_resume NAME NORM DUMP_EPOCHS
+  local name=$1 norm=$2 dumps=$3
+  local run_args=(train --epochs 200 --norm "$norm" --checkpoint-every 1 --dump-epochs "$dumps" --progress quiet)
   "$IBN" "${run_args[@]}" --out "$work/whole-$name" >/dev/null
   "$IBN" "${run_args[@]}" --out "$work/$name" >/dev/null 2>&1 &
   local victim=$!
-  for _ in $(seq 1 200); do [ -e "$work/$name/checkpoint.pt" ] && break; sleep 0.05; done
+  for _ in $(seq 1 600); do [ -e "$work/$name/checkpoint.pt" ] && break; sleep 0.05; done
   kill -9 "$victim" 2>/dev/null
   wait "$victim" 2>/dev/null
   if [ ! -e "$work/$name/checkpoint.pt" ] || [ -e "$work/$name/activations.h5" ] || [ -e "$work/$name/metrics.csv" ]; then
@@ -231,8 +231,9 @@ assert len(names) > 50 and all(np.array_equal(a[k][...], b[k][...]) for k in nam
     echo "FAIL: the resumed run ($norm) differs from the uninterrupted one"; failures=$((failures + 1))
   fi
 }
-kill_and_resume killed ibnorm-t:lambda=1
-kill_and_resume killed-bn batchnorm
+kill_and_resume killed ibnorm-t:lambda=1 every:20
+# Early dumps too: the running statistics of a resumed BatchNorm would differ most there.
+kill_and_resume killed-bn batchnorm list:0,1,2,3,5,8,13,21,34,55,89,144,200
 expect 2 "'.*nowhere' is not a run directory \(no config.ini\)" -- train --status "$work/nowhere"
 expect 2 "--resume '.*nowhere': no config.ini there" -- train --resume "$work/nowhere"
 

@@ -44,6 +44,8 @@ ibn::train::TrainConfig tiny(const std::string& name) {
 
 // Warmup rises linearly to the rate over its epochs; cosine then falls from the rate towards 0
 // over the remaining epochs (epoch e uses lr·(1 + cos(π (e − 1 − warmup) / (epochs − warmup)))/2).
+// The logged rate is the one each epoch sets on the optimizer (the AdamW test below checks that
+// a set rate is the step's length).
 TEST(TrainOptions, CosineWithWarmupFollowsItsClosedForm) {
   ibn::train::TrainConfig c = tiny("cosine");
   c.optimizer = "adamw";
@@ -86,8 +88,8 @@ Parameters initial_and_final(const ibn::train::TrainConfig& c) {
 
 // The fraction of parameter elements whose first step is decoupled weight decay plus a step of
 // length lr: θ1 = θ0 (1 − lr·wd) − lr·m̂/(√v̂ + ε), and on the first step m̂/√v̂ = sign(g) (up to
-// ε/|g|: the tolerance is 0.1 % of lr). Elements whose gradient is exactly 0 (a bias just before
-// a LayerNorm, which removes it) take no step under AdamW and are not counted.
+// ε/|g|: the tolerance is 0.1 % of lr). Elements whose gradient is exactly 0 take no step under
+// AdamW and are not counted.
 double fraction_decoupled(const Parameters& p, double lr, double wd) {
   int64_t matching = 0, total = 0;
   for (size_t i = 0; i < p.before.size(); ++i) {
@@ -171,7 +173,7 @@ void expect_pool_is_mean_of_flatten(const Dump& pool, const Dump& flatten, bool 
   EXPECT_GE(multi_position, 2);  // the check saw real 4-D / 3-D taps
 }
 
-// The dumped samples: `subset:N` of the evaluation samples, each dumped once, from both splits.
+// The dumped samples: N of them, each dumped once, from both splits.
 void expect_subset(const Dump& d, int64_t n) {
   ASSERT_EQ(d.index.size(0), n);
   for (const int64_t s : {0, 1}) {
@@ -215,6 +217,15 @@ TEST(TrainOptions, TextModelDumpsASubsetOf3dTapsPooledOrFlattened) {
   c.batch = 8;
   const Dump pool = run_and_read(c, "pool", "gpt_pool"), flatten = run_and_read(c, "flatten", "gpt_flatten");
   expect_subset(pool, 30);
+  // The subset is drawn from the evaluation samples (200 of the windows), inputs with their rows.
+  c.dump_samples = "all";
+  const Dump all = run_and_read(c, "pool", "gpt_all");
+  ASSERT_EQ(all.index.size(0), 200);
+  for (int64_t i = 0; i < pool.index.size(0); ++i) {
+    const auto same = all.index.eq(pool.index[i]) & all.split.eq(pool.split[i]);
+    ASSERT_EQ(same.sum().item<int64_t>(), 1) << "row " << i << " is not an evaluation sample";
+    EXPECT_TRUE(all.inputs[same.nonzero().item<int64_t>()].equal(pool.inputs[i])) << "row " << i;
+  }
   EXPECT_EQ(pool.inputs.sizes(), (at::IntArrayRef{30, 16}));
   expect_pool_is_mean_of_flatten(pool, flatten, /*channels_first=*/false);
   fs::remove(corpus);

@@ -139,13 +139,23 @@ std::string rates_of(const Setting& s) {
   return fmt::format("{}", fmt::join(rates, " | "));
 }
 
+// A learning rate as written in a config or an experiment file; NaN when it is not a number.
+double rate_value(const std::string& text) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  return text.empty() || *end != '\0' ? kNaN : v;
+}
+
 // "tuned" when the setting's runs trained at the rate tuning chose for it; "untuned" without
 // tuning; otherwise what differs (runs made before [tune] changed).
 std::string tuning_state(const Context& c, const Setting& s) {
   if (c.tuning == nullptr) return "untuned";
   for (const sweep::TunedSetting& t : c.tuning->settings) {
     if (setting_label(t.settings) != s.label) continue;
-    return rates_of(s) == t.chosen ? "tuned" : fmt::format("not the tuned rate {}", t.chosen);
+    // Compared as numbers: the run's config writes the rate its own way (0.001 for 1e-3).
+    const double chosen = rate_value(t.chosen);
+    const bool at_chosen = std::all_of(s.runs.begin(), s.runs.end(), [&](const RunSummary* r) { return rate_value(r->lr) == chosen; });
+    return at_chosen ? "tuned" : fmt::format("not the tuned rate {}", t.chosen);
   }
   return "not tuned";
 }
@@ -164,6 +174,11 @@ std::string tuning_section(const Context& c) {
   header.push_back("chosen");
   std::vector<std::vector<std::string>> rows;
   size_t edges = 0;
+  double lowest = kInf, highest = -kInf;  // the ends of the list, whatever its order
+  for (const std::string& rate : t.config.rates) {
+    lowest = std::min(lowest, rate_value(rate));
+    highest = std::max(highest, rate_value(rate));
+  }
   for (const sweep::TunedSetting& s : t.settings) {
     std::vector<std::string> row{setting_label(s.settings)};
     for (const sweep::RateResult& r : s.rates) {
@@ -171,7 +186,7 @@ std::string tuning_section(const Context& c) {
       if (r.diverged > 0) cell += fmt::format(" ({} of {} diverged)", r.diverged, r.diverged + r.finished);
       row.push_back(cell);
     }
-    const bool at_edge = t.config.rates.size() > 1 && (s.chosen == t.config.rates.front() || s.chosen == t.config.rates.back());
+    const bool at_edge = t.config.rates.size() > 1 && (rate_value(s.chosen) == lowest || rate_value(s.chosen) == highest);
     row.push_back(s.chosen + (at_edge ? " (edge)" : ""));
     edges += at_edge;
     rows.push_back(row);
