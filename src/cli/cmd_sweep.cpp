@@ -381,6 +381,7 @@ int run_sweep(const std::vector<std::string>& args) {
       ("jobs,j", po::value<int>(&jobs)->default_value(1), "points run in parallel")
       ("shard", po::value<std::string>(&shard_text)->value_name("i/n"), "run only points i, i+n, i+2n, ...")
       ("status", "show each point's state (done, failed with its error, pending) and exit")
+      ("check", "check every point's options (data loaded, models built) and exit, writing nothing")
       ("no-report", "do not write the report at the end");
   cmd.positional.add("experiment", 1);
   const auto vm = cmd.parse(args);
@@ -392,6 +393,11 @@ int run_sweep(const std::vector<std::string>& args) {
   const auto [shard, shards] = shard_text.empty() ? std::pair<int64_t, int64_t>{0, 1} : sweep::parse_shard(shard_text);
   if (vm->count("status")) return print_status(s);
   check_points(s);
+  if (vm->count("check")) {
+    std::cout << fmt::format("'{}': {} points{} checked; every option is valid\n", experiment, s.points.size(),
+                             s.tune ? fmt::format(" and {} tuning points", s.tune_points.size()) : "");
+    return 0;
+  }
   write_listing(s, experiment);
 
   std::optional<sweep::Tuning> tuning;

@@ -13,6 +13,9 @@
 #include <ATen/ops/arange.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/randperm.h>
+#include <map>
+#include <mutex>
+
 #include <fmt/format.h>
 
 #include "ibn/data/dataset.h"
@@ -70,6 +73,20 @@ at::Tensor read_idx(const std::string& path) {
 
 namespace {
 
+// The decoded files, kept for the process: checking a sweep loads the dataset once per point
+// (55 points re-read 55 MB of gzip each), and a run reads it once. Keyed by path, size and
+// modification time, so a file rewritten in between is read again.
+at::Tensor read_idx_cached(const std::string& path) {
+  static std::mutex mutex;
+  static std::map<std::string, at::Tensor> decoded;
+  const auto stamp = std::filesystem::last_write_time(path).time_since_epoch().count();
+  const std::string key = fmt::format("{}\n{}\n{}", path, std::filesystem::file_size(path), stamp);
+  const std::lock_guard<std::mutex> lock(mutex);
+  const auto found = decoded.find(key);
+  if (found != decoded.end()) return found->second;
+  return decoded.emplace(key, read_idx(path)).first->second;
+}
+
 Split subset(const at::Tensor& images, const at::Tensor& labels, int64_t n, uint64_t seed) {
   at::Tensor rows = at::arange(images.size(0), at::kLong);
   if (n < images.size(0)) {
@@ -90,7 +107,7 @@ ClassificationData load(KeyValueSpec& kv, uint64_t seed) {
                                    dir == kDefaultDir ? " (install Debian's dataset-fashion-mnist: apt-get install dataset-fashion-mnist)"
                                                       : " (dir= must hold the four *-ubyte.gz files)"));
     }
-    return read_idx(path);
+    return read_idx_cached(path);
   };
   const at::Tensor train_images = file("train-images-idx3-ubyte.gz"), train_labels = file("train-labels-idx1-ubyte.gz");
   const at::Tensor test_images = file("t10k-images-idx3-ubyte.gz"), test_labels = file("t10k-labels-idx1-ubyte.gz");
