@@ -118,10 +118,7 @@ void check_point(const sweep::Sweep& s, const sweep::Point& p) {
 void check_fixed_test_split(const sweep::Sweep& s) {
   std::set<std::string> specs;
   for (const sweep::Point& p : s.points) {
-    std::string data = train::TrainConfig().data;
-    for (const auto& [key, value] : p.train) {
-      if (key == "data") data = value;
-    }
+    const std::string data = sweep::option_value(p.train, "data", train::TrainConfig().data);
     if (!specs.insert(data).second) continue;
     if (data::load_dataset(data, 0).test_varies_with_seed) {
       throw UsageError(fmt::format("'{}': with [tune], data '{}' must keep one test split for every seed, or the tuning runs "
@@ -217,10 +214,7 @@ bool ran_at_other_rate(const sweep::Sweep& s, const sweep::Point& p) {
   for (const io::IniEntry& e : io::read_ini_file(dir + "/point.ini")) {
     if (e.section == "train" && e.key == "lr") ran = e.value;
   }
-  std::string chosen;
-  for (const auto& [key, value] : p.train) {
-    if (key == "lr") chosen = value;
-  }
+  const std::string chosen = sweep::option_value(p.train, "lr", "");
   if (ran == chosen) return false;
   std::cout << fmt::format("{} ran at lr {} but tuning now chooses {}: it runs again\n", p.id, ran.empty() ? "(none)" : ran, chosen);
   fs::remove(dir + "/done");

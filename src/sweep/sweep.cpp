@@ -165,13 +165,6 @@ void set_option(Settings& options, const std::string& key, const std::string& va
   options.emplace_back(key, value);
 }
 
-std::string option_value(const Settings& options, const std::string& key, const std::string& absent) {
-  for (const auto& [k, v] : options) {
-    if (k == key) return v;
-  }
-  return absent;
-}
-
 TuneConfig read_tune_section(const std::vector<Entry>& entries, const std::string& file) {
   TuneConfig tune;
   std::set<std::string> seen;
@@ -360,6 +353,13 @@ void apply_rates(Sweep& sweep, const Tuning& tuning) {
     if (s == nullptr) throw std::logic_error(fmt::format("no tuned rate for setting '{}'", p.setting));
     set_option(p.train, "lr", s->chosen);
   }
+}
+
+std::string option_value(const Settings& options, const std::string& key, const std::string& absent) {
+  for (const auto& [k, v] : options) {
+    if (k == key) return v;
+  }
+  return absent;
 }
 
 bool is_plain_point_id(const std::string& id) {

@@ -100,6 +100,9 @@ void apply_rates(Sweep& sweep, const Tuning& tuning);
 // ibn::UsageError naming the file and line for anything malformed.
 Sweep load_sweep(const std::string& file, const std::string& out);
 
+// The value of `key` in an ordered option list (a point's [train] options), or `absent`.
+std::string option_value(const Settings& options, const std::string& key, const std::string& absent);
+
 // Whether `id` has the form point ids have: a plain file name, never "." or "..", no
 // separator. A sweep deletes only directories named so under its own points/.
 bool is_plain_point_id(const std::string& id);
