@@ -1,0 +1,72 @@
+#include "activation_parts.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "ibn/error.h"
+#include "ibn/io/atomic_file.h"
+
+namespace ibn::train {
+
+std::string ActivationParts::directory(const std::string& run) { return run + "/activations.parts"; }
+
+std::string ActivationParts::path(const std::string& run, int64_t epoch) {
+  return fmt::format("{}/epoch-{}.h5", directory(run), epoch);
+}
+
+void ActivationParts::start_fresh() {
+  std::filesystem::remove_all(directory(run_));
+  std::filesystem::create_directories(directory(run_));
+  dumped_.clear();
+}
+
+void ActivationParts::resume(const std::vector<int64_t>& dumped) {
+  std::filesystem::create_directories(directory(run_));
+  remove_temporaries_of_killed_run();
+  for (const int64_t epoch : dumped) {
+    if (!std::filesystem::exists(path(run_, epoch))) {
+      throw DataError(fmt::format("cannot resume '{}': '{}' is missing; start the run again without --resume", run_,
+                                  path(run_, epoch)));
+    }
+  }
+  dumped_ = dumped;
+}
+
+// A killed writer leaves ".epoch-E.h5.ibn-tmp-XXXXXX", the temporary of part E.
+void ActivationParts::remove_temporaries_of_killed_run() const {
+  for (const auto& entry : std::filesystem::directory_iterator(directory(run_))) {
+    const std::string name = entry.path().filename().string();
+    const size_t marker = name.find(".h5.");
+    if (name.rfind(".epoch-", 0) == 0 && marker != std::string::npos && io::is_temporary_of(name, name.substr(1, marker + 2))) {
+      std::filesystem::remove(entry.path());
+    }
+  }
+}
+
+void ActivationParts::queue(int64_t epoch, std::vector<io::DatasetToWrite> datasets) {
+  writer_.write(path(run_, epoch), std::move(datasets));
+  dumped_.push_back(epoch);
+}
+
+void ActivationParts::drain() { writer_.drain(); }
+
+bool ActivationParts::dumped(int64_t epoch) const { return std::find(dumped_.begin(), dumped_.end(), epoch) != dumped_.end(); }
+
+std::vector<int64_t> ActivationParts::on_disk() const {
+  std::vector<int64_t> written;
+  for (const int64_t epoch : dumped_) {
+    if (std::filesystem::exists(path(run_, epoch))) written.push_back(epoch);
+  }
+  return written;
+}
+
+void ActivationParts::gather(const std::vector<io::DatasetToWrite>& datasets, const std::vector<io::Attribute>& attributes) {
+  std::vector<std::string> files;
+  for (const int64_t epoch : dumped_) files.push_back(path(run_, epoch));
+  io::write_datasets(run_ + "/activations.h5", datasets, attributes, files);
+  std::filesystem::remove_all(directory(run_));
+}
+
+}  // namespace ibn::train
