@@ -500,6 +500,12 @@ case("train.resume-dump-epochs-changed", RESUME, 2, r"dump-epochs",
      note="issue 12")
 case("train.resume-more-epochs", RESUME, 0, setup=killed_edited("epochs = 20", "epochs = 22"),
      may_change=["run/*"], timeout=SLOW_TIMEOUT, note="issue 12: adding epochs is safe")
+case("train.resume-complete", RESUME, 0, stdout=r"complete \(2 epochs\); nothing to resume", setup=copy_fixture("run"),
+     one_line=False, no_writes=True, note="a finished run: says so, changes nothing")
+case("train.resume-complete-more-epochs", RESUME, 1, r"epoch-0\.h5' is missing",
+     setup=lambda s: (copy_fixture("run")(s), edit(s.work / "run" / "config.ini", "epochs = 2", "epochs = 3")),
+     no_writes=True, note="its parts are gathered: refused before anything is created (an empty parts directory "
+          "would mark the complete run incomplete)")
 case("train.resume-config-garbled", RESUME, (1, 2), r"seed|config\.ini",
      setup=killed_edited("seed = 0", "seed = abc"), timeout=SLOW_TIMEOUT, note="issue 16: 'stoll'")
 

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -11,6 +12,7 @@
 #include "ibn/error.h"
 #include "ibn/data/dataset.h"
 #include "ibn/models/model.h"
+#include "ibn/spec_string.h"
 #include "ibn/train/train.h"
 
 namespace ibn::cli {
@@ -104,6 +106,14 @@ int run_train(const std::vector<std::string>& args) {
     const std::string run = (*vm)["resume"].as<std::string>();
     if (!std::filesystem::exists(run + "/config.ini")) {
       throw UsageError(fmt::format("--resume '{}': no config.ini there; is it a run directory?", run));
+    }
+    // A finished run has nothing to resume (its parts are gathered into activations.h5); only
+    // one whose config.ini now asks for more epochs goes on to the resume check.
+    const train::RunStatus status = train::run_status(run);
+    const std::optional<int64_t> planned = parse_integer(train::read_run_config(run)["epochs"]);
+    if (status.state == train::RunStatus::State::complete && planned && *planned <= status.checkpoint_epoch) {
+      std::cout << fmt::format("{}; nothing to resume\n", status.summary);
+      return 0;
     }
     std::vector<std::string> again{"--config", run + "/config.ini", "--out", run};
     for (const char* keep : {"progress", "quiet"}) {

@@ -22,15 +22,17 @@ void ActivationParts::start_fresh() {
   dumped_.clear();
 }
 
+// Checked before anything is created: a refused resume of a finished run (its parts gathered
+// and removed) must not leave an empty parts directory, which would mark the run incomplete.
 void ActivationParts::resume(const std::vector<int64_t>& dumped) {
-  std::filesystem::create_directories(directory(run_));
-  remove_temporaries_of_killed_run();
   for (const int64_t epoch : dumped) {
     if (!std::filesystem::exists(path(run_, epoch))) {
       throw DataError(fmt::format("cannot resume '{}': '{}' is missing; start the run again without --resume", run_,
                                   path(run_, epoch)));
     }
   }
+  std::filesystem::create_directories(directory(run_));
+  remove_temporaries_of_killed_run();
   dumped_ = dumped;
 }
 

@@ -2,6 +2,11 @@
 
 #include <sstream>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "ibn/error.h"
+
 namespace ibn::train {
 namespace {
 
@@ -26,6 +31,9 @@ at::Tensor metrics_as_tensor(const std::vector<EpochMetrics>& metrics) {
 }
 
 std::vector<EpochMetrics> tensor_as_metrics(const at::Tensor& table) {
+  if (table.dim() != 2 || table.size(1) != kMetricColumns || table.size(0) < 1) {
+    throw DataError(fmt::format("the checkpoint's metrics table has shape [{}]; expected [epochs, {}]", fmt::join(table.sizes(), ", "), kMetricColumns));
+  }
   std::vector<EpochMetrics> metrics;
   const at::Tensor rows = table.to(torch::kDouble).contiguous();
   const double* v = rows.data_ptr<double>();
