@@ -1,4 +1,6 @@
 // Spec strings: parsing, canonical text, and one clear error per kind of mistake.
+#include <cmath>
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -168,6 +170,27 @@ TEST(SpecString, ParseIntegerTakesWholeBase10IntegersInRangeOnly) {
   // A spec's integer key and a widths list read through it: the same texts refused.
   EXPECT_TRUE(throws_usage_error([] { parse_norm_spec("groupnorm:groups= 4"); }, "groups"));
   EXPECT_TRUE(throws_usage_error([] { parse_norm_spec("groupnorm:groups=+4"); }, "groups"));
+}
+
+// The one floating-point reader: whole texts only, as strtod reads them (the decimal literals
+// below are their own exact expected values, which strtod must round the same way).
+TEST(SpecString, ParseNumberTakesWholeNumbersOnly) {
+  using ibn::parse_number;
+  EXPECT_EQ(parse_number("0.5"), 0.5);
+  EXPECT_EQ(parse_number("1e-3"), 1e-3);
+  EXPECT_EQ(parse_number("-2"), -2.0);
+  EXPECT_EQ(parse_number("+4"), 4.0);
+  EXPECT_EQ(parse_number(".25"), 0.25);
+  EXPECT_EQ(parse_number("1e-400"), 0.0);  // underflow: a number, rounded
+  EXPECT_EQ(parse_number("inf"), std::numeric_limits<double>::infinity());
+  ASSERT_TRUE(parse_number("nan").has_value());
+  EXPECT_TRUE(std::isnan(*parse_number("nan")));
+  for (const char* bad : {"", " 4", "4 ", "4x", "x4", "0.5.", "1e", "-", ".", "1,5"}) {
+    EXPECT_EQ(parse_number(bad), std::nullopt) << "'" << bad << "'";
+  }
+  // A spec's number key reads through it: a leading blank is refused there too.
+  EXPECT_TRUE(throws_usage_error([] { parse_norm_spec("ibnorm-s:lambda= 0.5"); }, "lambda"));
+  EXPECT_TRUE(throws_usage_error([] { parse_norm_spec("ibnorm-s:lambda=1e999"); }, "not a finite number"));
 }
 
 TEST(TestTools, NanAwareMaxDiff) {

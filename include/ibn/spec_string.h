@@ -23,6 +23,11 @@ std::vector<std::string> split(const std::string& text, char separator);
 // through here, so all of them accept and refuse the same texts.
 std::optional<int64_t> parse_integer(const std::string& text);
 
+// `text` as a number when all of it is one as strtod reads it ("0.5", "1e-3", "-2", "inf",
+// "nan"); nothing for "", " 4" or "4x". Callers that need a finite value check it. Every
+// floating-point number the tool reads from its user or its own files goes through here.
+std::optional<double> parse_number(const std::string& text);
+
 // The registry entry called `name`; otherwise ibn::UsageError "unknown <what> 'x'; expected one
 // of: a, b, c". Entry needs a `name` member. Every registry's lookup goes through here.
 template <typename Entry>

@@ -138,12 +138,9 @@ std::vector<std::string> list_entries(const std::string& flag, const std::string
 std::vector<double> parse_numbers(const std::string& flag, const std::string& text) {
   std::vector<double> numbers;
   for (const std::string& word : list_entries(flag, text, "0,0.5,2")) {
-    char* end = nullptr;
-    const double v = std::strtod(word.c_str(), &end);
-    if (end != word.c_str() + word.size() || !std::isfinite(v)) {
-      throw UsageError(fmt::format("--{} '{}': '{}' is not a number", flag, text, word));
-    }
-    numbers.push_back(v);
+    const std::optional<double> v = parse_number(word);
+    if (!v || !std::isfinite(*v)) throw UsageError(fmt::format("--{} '{}': '{}' is not a number", flag, text, word));
+    numbers.push_back(*v);
   }
   if (numbers.empty()) throw UsageError(fmt::format("--{} is empty; expected numbers like 0,0.5,2", flag));
   return numbers;

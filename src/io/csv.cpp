@@ -36,12 +36,9 @@ std::vector<std::string> csv_fields(const std::string& line) {
 }
 
 double csv_number(const std::string& field, const std::string& where) {
-  char* end = nullptr;
-  const double v = std::strtod(field.c_str(), &end);
-  if (field.empty() || end != field.c_str() + field.size()) {
-    throw DataError(fmt::format("{}: '{}' is not a number", where, field));
-  }
-  return v;
+  const std::optional<double> v = parse_number(field);
+  if (!v) throw DataError(fmt::format("{}: '{}' is not a number", where, field));
+  return *v;
 }
 
 int64_t csv_integer(const std::string& field, const std::string& where) {

@@ -16,6 +16,7 @@
 #include "ibn/io/hdf5.h"
 #include "ibn/io/ini.h"
 #include "ibn/io/process.h"
+#include "ibn/spec_string.h"
 #include "ibn/sweep/sweep.h"
 #include "runs.h"
 
@@ -141,9 +142,7 @@ std::string rates_of(const Setting& s) {
 
 // A learning rate as written in a config or an experiment file; NaN when it is not a number.
 double rate_value(const std::string& text) {
-  char* end = nullptr;
-  const double v = std::strtod(text.c_str(), &end);
-  return text.empty() || *end != '\0' ? kNaN : v;
+  return parse_number(text).value_or(kNaN);
 }
 
 // "tuned" when the setting's runs trained at the rate tuning chose for it; "untuned" without

@@ -188,9 +188,8 @@ TuneConfig read_tune_section(const std::vector<Entry>& entries, const std::strin
       constexpr int64_t kMaxTuningSeeds = 100;
       tune.seeds = whole_number(1, kMaxTuningSeeds);
     } else if (e.key == "validation") {
-      char* end = nullptr;
-      tune.validation = std::strtod(e.value.c_str(), &end);
-      if (e.value.empty() || *end != '\0' || !(tune.validation > 0 && tune.validation < 1)) {
+      tune.validation = parse_number(e.value).value_or(0.0);  // not a number: refused as out of range
+      if (!(tune.validation > 0 && tune.validation < 1)) {
         fail(fmt::format("validation = '{}' must be a fraction in (0, 1) of the training samples", e.value));
       }
     } else if (e.key == "epochs") {

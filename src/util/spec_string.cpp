@@ -1,6 +1,6 @@
 #include "ibn/spec_string.h"
 
-#include <cerrno>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -28,6 +28,15 @@ std::optional<int64_t> parse_integer(const std::string& text) {
   const char* const last = text.data() + text.size();
   const auto [end, error] = std::from_chars(text.data(), last, value);
   if (text.empty() || error != std::errc() || end != last) return std::nullopt;
+  return value;
+}
+
+std::optional<double> parse_number(const std::string& text) {
+  // strtod skips leading blanks; parse_integer does not, and neither does this.
+  if (text.empty() || std::isspace(static_cast<unsigned char>(text.front()))) return std::nullopt;
+  char* end = nullptr;
+  const double value = std::strtod(text.c_str(), &end);
+  if (end != text.c_str() + text.size()) return std::nullopt;
   return value;
 }
 
@@ -70,16 +79,12 @@ const std::string* KeyValueSpec::raw(const std::string& key) {
 double KeyValueSpec::number(const std::string& key, double fallback) {
   const std::string* value = raw(key);
   if (value == nullptr) return fallback;
-  errno = 0;
-  char* end = nullptr;
-  const double v = std::strtod(value->c_str(), &end);
-  // ERANGE with a finite result is an underflow (1e-320 is a denormal, 1e-400 rounds to 0):
-  // a number all the same. Overflow gives ±HUGE_VAL, caught as not finite.
-  if (end == value->c_str() || end != value->c_str() + value->size()) {
-    fail(fmt::format("{}='{}' is not a number", key, *value));
-  }
-  if (!std::isfinite(v)) fail(fmt::format("{}='{}' is not a finite number", key, *value));
-  return v;
+  // An underflow (1e-320 is a denormal, 1e-400 rounds to 0) is a number all the same; an
+  // overflow gives ±HUGE_VAL, refused as not finite.
+  const std::optional<double> v = parse_number(*value);
+  if (!v) fail(fmt::format("{}='{}' is not a number", key, *value));
+  if (!std::isfinite(*v)) fail(fmt::format("{}='{}' is not a finite number", key, *value));
+  return *v;
 }
 
 int64_t KeyValueSpec::integer(const std::string& key, int64_t fallback) {
