@@ -28,9 +28,7 @@ namespace {
 namespace fs = std::filesystem;
 using ibn::test::throws_usage_error;
 
-std::string temp_dir(const std::string& name) {
-  return (fs::temp_directory_path() / ("ibn_analysis_" + std::to_string(::getpid()) + "_" + name)).string();
-}
+std::string temp_dir(const std::string& name) { return ibn::test::scratch_path("analysis", name); }
 
 // A store whose layers are known functions of X ∈ {0, 1, 2, 3} (balanced), Y = X mod 2:
 // "copy" = X, "double" = 2·copy, "constant" = 0. With 30 uniform bins the four values fall in

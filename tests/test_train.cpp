@@ -28,9 +28,7 @@ namespace {
 namespace fs = std::filesystem;
 using ibn::test::throws_usage_error;
 
-std::string temp_run(const std::string& name) {
-  return (fs::temp_directory_path() / ("ibn_train_" + std::to_string(::getpid()) + "_" + name)).string();
-}
+std::string temp_run(const std::string& name) { return ibn::test::scratch_path("train", name); }
 
 TEST(Data, Ibsgd12HasTheDocumentedStatistics) {
   const auto data = ibn::data::load_dataset("ibsgd12", 0);

@@ -19,14 +19,13 @@
 #include "ibn/io/hdf5.h"
 #include "ibn/models/model.h"
 #include "ibn/train/train.h"
+#include "test_util.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string temp_run(const std::string& name) {
-  return (fs::temp_directory_path() / ("ibn_options_" + std::to_string(::getpid()) + "_" + name)).string();
-}
+std::string temp_run(const std::string& name) { return ibn::test::scratch_path("options", name); }
 
 ibn::train::TrainConfig tiny(const std::string& name) {
   ibn::train::TrainConfig c;

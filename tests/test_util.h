@@ -1,5 +1,8 @@
 #pragma once
 // Helpers shared by the test files.
+#include <unistd.h>
+
+#include <filesystem>
 #include <functional>
 #include <limits>
 #include <string>
@@ -10,6 +13,12 @@
 #include "ibn/error.h"
 
 namespace ibn::test {
+
+// A path under the system's temporary directory, unique to this test process (ctest runs test
+// processes side by side): <tmp>/ibn_<prefix>_<pid>_<name>. Nothing is created.
+inline std::string scratch_path(const std::string& prefix, const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("ibn_" + prefix + "_" + std::to_string(::getpid()) + "_" + name)).string();
+}
 
 // NaN-aware: +inf when a and b are NaN at different places, or infinite at different places
 // (or with different signs); otherwise the largest |a − b| over the finite elements. Where a
