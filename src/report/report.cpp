@@ -786,6 +786,8 @@ std::string write_report(const std::string& target, const ReportOptions& options
     }
     if (runs.empty()) throw UsageError(fmt::format("sweep '{}' has no points", target));
     // The tuning is read from where the sweep left it: its experiment file's [tune] and the tuning runs.
+    // Only a file that declares [tune] is loaded as a sweep: an untuned sweep's report must not
+    // depend on its sweep.ini still passing this version's checks.
     if (fs::exists(target + "/sweep.ini") && declares_tuning(target + "/sweep.ini")) {
       const sweep::Sweep s = sweep::load_sweep(target + "/sweep.ini", target);
       if (s.tune) {
