@@ -23,6 +23,7 @@
 #include "ibn/io/hdf5.h"
 #include "ibn/mi/estimator.h"
 #include "ibn/spec_string.h"
+#include "ibn/train/run_directory.h"
 #include "ibn/train/train.h"
 
 namespace ibn::analysis {
@@ -364,7 +365,7 @@ Analysis analyze(const AnalyzeConfig& c, std::ostream& log) {
   const train::RunStatus status = train::run_status(c.run);
   if (status.state == train::RunStatus::State::damaged) throw DataError(status.summary);
   if (status.state != train::RunStatus::State::complete) throw UsageError(status.summary);
-  const std::string store = c.run + "/activations.h5";
+  const std::string store = train::RunDirectory{c.run}.store();
 
   const std::vector<std::string> all_layers = split(io::read_text_attribute(store, "/", "layers"), ',');
   std::vector<std::string> model_chain;

@@ -13,6 +13,7 @@
 #include "ibn/data/dataset.h"
 #include "ibn/models/model.h"
 #include "ibn/spec_string.h"
+#include "ibn/train/run_directory.h"
 #include "ibn/train/train.h"
 
 namespace ibn::cli {
@@ -104,7 +105,8 @@ int run_train(const std::vector<std::string>& args) {
   if (vm->count("resume")) {
     // The run's own options, from its config.ini; only how progress is shown may differ.
     const std::string run = (*vm)["resume"].as<std::string>();
-    if (!std::filesystem::exists(run + "/config.ini")) {
+    const train::RunDirectory files{run};
+    if (!std::filesystem::exists(files.config())) {
       throw UsageError(fmt::format("--resume '{}': no config.ini there; is it a run directory?", run));
     }
     // A finished run has nothing to resume (its parts are gathered into activations.h5); only
@@ -115,7 +117,7 @@ int run_train(const std::vector<std::string>& args) {
       std::cout << fmt::format("{}; nothing to resume\n", status.summary);
       return 0;
     }
-    std::vector<std::string> again{"--config", run + "/config.ini", "--out", run};
+    std::vector<std::string> again{"--config", files.config(), "--out", run};
     for (const char* keep : {"progress", "quiet"}) {
       if (vm->count(keep) && !(*vm)[keep].defaulted()) {
         again.push_back(std::string("--") + keep);
@@ -123,7 +125,7 @@ int run_train(const std::vector<std::string>& args) {
       }
     }
     // A run from before --eval-samples evaluated every sample.
-    const std::vector<io::IniEntry> recorded = io::read_ini_file(run + "/config.ini");
+    const std::vector<io::IniEntry> recorded = io::read_ini_file(files.config());
     if (std::none_of(recorded.begin(), recorded.end(), [](const io::IniEntry& e) { return e.key == "eval-samples"; })) {
       again.insert(again.end(), {"--eval-samples", "all"});
     }

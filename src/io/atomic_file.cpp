@@ -100,6 +100,15 @@ void TemporaryFile::write(const char* data, size_t size) {
   if (!write_all(fd_, data, size)) fail(target_, errno);
 }
 
+void TemporaryFile::reserve(size_t size) {
+  const int error = ::posix_fallocate(fd_, 0, static_cast<off_t>(size));
+  if (error != 0) fail(target_, error);
+}
+
+void TemporaryFile::truncate(size_t size) {
+  if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) fail(target_, errno);
+}
+
 void TemporaryFile::sync() {
   if (fd_ < 0) return;
   int error = ::fsync(fd_) == 0 ? 0 : errno;

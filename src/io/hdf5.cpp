@@ -304,15 +304,48 @@ AttributeValue read_attribute(const std::string& path, const std::string& object
   });
 }
 
-std::string hdf5_image(const std::string& path, const std::vector<DatasetToWrite>& datasets,
-                       const std::vector<Attribute>& root, const std::vector<std::string>& copy_from) {
+namespace {
+
+// Root attributes, datasets, then every dataset of the `copy_from` files (copied as stored).
+void fill_file(hid_t file, const std::vector<DatasetToWrite>& datasets, const std::vector<Attribute>& root,
+               const std::vector<std::string>& copy_from) {
+  {
+    Handle top(H5Gopen2(file, "/", H5P_DEFAULT), H5Gclose, "H5Gopen");
+    for (const Attribute& a : root) write_attribute(top.get(), a);
+    top.close("H5Gclose");
+  }
+  for (const DatasetToWrite& d : datasets) write_one(file, d);
+  for (const std::string& source_path : copy_from) {
+    const H5::H5File source = open_for_reading(source_path);  // read-only: its close cannot fail on a write
+    for (const std::string& name : datasets_of(source)) {
+      ensure_groups(file, name);
+      check(H5Ocopy(source.getId(), name.c_str(), file, name.c_str(), H5P_DEFAULT, H5P_DEFAULT), "H5Ocopy");
+    }
+  }
+  check(H5Fflush(file, H5F_SCOPE_GLOBAL), "H5Fflush");
+}
+
+// Runs `write`, turning its failures into errors that name `path`.
+template <typename Write>
+void naming_the_file(const std::string& path, Write&& write) {
   silence_hdf5();
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // the error stack is per thread: writers run on their own
-  // The file is built in memory (HDF5's core driver) and written out by write_file_atomically.
-  // HDF5 1.10 cannot close a file whose flush failed: it keeps the broken file and crashes on
-  // it at exit. In memory nothing can fail that way, and a full disk is an ordinary write error.
-  std::string image;
   try {
+    write();
+  } catch (const H5::Exception& e) {
+    throw DataError(fmt::format("cannot write '{}': {}", path, e.getDetailMsg()));
+  } catch (const std::exception& e) {
+    const std::string prefix = fmt::format("cannot write '{}'", path);  // TemporaryFile's errors name it already
+    throw std::runtime_error(std::string(e.what()).rfind(prefix, 0) == 0 ? e.what() : fmt::format("{}: {}", prefix, e.what()));
+  }
+}
+
+}  // namespace
+
+std::string hdf5_image(const std::string& path, const std::vector<DatasetToWrite>& datasets,
+                       const std::vector<Attribute>& root, const std::vector<std::string>& copy_from) {
+  std::string image;
+  naming_the_file(path, [&] {
     // The core driver grows its buffer by `increment` and zeroes each new piece: a fixed 16 MiB
     // zeroed 16 MiB for every 1 MiB part file. An eighth of the expected size wastes little.
     size_t expected = 0;
@@ -329,36 +362,42 @@ std::string hdf5_image(const std::string& path, const std::vector<DatasetToWrite
     static std::atomic<int64_t> images{0};
     const std::string name = fmt::format("{}.in-memory.{}", path, images++);
     Handle file(H5Fcreate(name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access.get()), H5Fclose, "H5Fcreate");
-    {
-      Handle top(H5Gopen2(file.get(), "/", H5P_DEFAULT), H5Gclose, "H5Gopen");
-      for (const Attribute& a : root) write_attribute(top.get(), a);
-      top.close("H5Gclose");
-    }
-    for (const DatasetToWrite& d : datasets) write_one(file.get(), d);
-    for (const std::string& source_path : copy_from) {
-      const H5::H5File source = open_for_reading(source_path);  // read-only: its close cannot fail on a write
-      for (const std::string& name : datasets_of(source)) {
-        ensure_groups(file.get(), name);
-        check(H5Ocopy(source.getId(), name.c_str(), file.get(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT), "H5Ocopy");
-      }
-    }
-    check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "H5Fflush");
+    fill_file(file.get(), datasets, root, copy_from);
     const ssize_t size = H5Fget_file_image(file.get(), nullptr, 0);
     if (size < 0) Handle::fail("H5Fget_file_image");
     image.resize(static_cast<size_t>(size));
     if (H5Fget_file_image(file.get(), image.data(), image.size()) != size) Handle::fail("H5Fget_file_image");
     file.close("H5Fclose");
-  } catch (const H5::Exception& e) {
-    throw DataError(fmt::format("cannot write '{}': {}", path, e.getDetailMsg()));
-  } catch (const std::exception& e) {
-    throw std::runtime_error(fmt::format("cannot write '{}': {}", path, e.what()));
-  }
+  });
   return image;
 }
 
+// Written by HDF5 straight into the temporary file, which is then synced and renamed: no copy
+// of the file is held in memory (a run's final store gathers every dumped epoch). HDF5 1.10
+// cannot close a file whose write failed, and crashes on it at exit; so the disk space is
+// reserved first, for an upper bound of the file (the datasets' bytes, the copied files' sizes
+// and room for metadata), and a disk without room fails there, before HDF5 writes anything.
+// The file is cut to its length once closed.
 void write_datasets(const std::string& path, const std::vector<DatasetToWrite>& datasets,
                     const std::vector<Attribute>& root, const std::vector<std::string>& copy_from) {
-  write_file_atomically(path, hdf5_image(path, datasets, root, copy_from));
+  naming_the_file(path, [&] {
+    // 64 KiB for the superblock, groups and attributes; 4 KiB of header and chunk index per
+    // dataset; 1 % for compression that does not shrink. A copied file brings its own metadata.
+    size_t bound = 64 << 10;
+    for (const DatasetToWrite& d : datasets) {
+      bound += static_cast<size_t>(d.tensor.numel() * d.tensor.element_size()) * 101 / 100 + (4 << 10);
+    }
+    for (const std::string& source : copy_from) bound += static_cast<size_t>(std::filesystem::file_size(source)) * 101 / 100;
+    TemporaryFile temporary(path);
+    Handle file(H5Fcreate(temporary.path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose, "H5Fcreate");
+    temporary.reserve(bound);
+    fill_file(file.get(), datasets, root, copy_from);  // ends with a flush
+    hsize_t length = 0;
+    check(H5Fget_filesize(file.get(), &length), "H5Fget_filesize");
+    file.close("H5Fclose");
+    temporary.truncate(static_cast<size_t>(length));
+    temporary.commit();
+  });
 }
 
 std::string read_text_attribute(const std::string& file, const std::string& object, const std::string& name) {

@@ -13,6 +13,7 @@
 #include "ibn/io/csv.h"
 #include "ibn/io/hdf5.h"
 #include "ibn/io/ini.h"
+#include "ibn/train/run_directory.h"
 #include "ibn/train/train.h"
 
 namespace ibn::report {
@@ -81,7 +82,7 @@ RunSummary load_run(const ReportRun& run, const ReportOptions& options) {
   r.settings = run.settings;
   const train::RunStatus status = train::run_status(run.dir);
   if (status.state != train::RunStatus::State::complete) throw UsageError(status.summary);
-  const std::string store = run.dir + "/activations.h5";
+  const std::string store = train::RunDirectory{run.dir}.store();
   r.data = text_or(store, "data", "?");
   r.model = text_or(store, "model", "?");
   r.config = text_or(store, "config", "");

@@ -15,6 +15,7 @@
 #include "ibn/norm/spec.h"
 #include "ibn/spec_string.h"
 #include "ibn/io/hdf5.h"
+#include "ibn/train/run_directory.h"
 #include "ibn/train/train.h"
 #include <fmt/ranges.h>
 #include <cmath>
@@ -239,7 +240,7 @@ std::vector<Point> tuning_points(const Sweep& sweep) {
 
 // A finished tuning run's final validation loss and accuracy, from its store's metrics.
 std::pair<double, double> final_validation(const std::string& run) {
-  const std::string store = run + "/activations.h5";
+  const std::string store = train::RunDirectory{run}.store();
   const std::vector<double> loss = io::read_doubles(store, "/metrics/test_loss");
   const std::vector<double> accuracy = io::read_doubles(store, "/metrics/test_accuracy");
   if (loss.empty() || accuracy.empty()) throw DataError(fmt::format("'{}' holds no metrics", store));

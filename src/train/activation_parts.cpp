@@ -10,15 +10,9 @@
 
 namespace ibn::train {
 
-std::string ActivationParts::directory(const std::string& run) { return run + "/activations.parts"; }
-
-std::string ActivationParts::path(const std::string& run, int64_t epoch) {
-  return fmt::format("{}/epoch-{}.h5", directory(run), epoch);
-}
-
 void ActivationParts::start_fresh() {
-  std::filesystem::remove_all(directory(run_));
-  std::filesystem::create_directories(directory(run_));
+  std::filesystem::remove_all(run_.parts());
+  std::filesystem::create_directories(run_.parts());
   dumped_.clear();
 }
 
@@ -26,19 +20,19 @@ void ActivationParts::start_fresh() {
 // and removed) must not leave an empty parts directory, which would mark the run incomplete.
 void ActivationParts::resume(const std::vector<int64_t>& dumped) {
   for (const int64_t epoch : dumped) {
-    if (!std::filesystem::exists(path(run_, epoch))) {
-      throw DataError(fmt::format("cannot resume '{}': '{}' is missing; start the run again without --resume", run_,
-                                  path(run_, epoch)));
+    if (!std::filesystem::exists(run_.part(epoch))) {
+      throw DataError(fmt::format("cannot resume '{}': '{}' is missing; start the run again without --resume", run_.root,
+                                  run_.part(epoch)));
     }
   }
-  std::filesystem::create_directories(directory(run_));
+  std::filesystem::create_directories(run_.parts());
   remove_temporaries_of_killed_run();
   dumped_ = dumped;
 }
 
 // A killed writer leaves ".epoch-E.h5.ibn-tmp-XXXXXX", the temporary of part E.
 void ActivationParts::remove_temporaries_of_killed_run() const {
-  for (const auto& entry : std::filesystem::directory_iterator(directory(run_))) {
+  for (const auto& entry : std::filesystem::directory_iterator(run_.parts())) {
     const std::string name = entry.path().filename().string();
     const size_t marker = name.find(".h5.");
     if (name.rfind(".epoch-", 0) == 0 && marker != std::string::npos && io::is_temporary_of(name, name.substr(1, marker + 2))) {
@@ -48,7 +42,7 @@ void ActivationParts::remove_temporaries_of_killed_run() const {
 }
 
 void ActivationParts::queue(int64_t epoch, std::vector<io::DatasetToWrite> datasets) {
-  writer_.write(path(run_, epoch), std::move(datasets));
+  writer_.write(run_.part(epoch), std::move(datasets));
   dumped_.push_back(epoch);
 }
 
@@ -59,16 +53,16 @@ bool ActivationParts::dumped(int64_t epoch) const { return std::find(dumped_.beg
 std::vector<int64_t> ActivationParts::on_disk() const {
   std::vector<int64_t> written;
   for (const int64_t epoch : dumped_) {
-    if (std::filesystem::exists(path(run_, epoch))) written.push_back(epoch);
+    if (std::filesystem::exists(run_.part(epoch))) written.push_back(epoch);
   }
   return written;
 }
 
 void ActivationParts::gather(const std::vector<io::DatasetToWrite>& datasets, const std::vector<io::Attribute>& attributes) {
   std::vector<std::string> files;
-  for (const int64_t epoch : dumped_) files.push_back(path(run_, epoch));
-  io::write_datasets(run_ + "/activations.h5", datasets, attributes, files);
-  std::filesystem::remove_all(directory(run_));
+  for (const int64_t epoch : dumped_) files.push_back(run_.part(epoch));
+  io::write_datasets(run_.store(), datasets, attributes, files);
+  std::filesystem::remove_all(run_.parts());
 }
 
 }  // namespace ibn::train

@@ -9,15 +9,13 @@
 
 #include "ibn/io/background_writer.h"
 #include "ibn/io/hdf5.h"
+#include "ibn/train/run_directory.h"
 
 namespace ibn::train {
 
 class ActivationParts {
  public:
-  static std::string directory(const std::string& run);
-  static std::string path(const std::string& run, int64_t epoch);
-
-  explicit ActivationParts(std::string run) : run_(std::move(run)) {}
+  explicit ActivationParts(RunDirectory run) : run_(std::move(run)) {}
 
   // A fresh run: parts an earlier run left in the directory are not ours.
   void start_fresh();
@@ -41,7 +39,7 @@ class ActivationParts {
  private:
   void remove_temporaries_of_killed_run() const;
 
-  std::string run_;
+  RunDirectory run_;
   std::vector<int64_t> dumped_;
   io::BackgroundWriter writer_{2};
 };

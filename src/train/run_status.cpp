@@ -4,28 +4,29 @@
 
 #include <fmt/format.h>
 
-#include "activation_parts.h"
 #include "checkpoint.h"
 #include "ibn/io/hdf5.h"
+#include "ibn/train/run_directory.h"
 #include "ibn/train/train.h"
 #include "prepared_run.h"
 
 namespace ibn::train {
 
 std::map<std::string, std::string> read_run_config(const std::string& run) {
-  std::ifstream in(run + "/config.ini");
+  std::ifstream in(RunDirectory{run}.config());
   return config_entries(std::string(std::istreambuf_iterator<char>(in), {}));
 }
 
 RunStatus run_status(const std::string& run) {
   RunStatus status;
-  if (!std::filesystem::exists(run + "/config.ini")) {
+  const RunDirectory files{run};
+  if (!std::filesystem::exists(files.config())) {
     status.summary = fmt::format("'{}' is not a run directory (no config.ini)", run);
     return status;
   }
   const auto config = read_run_config(run);
   if (config.count("epochs")) status.epochs = std::atoll(config.at("epochs").c_str());
-  const std::string checkpoint = run + "/checkpoint.pt";
+  const std::string checkpoint = files.checkpoint();
   if (std::filesystem::exists(checkpoint)) {
     try {
       CheckpointReader reader(checkpoint);
@@ -37,10 +38,10 @@ RunStatus run_status(const std::string& run) {
       status.checkpoint_epoch = -1;  // unreadable: reported as no checkpoint
     }
   }
-  const std::string store = run + "/activations.h5";
+  const std::string store = files.store();
   bool complete = false;
   std::string unreadable;  // why a store that should be complete cannot be read
-  if (std::filesystem::exists(store) && !std::filesystem::exists(ActivationParts::directory(run))) {
+  if (std::filesystem::exists(store) && !std::filesystem::exists(files.parts())) {
     try {
       complete = std::get<int64_t>(io::read_attribute(store, "/", "complete")) == 1;
     } catch (const std::exception& e) {

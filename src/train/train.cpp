@@ -22,6 +22,7 @@
 #include "ibn/io/atomic_file.h"
 #include "ibn/io/hdf5.h"
 #include "ibn/norm/registry.h"
+#include "ibn/train/run_directory.h"
 #include "prepared_run.h"
 
 namespace ibn::train {
@@ -192,10 +193,10 @@ void check_resumable(const TrainConfig& c, const std::string& config, Checkpoint
 
 // The files a run writes through io::write_file_atomically; a killed run can leave their
 // temporaries (and only theirs are removed: a user's own files in the directory stay).
-void remove_temporaries_of_killed_run(const std::string& run) {
-  for (const auto& entry : std::filesystem::directory_iterator(run)) {
+void remove_temporaries_of_killed_run(const RunDirectory& run) {
+  for (const auto& entry : std::filesystem::directory_iterator(run.root)) {
     const std::string name = entry.path().filename().string();
-    for (const char* target : {"config.ini", "metrics.csv", "checkpoint.pt", "activations.h5"}) {
+    for (const char* target : RunDirectory::kAtomicFiles) {
       if (io::is_temporary_of(name, target)) {
         std::filesystem::remove(entry.path());
         break;
@@ -263,7 +264,7 @@ class Trainer {
   models::ModelImpl& model_;
   std::ostream& log_;
   const std::string config_;  // config.ini's text
-  const std::string checkpoint_path_;
+  const RunDirectory files_;
   const bool resuming_;
   const bool quiet_, terminal_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
@@ -282,11 +283,11 @@ Trainer::Trainer(PreparedRun prepared, std::ostream& log)
       model_(*prepared_.model),
       log_(log),
       config_(config_text(c_, prepared_.data.spec, model_.spec())),
-      checkpoint_path_(c_.out + "/checkpoint.pt"),
-      resuming_(c_.resume && std::filesystem::exists(checkpoint_path_)),
+      files_{c_.out},
+      resuming_(c_.resume && std::filesystem::exists(files_.checkpoint())),
       quiet_(c_.progress == "quiet"),
       terminal_(c_.progress == "auto" && ::isatty(::fileno(stdout))),
-      parts_(c_.out),
+      parts_(files_),
       shuffle_(at::make_generator<at::CPUGeneratorImpl>(c_.seed + 1)) {
   model_.to(prepared_.device);
   // After the move to the device: the optimizer holds the parameters it will update.
@@ -305,18 +306,18 @@ void Trainer::create_run_directory() const {
 // Parts and a checkpoint left by an earlier run in this directory are not ours. A complete
 // activations.h5 of an earlier run stays until this run's replaces it.
 void Trainer::start_fresh() {
-  io::write_file_atomically(c_.out + "/config.ini", config_);
+  io::write_file_atomically(files_.config(), config_);
   parts_.start_fresh();
-  std::filesystem::remove(checkpoint_path_);
+  std::filesystem::remove(files_.checkpoint());
 }
 
 void Trainer::resume() {
-  CheckpointReader checkpoint(checkpoint_path_);
+  CheckpointReader checkpoint(files_.checkpoint());
   // The options are checked before any state is loaded: another optimizer's state would trip
   // LibTorch's internal asserts, and another seed or schedule would make a run that is neither
   // the old one nor a new one.
   check_resumable(c_, config_, checkpoint);
-  io::write_file_atomically(c_.out + "/config.ini", config_);  // epochs or threads may have grown
+  io::write_file_atomically(files_.config(), config_);  // epochs or threads may have grown
   TrainingProgress progress = checkpoint.restore(model_, *optimizer_);
   checkpoint_epoch_ = progress.epoch;
   first_epoch_ = progress.epoch + 1;
@@ -384,7 +385,7 @@ void Trainer::record_and_dump(int64_t epoch, double lr, double seconds) {
 // `dumped`: the dumped epochs whose part files are on disk.
 void Trainer::save_checkpoint(int64_t epoch, const std::vector<int64_t>& dumped) {
   const TrainingProgress progress{epoch, metrics_, dumped, shuffle_.get_state()};
-  io::write_file_atomically(checkpoint_path_, encode_checkpoint(model_, *optimizer_, progress, config_));
+  io::write_file_atomically(files_.checkpoint(), encode_checkpoint(model_, *optimizer_, progress, config_));
   checkpoint_epoch_ = epoch;
 }
 
@@ -496,7 +497,7 @@ void Trainer::write_outputs() {
     const double row[7] = {static_cast<double>(m.epoch), m.train_loss, m.train_accuracy, m.test_loss, m.test_accuracy, m.lr, m.seconds};
     for (int i = 0; i < 7; ++i) columns[i].push_back(row[i]);
   }
-  io::write_file_atomically(c_.out + "/metrics.csv", csv);
+  io::write_file_atomically(files_.metrics(), csv);
   std::vector<io::DatasetToWrite> store;
   for (int i = 0; i < 7; ++i) store.push_back({std::string("/metrics/") + names[i], torch::tensor(columns[i], torch::kDouble), {}});
   store.push_back({"/data/inputs", prepared_.dump_inputs, {}});
@@ -527,7 +528,7 @@ TrainResult Trainer::run() {
   } else {
     start_fresh();
   }
-  remove_temporaries_of_killed_run(c_.out);
+  remove_temporaries_of_killed_run(files_);
 
   if (!resuming_) {
     try {
@@ -558,7 +559,13 @@ TrainResult Trainer::run() {
   } catch (const std::exception& e) {
     stop_for_failed_write(c_.epochs, e);
   }
-  write_outputs();
+  try {
+    write_outputs();
+  } catch (const std::exception& e) {
+    // The parts and the last epoch's checkpoint are on disk: a resume only gathers again.
+    throw std::runtime_error(fmt::format("{}; every epoch is trained and dumped: once there is room, finish the run with: "
+                                         "ibn train --resume {}", e.what(), c_.out));
+  }
   return {c_.out, metrics_, parts_.dumped_epochs(), prepared_.data.sequence};
 }
 

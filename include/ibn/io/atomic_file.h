@@ -23,6 +23,11 @@ class TemporaryFile {
 
   const std::string& path() const { return path_; }
   void write(const char* data, size_t size);
+  // Allocates `size` bytes of disk for the file now (posix_fallocate), so that writes within
+  // them cannot fail for want of space; throws naming the target when the disk (or a file-size
+  // limit) has no room. truncate() then cuts the file to the length it needs.
+  void reserve(size_t size);
+  void truncate(size_t size);
   // Flushes to disk and closes (no more writes); throws naming the target.
   void sync();
   // sync(), then renames over the target; throws naming the target.

@@ -44,7 +44,9 @@ std::vector<double> read_doubles(const std::string& file, const std::string& dat
 // Writes a new file holding `datasets` (chunked and compressed when large), `root` attributes
 // on "/", and every dataset of the files in `copy_from` at the same path (copied as stored, so
 // compressed chunks are not recompressed). The file appears complete or not at all; an existing
-// file of that name is replaced only on success. Throws std::runtime_error naming the path.
+// file of that name is replaced only on success. HDF5 writes straight into a temporary beside
+// it (no copy of the file in memory), which is synced and renamed. Throws std::runtime_error
+// naming the path.
 void write_datasets(const std::string& file, const std::vector<DatasetToWrite>& datasets,
                     const std::vector<Attribute>& root = {}, const std::vector<std::string>& copy_from = {});
 // The bytes of the file write_datasets would write to `file` (for io::write_files_atomically,
