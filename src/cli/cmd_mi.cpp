@@ -139,21 +139,14 @@ int run_mi(const std::vector<std::string>& args) {
     truth = task.truth_nats;
     source = fmt::format("task {}, N = {}, seed {}", task.spec, n, seed);
   }
-  a.discrete = discrete == "a" || discrete == "both" || (discrete == "auto" && !at::isFloatingType(a.values.scalar_type()));
-  b.discrete = discrete == "b" || discrete == "both" || (discrete == "auto" && !at::isFloatingType(b.values.scalar_type()));
-  for (mi::Variable* v : {&a, &b}) {
-    if (v->discrete && at::isFloatingType(v->values.scalar_type())) {
-      // Floats asked to be discrete (e.g. 0/1 inputs stored as float): exact values are codes.
-      // NaN and Inf are no code (cast to integers they would become one arbitrary class).
-      const int64_t bad = v->values.isfinite().logical_not().sum().item<int64_t>();
-      if (bad > 0) {
-        throw DataError(fmt::format("{} holds {} NaN or infinite value{}; as a discrete variable (--discrete {}) its "
-                                    "values must be finite codes", v == &a ? "A" : "B", bad, bad == 1 ? "" : "s", discrete));
-      }
-      v->values = v->values.round().to(at::kLong);
-    }
-    v->values = v->values.to(device);
-  }
+  const auto asked = [&](const char* side) -> std::optional<bool> {
+    if (discrete == "auto") return std::nullopt;
+    return discrete == side || discrete == "both";
+  };
+  a = mi::make_variable(a.values, asked("a"), "A");
+  b = mi::make_variable(b.values, asked("b"), "B");
+  a.values = a.values.to(device);
+  b.values = b.values.to(device);
   const int64_t n = mi::check_pair(a, b);
 
   std::vector<Row> rows;

@@ -77,6 +77,20 @@ void check_side(const Variable& v, const char* side) {
 
 }  // namespace
 
+Variable make_variable(at::Tensor values, std::optional<bool> discrete, const std::string& name) {
+  const bool is_discrete = discrete.value_or(!at::isFloatingType(values.scalar_type()));
+  Variable v{std::move(values), is_discrete};
+  if (v.discrete && at::isFloatingType(v.values.scalar_type())) {
+    const int64_t bad = v.values.isfinite().logical_not().sum().item<int64_t>();
+    if (bad > 0) {
+      throw DataError(fmt::format("{} holds {} NaN or infinite value{}; as a discrete variable its values must be finite codes",
+                                  name, bad, bad == 1 ? "" : "s"));
+    }
+    v.values = v.values.round().to(at::kLong);
+  }
+  return v;
+}
+
 int64_t check_pair(const Variable& a, const Variable& b) {
   check_side(a, "A");
   check_side(b, "B");

@@ -11,6 +11,7 @@
 #include <ATen/ops/ones.h>
 #include <ATen/ops/zeros.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "ibn/error.h"
 #include "ibn/norm/area.h"
@@ -44,6 +45,44 @@ NormalizerImpl::NormalizerImpl(NormSpec spec, int64_t num_features)
     }
     num_batches_tracked = register_buffer("num_batches_tracked", at::zeros({}, at::kLong));
     reset_running_stats();
+  }
+}
+
+std::vector<std::string> NormalizerImpl::state_names() const {
+  std::vector<std::string> names = named_parameters(/*recurse=*/false).keys();
+  for (const std::string& name : named_buffers(/*recurse=*/false).keys()) names.push_back(name);
+  return names;
+}
+
+void NormalizerImpl::bind(const std::vector<at::Tensor>& state) {
+  const std::vector<std::string> names = state_names();
+  if (state.size() != names.size()) {
+    throw UsageError(fmt::format("normalizer '{}' has {} state tensors ({}), got {}", spec_.str(), names.size(),
+                                 fmt::join(names, ", "), state.size()));
+  }
+  std::vector<at::Tensor> own = parameters();
+  for (const at::Tensor& buffer : buffers()) own.push_back(buffer);
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (!state[i].defined() || state[i].sizes() != own[i].sizes()) {
+      throw UsageError(fmt::format("normalizer '{}': state tensor '{}' has shape {}, expected [{}]", spec_.str(), names[i],
+                                   state[i].defined() ? fmt::format("[{}]", fmt::join(state[i].sizes(), ", ")) : "(none)",
+                                   fmt::join(own[i].sizes(), ", ")));
+    }
+  }
+  // forward() and contraction() read these members (and the operation's own parameters), never
+  // the registered maps, which keep the layer's original tensors.
+  for (size_t i = 0; i < names.size(); ++i) {
+    const std::string& name = names[i];
+    const at::Tensor& value = state[i];
+    if (name == "weight") weight = value;
+    if (name == "bias") bias = value;
+    if (name == "num_batches_tracked") num_batches_tracked = value;
+    for (RunningBuffer& buffer : running_) {
+      if (name == "running_" + buffer.stat.key) buffer.value = value;
+    }
+    for (const auto& [operation_name, tensor] : operation_->parameters()) {
+      if (name == operation_name) operation_->use_parameter(name, value);
+    }
   }
 }
 

@@ -19,6 +19,10 @@ class DynamicTanh final : public Operation {
 
   std::vector<RunningStat> running_stats() const override { return {}; }
   std::vector<std::pair<std::string, at::Tensor>> parameters() const override { return {{"alpha", alpha_}}; }
+  void use_parameter(const std::string& name, const at::Tensor& value) override {
+    if (name != "alpha") return Operation::use_parameter(name, value);
+    alpha_ = value;
+  }
 
   at::Tensor normalize(const at::Tensor& x, StatsContext&) const override { return x.mul(alpha_).tanh(); }
 

@@ -1,6 +1,9 @@
 #include "ibn/norm/operation.h"
 
 #include <ATen/core/grad_mode.h>
+#include <fmt/format.h>
+
+#include "ibn/error.h"
 
 namespace ibn::norm {
 
@@ -18,6 +21,10 @@ at::Tensor StatsContext::stat(const std::string& key,
   at::Tensor batch = batch_value();
   update_running(*buffer, batch, plan_.group_size, momentum_);
   return batch;
+}
+
+void Operation::use_parameter(const std::string& name, const at::Tensor&) {
+  throw UsageError(fmt::format("this normalization operation has no parameter '{}'", name));
 }
 
 void update_running(RunningBuffer& buffer, const at::Tensor& batch, int64_t group_size, double momentum) {

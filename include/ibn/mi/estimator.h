@@ -66,6 +66,13 @@ const std::vector<EstimatorEntry>& estimators();
 // key, or a bad value.
 std::unique_ptr<Estimator> make_estimator(const std::string& spec);
 
+// `values` as side `name` ("A", "B") of a pair: discrete when `discrete` says so, or, left
+// unset, when the values are integers. Floats taken as discrete (0/1 inputs stored as float)
+// have their rounded values as codes; they must be finite (NaN or Inf cast to an integer would
+// become one arbitrary class): ibn::DataError otherwise. `ibn mi` and the Python package read
+// their inputs through here.
+Variable make_variable(at::Tensor values, std::optional<bool> discrete, const std::string& name);
+
 // Checks a pair before estimation: same number of samples N ≥ 2, no empty side, every value
 // finite, discrete sides integer-typed, both on one device. Throws ibn::DataError naming the
 // side and the problem. Returns N.

@@ -37,6 +37,17 @@ class NormalizerImpl : public torch::nn::Module {
   // neither used nor updated. A 0-dim tensor: 1 for variance-centric operations (up to ε).
   at::Tensor contraction(const at::Tensor& x) const;
 
+  // The names of this layer's tensors, parameters first (registration order), then buffers: the
+  // order bind() takes them in.
+  std::vector<std::string> state_names() const;
+  // Computes with `state` (one tensor per state_names(), each of its registered tensor's shape)
+  // in place of the layer's own tensors from now on: gradients reach them, and training updates
+  // the running statistics in them. The Python package's layers own their tensors this way.
+  // named_parameters() and named_buffers() still list the layer's original tensors (LibTorch
+  // keeps its buffers private): bind a fresh layer, and compute with it. Throws
+  // ibn::UsageError for a wrong count or shape.
+  void bind(const std::vector<at::Tensor>& state);
+
   void reset_parameters();
   void reset_running_stats();
   void pretty_print(std::ostream& stream) const override;
@@ -53,7 +64,7 @@ class NormalizerImpl : public torch::nn::Module {
   NormSpec spec_;
   int64_t num_features_;
   std::shared_ptr<const Area> area_;
-  std::shared_ptr<const Operation> operation_;
+  std::shared_ptr<Operation> operation_;
   std::vector<RunningBuffer> running_;  // batch area only
 };
 

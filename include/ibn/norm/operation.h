@@ -61,6 +61,10 @@ class Operation {
   // Learned tensors the operation owns (DyT's α), registered by the layer under these names so
   // that optimizers, `to()` and state dicts see them; the operation keeps using the same tensors.
   virtual std::vector<std::pair<std::string, at::Tensor>> parameters() const { return {}; }
+  // Computes with `value` as its parameter `name` from now on, in place of its own tensor: a
+  // layer whose tensors live elsewhere (the Python package's) binds them here
+  // (NormalizerImpl::bind). An operation with parameters overrides it for each of them.
+  virtual void use_parameter(const std::string& name, const at::Tensor& value);
   // x: the grouped view of the input; returns x̂ of the same shape (before γ, β).
   virtual at::Tensor normalize(const at::Tensor& x, StatsContext& stats) const = 0;
   // ψ applied to a unit-scale centred z. Identity for the variance-centric operations (κ = 1).
