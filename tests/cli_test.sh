@@ -273,7 +273,7 @@ store_kib=$(( $(stat -c %s "$work/roomy/activations.h5") / 1024 ))
 (ulimit -f $(( store_kib * 2 / 3 )); trap '' XFSZ; exec "$IBN" "${full_args[@]}" --out "$work/gather") >"$work/gather.out" 2>&1
 code=$?
 if [ "$code" -eq 1 ] && [ "$(wc -l <"$work/gather.out")" -eq 1 ] &&
-   grep -q "cannot write '.*gather/activations.h5': File too large; every epoch is trained and dumped: once there is room, finish the run with: ibn train --resume" "$work/gather.out" &&
+   grep -q "cannot write '.*gather/activations.h5': File too large; every epoch is trained and dumped: once the cause is fixed (room on the disk), finish the run with: ibn train --resume" "$work/gather.out" &&
    [ -z "$(find "$work/gather" -name '*.ibn-tmp-*')" ] && [ "$(ls "$work/gather/activations.parts" | wc -l)" -eq 3 ]; then
   passes=$((passes + 1))
 else

@@ -24,6 +24,10 @@ def load_library() -> None:
             f"ibnorm: this PyTorch is {torch.__version__}, but {_LIBRARY} was built against LibTorch "
             f"{_build.TORCH_VERSION}; rebuild the project (cmake --build build) with the LibTorch that "
             f"matches this PyTorch, or use the PyTorch it was built for")
+    if bool(torch._C._GLIBCXX_USE_CXX11_ABI) != _build.CXX11_ABI:
+        raise ImportError(
+            f"ibnorm: this PyTorch uses the {'new' if torch._C._GLIBCXX_USE_CXX11_ABI else 'old'} C++ ABI, but "
+            f"{_LIBRARY} was built with the other one; rebuild against the LibTorch of this PyTorch")
     if not os.path.exists(_LIBRARY):
         raise ImportError(f"ibnorm: the operator library {_LIBRARY} is missing; build the project first "
                           f"(bash scripts/build.sh)")

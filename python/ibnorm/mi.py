@@ -29,6 +29,8 @@ def _as_tensor(values) -> torch.Tensor:
     if isinstance(values, torch.Tensor):
         return values.detach()
     array = np.asarray(values)
+    if not array.flags.writeable:  # h5py's and broadcast arrays: torch.from_numpy wants its own
+        array = array.copy()
     if array.dtype == object:
         raise TypeError(f"ibnorm.mi: cannot read samples of dtype object (shape {array.shape}); give numbers")
     return torch.from_numpy(np.ascontiguousarray(array))

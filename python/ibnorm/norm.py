@@ -18,7 +18,9 @@ class Norm(torch.nn.Module):
     which elements share statistics). Parameters and buffers have LibTorch's names (weight,
     bias, running_mean, running_var, num_batches_tracked, and DyT's alpha), so state_dict,
     .to(), .double() and optimizers work as with torch.nn layers; train() and eval() switch
-    batch statistics and running estimates as in C++. Gradients come from autograd through the
+    batch statistics and running estimates as in C++. Eager PyTorch only: the operator updates
+    the running statistics in place without declaring it, so torch.jit, tracing and
+    torch.compile are not supported. Gradients come from autograd through the
     same ATen operations as in C++ (on CUDA with IBN_FUSED_NORM=1, the fused kernels when the
     library was built with them, as for `ibn`).
     """

@@ -105,8 +105,10 @@ void TemporaryFile::reserve(size_t size) {
   if (error != 0) fail(target_, error);
 }
 
-void TemporaryFile::truncate(size_t size) {
-  if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) fail(target_, errno);
+void TemporaryFile::shrink_to(size_t size) {
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) fail(target_, errno);
+  if (static_cast<size_t>(st.st_size) > size && ::ftruncate(fd_, static_cast<off_t>(size)) != 0) fail(target_, errno);
 }
 
 void TemporaryFile::sync() {

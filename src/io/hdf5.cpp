@@ -1,6 +1,8 @@
 #include "ibn/io/hdf5.h"
 
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -372,30 +374,71 @@ std::string hdf5_image(const std::string& path, const std::vector<DatasetToWrite
   return image;
 }
 
+namespace {
+
+// An upper bound on the bytes of the file write_datasets makes: 64 KiB for the superblock and
+// groups; per dataset its stored bytes (1 % more for compression that does not shrink) and
+// 4 KiB of header and chunk index; text attributes at their length (the global heap); a copied
+// file at its size (it brings its own metadata). A source that cannot be sized adds nothing:
+// opening it reports the problem.
+size_t upper_bound(const std::vector<DatasetToWrite>& datasets, const std::vector<Attribute>& root,
+                   const std::vector<std::string>& copy_from) {
+  size_t bound = 64 << 10;
+  const auto text_bytes = [](const std::vector<Attribute>& attributes) {
+    size_t bytes = 0;
+    for (const Attribute& a : attributes) {
+      if (const auto* text = std::get_if<std::string>(&a.value)) bytes += text->size() + 64;
+    }
+    return bytes;
+  };
+  for (const DatasetToWrite& d : datasets) {
+    const size_t element = d.float16 && d.tensor.is_floating_point() ? 2 : static_cast<size_t>(d.tensor.element_size());
+    bound += static_cast<size_t>(d.tensor.numel()) * element * 101 / 100 + (4 << 10) + text_bytes(d.attributes);
+  }
+  bound += text_bytes(root);
+  for (const std::string& source : copy_from) {
+    std::error_code error;
+    const std::uintmax_t size = std::filesystem::file_size(source, error);
+    if (!error) bound += static_cast<size_t>(size) * 101 / 100;
+  }
+  return bound;
+}
+
+// HDF5 opens the temporary again by its name: it must be the file TemporaryFile made (not a
+// symlink planted under that name since), or it would write through it.
+void check_same_file(hid_t file, int fd, const std::string& path) {
+  void* handle = nullptr;
+  check(H5Fget_vfd_handle(file, H5P_DEFAULT, &handle), "H5Fget_vfd_handle");
+  struct stat ours {}, theirs {};
+  if (handle == nullptr || ::fstat(fd, &ours) != 0 || ::fstat(*static_cast<int*>(handle), &theirs) != 0 ||
+      ours.st_dev != theirs.st_dev || ours.st_ino != theirs.st_ino) {
+    throw std::runtime_error(fmt::format("its temporary '{}' was replaced while being written", path));
+  }
+}
+
+}  // namespace
+
 // Written by HDF5 straight into the temporary file, which is then synced and renamed: no copy
 // of the file is held in memory (a run's final store gathers every dumped epoch). HDF5 1.10
-// cannot close a file whose write failed, and crashes on it at exit; so the disk space is
-// reserved first, for an upper bound of the file (the datasets' bytes, the copied files' sizes
-// and room for metadata), and a disk without room fails there, before HDF5 writes anything.
-// The file is cut to its length once closed.
+// cannot close a file whose write failed, and crashes on it at exit; so disk space for an upper
+// bound of the file is reserved first (posix_fallocate), once before HDF5 creates the file (a
+// disk without room fails there, with nothing of HDF5's open) and again after (the create
+// truncates), and the file is cut to its length once closed. Copy-on-write file systems (ZFS,
+// btrfs) do not honour reservations; there a full disk can still fail inside HDF5.
 void write_datasets(const std::string& path, const std::vector<DatasetToWrite>& datasets,
                     const std::vector<Attribute>& root, const std::vector<std::string>& copy_from) {
   naming_the_file(path, [&] {
-    // 64 KiB for the superblock, groups and attributes; 4 KiB of header and chunk index per
-    // dataset; 1 % for compression that does not shrink. A copied file brings its own metadata.
-    size_t bound = 64 << 10;
-    for (const DatasetToWrite& d : datasets) {
-      bound += static_cast<size_t>(d.tensor.numel() * d.tensor.element_size()) * 101 / 100 + (4 << 10);
-    }
-    for (const std::string& source : copy_from) bound += static_cast<size_t>(std::filesystem::file_size(source)) * 101 / 100;
+    const size_t bound = upper_bound(datasets, root, copy_from);
     TemporaryFile temporary(path);
+    temporary.reserve(bound);
     Handle file(H5Fcreate(temporary.path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose, "H5Fcreate");
+    check_same_file(file.get(), temporary.descriptor(), temporary.path());
     temporary.reserve(bound);
     fill_file(file.get(), datasets, root, copy_from);  // ends with a flush
     hsize_t length = 0;
     check(H5Fget_filesize(file.get(), &length), "H5Fget_filesize");
     file.close("H5Fclose");
-    temporary.truncate(static_cast<size_t>(length));
+    temporary.shrink_to(static_cast<size_t>(length));
     temporary.commit();
   });
 }

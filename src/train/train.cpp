@@ -563,7 +563,7 @@ TrainResult Trainer::run() {
     write_outputs();
   } catch (const std::exception& e) {
     // The parts and the last epoch's checkpoint are on disk: a resume only gathers again.
-    throw std::runtime_error(fmt::format("{}; every epoch is trained and dumped: once there is room, finish the run with: "
+    throw std::runtime_error(fmt::format("{}; every epoch is trained and dumped: once the cause is fixed (room on the disk), finish the run with: "
                                          "ibn train --resume {}", e.what(), c_.out));
   }
   return {c_.out, metrics_, parts_.dumped_epochs(), prepared_.data.sequence};

@@ -24,10 +24,12 @@ class TemporaryFile {
   const std::string& path() const { return path_; }
   void write(const char* data, size_t size);
   // Allocates `size` bytes of disk for the file now (posix_fallocate), so that writes within
-  // them cannot fail for want of space; throws naming the target when the disk (or a file-size
-  // limit) has no room. truncate() then cuts the file to the length it needs.
+  // them cannot fail for want of space; throws naming the target when the disk has no room. (A
+  // file-size limit beyond `size` raises SIGXFSZ, which kills the process unless ignored.)
+  // shrink_to() then cuts the file to the length it needs (never lengthens it).
   void reserve(size_t size);
-  void truncate(size_t size);
+  void shrink_to(size_t size);
+  int descriptor() const { return fd_; }
   // Flushes to disk and closes (no more writes); throws naming the target.
   void sync();
   // sync(), then renames over the target; throws naming the target.
