@@ -327,56 +327,7 @@ void fill_file(hid_t file, const std::vector<DatasetToWrite>& datasets, const st
   check(H5Fflush(file, H5F_SCOPE_GLOBAL), "H5Fflush");
 }
 
-// Runs `write`, turning its failures into errors that name `path`.
-template <typename Write>
-void naming_the_file(const std::string& path, Write&& write) {
-  silence_hdf5();
-  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // the error stack is per thread: writers run on their own
-  try {
-    write();
-  } catch (const H5::Exception& e) {
-    throw DataError(fmt::format("cannot write '{}': {}", path, e.getDetailMsg()));
-  } catch (const std::exception& e) {
-    const std::string prefix = fmt::format("cannot write '{}'", path);  // TemporaryFile's errors name it already
-    throw std::runtime_error(std::string(e.what()).rfind(prefix, 0) == 0 ? e.what() : fmt::format("{}: {}", prefix, e.what()));
-  }
-}
-
-}  // namespace
-
-std::string hdf5_image(const std::string& path, const std::vector<DatasetToWrite>& datasets,
-                       const std::vector<Attribute>& root, const std::vector<std::string>& copy_from) {
-  std::string image;
-  naming_the_file(path, [&] {
-    // The core driver grows its buffer by `increment` and zeroes each new piece: a fixed 16 MiB
-    // zeroed 16 MiB for every 1 MiB part file. An eighth of the expected size wastes little.
-    size_t expected = 0;
-    for (const DatasetToWrite& d : datasets) expected += static_cast<size_t>(d.tensor.numel() * d.tensor.element_size());
-    for (const std::string& source : copy_from) {
-      std::error_code error;
-      const std::uintmax_t size = std::filesystem::file_size(source, error);
-      if (!error) expected += static_cast<size_t>(size);
-    }
-    const size_t increment = std::max<size_t>(64 << 10, expected / 8);
-    const Handle access(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, "H5Pcreate");
-    check(H5Pset_fapl_core(access.get(), increment, /*backing_store=*/false), "H5Pset_fapl_core");
-    // A name of its own: HDF5 refuses to create a file under the name of one it has open.
-    static std::atomic<int64_t> images{0};
-    const std::string name = fmt::format("{}.in-memory.{}", path, images++);
-    Handle file(H5Fcreate(name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access.get()), H5Fclose, "H5Fcreate");
-    fill_file(file.get(), datasets, root, copy_from);
-    const ssize_t size = H5Fget_file_image(file.get(), nullptr, 0);
-    if (size < 0) Handle::fail("H5Fget_file_image");
-    image.resize(static_cast<size_t>(size));
-    if (H5Fget_file_image(file.get(), image.data(), image.size()) != size) Handle::fail("H5Fget_file_image");
-    file.close("H5Fclose");
-  });
-  return image;
-}
-
-namespace {
-
-// An upper bound on the bytes of the file write_datasets makes: 64 KiB for the superblock and
+// An upper bound on the bytes of the file hdf5_image and write_datasets make: 64 KiB for the superblock and
 // groups; per dataset its stored bytes (1 % more for compression that does not shrink) and
 // 4 KiB of header and chunk index; text attributes at their length (the global heap); a copied
 // file at its size (it brings its own metadata). A source that cannot be sized adds nothing:
@@ -403,6 +354,48 @@ size_t upper_bound(const std::vector<DatasetToWrite>& datasets, const std::vecto
   }
   return bound;
 }
+
+// Runs `write`, turning its failures into errors that name `path`.
+template <typename Write>
+void naming_the_file(const std::string& path, Write&& write) {
+  silence_hdf5();
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // the error stack is per thread: writers run on their own
+  try {
+    write();
+  } catch (const H5::Exception& e) {
+    throw DataError(fmt::format("cannot write '{}': {}", path, e.getDetailMsg()));
+  } catch (const std::exception& e) {
+    const std::string prefix = fmt::format("cannot write '{}'", path);  // TemporaryFile's errors name it already
+    throw std::runtime_error(std::string(e.what()).rfind(prefix, 0) == 0 ? e.what() : fmt::format("{}: {}", prefix, e.what()));
+  }
+}
+
+}  // namespace
+
+std::string hdf5_image(const std::string& path, const std::vector<DatasetToWrite>& datasets,
+                       const std::vector<Attribute>& root, const std::vector<std::string>& copy_from) {
+  std::string image;
+  naming_the_file(path, [&] {
+    // The core driver grows its buffer by `increment` and zeroes each new piece: a fixed 16 MiB
+    // zeroed 16 MiB for every 1 MiB part file. An eighth of the expected size wastes little.
+    const size_t increment = std::max<size_t>(64 << 10, upper_bound(datasets, root, copy_from) / 8);
+    const Handle access(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, "H5Pcreate");
+    check(H5Pset_fapl_core(access.get(), increment, /*backing_store=*/false), "H5Pset_fapl_core");
+    // A name of its own: HDF5 refuses to create a file under the name of one it has open.
+    static std::atomic<int64_t> images{0};
+    const std::string name = fmt::format("{}.in-memory.{}", path, images++);
+    Handle file(H5Fcreate(name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access.get()), H5Fclose, "H5Fcreate");
+    fill_file(file.get(), datasets, root, copy_from);
+    const ssize_t size = H5Fget_file_image(file.get(), nullptr, 0);
+    if (size < 0) Handle::fail("H5Fget_file_image");
+    image.resize(static_cast<size_t>(size));
+    if (H5Fget_file_image(file.get(), image.data(), image.size()) != size) Handle::fail("H5Fget_file_image");
+    file.close("H5Fclose");
+  });
+  return image;
+}
+
+namespace {
 
 // HDF5 opens the temporary again by its name: it must be the file TemporaryFile made (not a
 // symlink planted under that name since), or it would write through it.
