@@ -83,6 +83,7 @@ class Case:
     skip: Optional[Callable[["Context"], Optional[str]]] = None
     slow: bool = False             # excluded unless --slow
     note: str = ""                 # what the case is about (shown by --list)
+    environment: dict = dataclasses.field(default_factory=dict)  # extra environment variables
 
     @property
     def codes(self) -> tuple:
@@ -394,6 +395,31 @@ case("mi.config-directory", ["mi", "--config", "cfgdir"] + TASK + ["--n", "100",
 
 # ---- train ----------------------------------------------------------------------------------
 
+# Data-parallel runs (issue 16): torchrun's variables and --nproc.
+TORCHRUN = {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+case("train.dist-no-master-addr", train(out="r"), 2, r"WORLD_SIZE=2 is set but MASTER_ADDR is not",
+     environment={"WORLD_SIZE": "2", "RANK": "0"}, no_writes=True)
+case("train.dist-no-rank", train(out="r"), 2, r"RANK is not", environment=TORCHRUN | {"RANK": ""}, no_writes=True,
+     note="RANK set but empty")
+case("train.dist-rank-too-large", train(out="r"), 2, r"RANK='2' must be an integer in \[0, 1\]",
+     environment=TORCHRUN | {"RANK": "2"}, no_writes=True)
+case("train.dist-world-size-word", train(out="r"), 2, r"WORLD_SIZE='two'", environment={"WORLD_SIZE": "two"}, no_writes=True)
+case("train.dist-rank-without-world", train(out="r"), 2, r"RANK is set but WORLD_SIZE is not",
+     environment={"RANK": "1"}, no_writes=True)
+case("train.dist-port-zero", train(out="r"), 2, r"MASTER_PORT='0'", environment=TORCHRUN | {"MASTER_PORT": "0"}, no_writes=True)
+case("train.dist-world-not-dividing-batch", train(out="r"), 2, r"--batch 512 is not divisible by the 3 processes",
+     environment=TORCHRUN | {"WORLD_SIZE": "3"}, no_writes=True)
+case("train.nproc-not-dividing-batch", train("--nproc", "3", out="r"), 2, r"--batch 512 is not divisible by the 3 processes",
+     no_writes=True)
+case("train.nproc-zero", train("--nproc", "0", out="r"), 2, r"--nproc 0 must lie in", no_writes=True)
+case("train.nproc-inside-torchrun", train("--nproc", "2", out="r"), 2, r"already set WORLD_SIZE=2",
+     environment=TORCHRUN, no_writes=True)
+case("train.dist-timeout-zero", train("--dist-timeout", "0", out="r"), 2, r"--dist-timeout 0 must lie in", no_writes=True)
+case("train.dtype-bogus", train("--dtype", "float8", out="r"), 2, r"--dtype 'float8' must be one of", no_writes=True)
+case("train.sync-bn-word", train("--sync-bn", "maybe", out="r"), 2, r"sync-bn", no_writes=True)
+case("train.dist-peers-never-come", train("--dist-timeout", "2", out="r"), 1, r"did not all meet at 127\.0\.0\.1:\d+ within 2 s",
+     environment=TORCHRUN | {"RANK": "1", "MASTER_PORT": "9"}, no_writes=True,
+     note="rank 1 alone, rank 0 never serves the port: bounded by --dist-timeout")
 case("train.missing-out", train(), 2, r"--out")
 case("train.unknown-option", train("--bogus", out="r"), 2, r"--bogus")
 case("train.data-bogus", train(out="r", data="bogus"), 2, r"bogus")
@@ -1011,7 +1037,7 @@ def execute(ctx: Context, c: Case, s: Scratch, argv: list[str]) -> tuple[Result,
     else:
         cmd = [ctx.ibn] + argv
     start = time.monotonic()
-    p = subprocess.Popen(cmd, cwd=s.work, env=ctx.env(s.tmp), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    p = subprocess.Popen(cmd, cwd=s.work, env=ctx.env(s.tmp) | c.environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, start_new_session=True)
     timed_out = rss_exceeded = False
     leftovers = []

@@ -9,6 +9,7 @@
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <thread>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -18,6 +19,7 @@
 #include "ibn/device.h"
 #include "ibn/error.h"
 #include "ibn/io/atomic_file.h"
+#include "ibn/io/hdf5.h"
 #include "ibn/io/process.h"
 #include "ibn/mi/entropy.h"
 #include "ibn/spec_string.h"
@@ -274,10 +276,76 @@ std::vector<std::string> chosen_models(const std::string& list) {
   return chosen;
 }
 
+// Data-parallel scaling (--nproc): the same run of `ibn train` (global batch 64, no dumps,
+// evaluation on 2 samples) by 1, 2, ... worker processes of `threads` threads each, timed by
+// the run itself: its training seconds after the first epoch (start-up and the rendezvous
+// excluded) over the steps they took. Efficiency: steps/s over N times the 1-process rate.
+struct ScalingRun {
+  int processes = 1;
+  double steps_per_second = 0;
+};
+
+ScalingRun time_data_parallel_run(const TrainCase& c, int processes, int threads, int64_t steps,
+                                  const io::TemporaryDirectory& scratch) {
+  constexpr int64_t kEpochs = 4;
+  const std::string run = fmt::format("{}/{}-{}", scratch.path(), c.name(), processes);
+  const std::string log = run + ".log";
+  const int64_t steps_per_epoch = std::max<int64_t>(1, steps / (kEpochs - 1));
+  std::vector<std::string> argv{"/proc/self/exe", "train", "--data", c.data_spec, "--model", c.model_spec, "--batch", "64",
+                                "--epochs", std::to_string(kEpochs), "--steps-per-epoch", std::to_string(steps_per_epoch),
+                                "--dump-epochs", "none", "--eval-samples", "2", "--checkpoint-every", "0",
+                                "--threads", std::to_string(threads), "--progress", "quiet", "--out", run};
+  if (processes > 1) argv.insert(argv.end(), {"--nproc", std::to_string(processes)});
+  if (io::run_program(argv, log) != 0) {
+    throw std::runtime_error(fmt::format("ibn train --nproc {} for {} failed: {}", processes, c.name(), io::last_line(log)));
+  }
+  const std::vector<double> seconds = io::read_doubles(run + "/activations.h5", "/metrics/seconds");
+  const double timed = seconds.back() - seconds.at(1);
+  return {processes, static_cast<double>((kEpochs - 1) * steps_per_epoch) / std::max(timed, 1e-9)};
+}
+
+std::vector<int> process_counts(const std::string& list) {
+  std::vector<int> counts;
+  for (const std::string& word : split(list, ',')) {
+    const std::optional<int64_t> n = parse_integer(word);
+    if (!n || *n < 1 || *n > 64) throw UsageError(fmt::format("--nproc '{}': each count must be an integer in [1, 64]", list));
+    counts.push_back(static_cast<int>(*n));
+  }
+  if (counts.empty() || counts.front() != 1) {
+    throw UsageError(fmt::format("--nproc '{}' must start with 1: the efficiencies are relative to one process", list));
+  }
+  return counts;
+}
+
+int bench_data_parallel(const std::vector<int>& counts, const std::vector<std::string>& chosen, int threads, int64_t steps,
+                        int64_t rounds) {
+  const io::TemporaryDirectory scratch("ibn_bench_parallel_");
+  const unsigned cores = std::thread::hardware_concurrency();
+  std::cout << fmt::format("ibn bench train --nproc: data-parallel ibn train (Gloo over loopback), global batch 64 split over "
+                           "the processes, {} thread(s) each, {} cores on this machine; median of {} runs of {} timed steps\n",
+                           threads, cores, rounds, steps);
+  std::cout << fmt::format("{:<8} {:>9} {:>14} {:>9} {:>11}\n", "model", "processes", "threads in all", "steps/s", "efficiency");
+  for (const TrainCase& c : train_cases()) {
+    if (std::find(chosen.begin(), chosen.end(), c.name()) == chosen.end()) continue;
+    double single = 0;
+    for (int processes : counts) {
+      std::vector<double> rates;
+      for (int64_t r = 0; r < rounds; ++r) rates.push_back(time_data_parallel_run(c, processes, threads, steps, scratch).steps_per_second);
+      const double rate = median(rates);
+      if (processes == 1) single = rate;
+      std::cout << fmt::format("{:<8} {:>9} {:>14} {:>9.1f} {:>10.0f}%{}\n", c.name(), processes, processes * threads, rate,
+                               100.0 * rate / (processes * single),
+                               static_cast<unsigned>(processes * threads) > cores ? "  (more threads than cores)" : "")
+                << std::flush;
+    }
+  }
+  return 0;
+}
+
 // Steps per second of each model at a fixed small configuration, and the cost of dumping
 // activations: the same training run with and without the store.
 int bench_train(const std::vector<std::string>& args) {
-  CommandOptions cmd("bench", "ibn bench train [--steps N] [--rounds R] [--models LIST] [--device D] [--peer]",
+  CommandOptions cmd("bench", "ibn bench train [--steps N] [--rounds R] [--models LIST] [--device D] [--peer | --nproc 1,N,...]",
                      "Training steps per second (Adam, batch 64) of each model on its usual data: the median\n"
                      "of R rounds (each at least N steps and 1 s) after 5 warm-up steps. With every model (the default), also the\n"
                      "activation-dump overhead: the same ibsgd12 run (100 epochs) without dumps and with the\n"
@@ -294,7 +362,10 @@ int bench_train(const std::vector<std::string>& args) {
       ("threads", po::value<int>()->default_value(0), "CPU threads for LibTorch (0: its default; OpenBLAS keeps to one)")
       ("models", po::value<std::string>()->default_value("mlp,resnet,vit,gpt,llama"),
        "which models to time (when given, the dump overhead is not measured)")
-      ("peer", po::bool_switch(), "time the same steps in PyTorch from Python beside ibn's (on the CPU)");
+      ("peer", po::bool_switch(), "time the same steps in PyTorch from Python beside ibn's (on the CPU)")
+      ("nproc", po::value<std::string>()->value_name("1,N,..."),
+       "data-parallel scaling instead: the same ibn train run by 1, N, ... worker processes (--nproc), each\n"
+       "with --threads threads (default here 1), on --models (default here mlp): steps/s and efficiency");
   std::vector<std::string> rest(args.begin() + 1, args.end());
   const auto vm = cmd.parse(rest);
   if (!vm) return 0;
@@ -303,6 +374,14 @@ int bench_train(const std::vector<std::string>& args) {
   const bool peer = (*vm)["peer"].as<bool>();
   if (steps < 1) throw UsageError("--steps must be at least 1");
   if (rounds < 1) throw UsageError("--rounds must be at least 1");
+  if (vm->count("nproc")) {
+    if (peer) throw UsageError("--nproc and --peer time different things: give one of them");
+    const std::string models = (*vm)["models"].defaulted() ? "mlp" : (*vm)["models"].as<std::string>();
+    const int threads = (*vm)["threads"].defaulted() ? 1 : (*vm)["threads"].as<int>();
+    if (threads < 1) throw UsageError("--threads must be at least 1 with --nproc (each process's threads)");
+    return bench_data_parallel(process_counts((*vm)["nproc"].as<std::string>()), chosen_models(models), threads,
+                               std::max<int64_t>(steps, 30), rounds);
+  }
   const std::string device_name = (*vm)["device"].as<std::string>();
   const c10::Device device = peer ? cpu_for_peer(device_name, "compares the training step with PyTorch's")
                                   : resolve_device(device_name);

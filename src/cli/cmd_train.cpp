@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <iostream>
 #include <optional>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -11,6 +12,8 @@
 #include "ibn/io/ini.h"
 #include "ibn/error.h"
 #include "ibn/data/dataset.h"
+#include "ibn/dist/launcher.h"
+#include "ibn/dist/process_group.h"
 #include "ibn/models/model.h"
 #include "ibn/spec_string.h"
 #include "ibn/train/run_directory.h"
@@ -78,6 +81,19 @@ TrainOptions::TrainOptions()
       ("quiet", "same as --progress quiet")
       ("checkpoint-every", po::value<int64_t>(&c.checkpoint_every)->default_value(c.checkpoint_every),
        "epochs between checkpoints (RUN/checkpoint.pt); 0: only at the end")
+      ("dtype", po::value<std::string>(&c.dtype)->default_value(c.dtype),
+       "the model's parameters and arithmetic: float32, or float64 (slower; data-parallel runs then\n"
+       "match one process's to rounding)")
+      ("nproc", po::value<int>(&nproc)->default_value(nproc),
+       "data-parallel: start N worker processes on this machine, each taking 1/N of every batch\n"
+       "(for torchrun or Slurm, launch one ibn train per process instead: README, \"Data-parallel\n"
+       "training\"); --batch must be a multiple of N")
+      ("sync-bn", po::value<bool>(&c.sync_bn)->implicit_value(true)->default_value(c.sync_bn),
+       "data-parallel: batch-area normalizers (batchnorm, ibnorm-*:area=batch) take their statistics\n"
+       "over the whole batch across processes, as one process would (SyncBatchNorm)")
+      ("dist-timeout", po::value<double>(&dist_timeout)->default_value(dist_timeout),
+       "data-parallel: seconds a process waits for the others (to meet, or in a collective) before\n"
+       "the run stops with an error")
       ("resume", po::value<std::string>()->value_name("RUN_DIR"),
        "continue a killed run from its last checkpoint, with the options in RUN_DIR/config.ini")
       ("status", po::value<std::string>()->value_name("RUN_DIR"),
@@ -91,11 +107,48 @@ train::TrainConfig TrainOptions::resolved(const po::variables_map& vm) {
   return c;
 }
 
+// `args` without --nproc N (or --nproc=N): what each worker of `ibn train --nproc N` runs.
+std::vector<std::string> without_nproc(const std::vector<std::string>& args) {
+  std::vector<std::string> kept{"train"};
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--nproc") {
+      ++i;
+      continue;
+    }
+    if (args[i].rfind("--nproc=", 0) == 0) continue;
+    kept.push_back(args[i]);
+  }
+  return kept;
+}
+
+// The --nproc workers' OpenMP threads: the cores shared out, at least one each.
+int threads_per_worker(int workers) {
+  const unsigned cores = std::thread::hardware_concurrency();
+  return std::max(1, static_cast<int>(cores) / std::max(1, workers));
+}
+
+train::Launch launch_from_environment(const TrainOptions& options) {
+  if (!(options.dist_timeout > 0 && options.dist_timeout <= 7 * 24 * 3600)) {
+    throw UsageError(fmt::format("--dist-timeout {} must lie in (0, 604800] seconds", options.dist_timeout));
+  }
+  train::Launch launch;
+  launch.environment = dist::read_launch_environment();
+  launch.timeout = std::chrono::milliseconds(static_cast<int64_t>(options.dist_timeout * 1000));
+  return launch;
+}
+
 int run_train(const std::vector<std::string>& args) {
   TrainOptions options;
   CommandOptions& cmd = options.cmd;
   auto vm = cmd.parse(args);
   if (!vm) return 0;
+  const int nproc = options.nproc;
+  if (nproc < 1 || nproc > 1024) throw UsageError(fmt::format("--nproc {} must lie in [1, 1024]", nproc));
+  const train::Launch launch = launch_from_environment(options);
+  if (nproc > 1 && launch.environment.world_size > 1) {
+    throw UsageError(fmt::format("--nproc {} inside a launch that already set WORLD_SIZE={} (torchrun, srun): use one or the other",
+                                 nproc, launch.environment.world_size));
+  }
   if (vm->count("status")) {
     const train::RunStatus status = train::run_status((*vm)["status"].as<std::string>());
     if (status.state == train::RunStatus::State::not_a_run) throw UsageError(status.summary);
@@ -118,10 +171,11 @@ int run_train(const std::vector<std::string>& args) {
       return 0;
     }
     std::vector<std::string> again{"--config", files.config(), "--out", run};
-    for (const char* keep : {"progress", "quiet"}) {
+    for (const char* keep : {"progress", "quiet", "dist-timeout"}) {
       if (vm->count(keep) && !(*vm)[keep].defaulted()) {
         again.push_back(std::string("--") + keep);
-        if (std::string(keep) != "quiet") again.push_back((*vm)[keep].as<std::string>());
+        if (std::string(keep) == "progress") again.push_back((*vm)[keep].as<std::string>());
+        if (std::string(keep) == "dist-timeout") again.push_back(fmt::format("{}", (*vm)[keep].as<double>()));
       }
     }
     // A run from before --eval-samples evaluated every sample.
@@ -129,12 +183,23 @@ int run_train(const std::vector<std::string>& args) {
     if (std::none_of(recorded.begin(), recorded.end(), [](const io::IniEntry& e) { return e.key == "eval-samples"; })) {
       again.insert(again.end(), {"--eval-samples", "all"});
     }
+    if (nproc > 1) {
+      dist::LocalLaunch workers{nproc, without_nproc(args), threads_per_worker(nproc)};
+      return dist::run_local_workers(workers, std::cerr);
+    }
     options.config = train::TrainConfig();
     vm = cmd.parse(again);
     options.config.resume = true;
   }
   const train::TrainConfig config = options.resolved(*vm);
-  const train::TrainResult result = train::train(config, std::cout);
+  if (nproc > 1) {
+    // Checked here once, not once per worker: options, data, model and the world size.
+    train::check_options(config, nproc);
+    dist::LocalLaunch workers{nproc, without_nproc(args), threads_per_worker(nproc)};
+    return dist::run_local_workers(workers, std::cerr);
+  }
+  const train::TrainResult result = train::train(config, std::cout, launch);
+  if (result.rank != 0) return 0;  // rank 0 reports the run
   const train::EpochMetrics& last = result.metrics.back();
   const char* evaluated = config.validation > 0 ? "validation" : "test";
   std::cout << fmt::format("done: train acc {:.4f}, {} acc {:.4f}, {} loss {:.4f}{} after {} epochs; {} epochs dumped\n",

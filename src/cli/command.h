@@ -48,6 +48,8 @@ struct TrainOptions {
   TrainOptions();
   train::TrainConfig config;
   int64_t seed = 0;  // signed, so that --seed -1 is an error rather than 2^64 - 1
+  int nproc = 1;     // --nproc: worker processes on this machine (not part of the run's options)
+  double dist_timeout = 1800;  // --dist-timeout, seconds
   CommandOptions cmd;
   // The config after parsing: the seed checked and copied in, --quiet applied.
   train::TrainConfig resolved(const po::variables_map& vm);

@@ -1,4 +1,5 @@
 // ibn: one binary, git-style subcommands. Exit codes: 0 ok, 1 failure, 2 bad usage.
+#include <cstdlib>
 #include <exception>
 #include <new>
 #include <iostream>
@@ -63,6 +64,15 @@ int dispatch(const std::vector<std::string>& args) {
   throw ibn::UsageError(fmt::format("unknown command '{}'; expected one of: {} (see 'ibn --help')", first, names));
 }
 
+// "ibn: ", or "ibn: rank R of W: " in a data-parallel worker, whose errors interleave with the
+// other workers'.
+std::string error_prefix() {
+  const char* rank = std::getenv("RANK");
+  const char* world = std::getenv("WORLD_SIZE");
+  if (rank == nullptr || world == nullptr || std::string(world) == "1") return "ibn: ";
+  return fmt::format("ibn: rank {} of {}: ", rank, world);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -71,20 +81,20 @@ int main(int argc, char** argv) {
     ibn::set_compute_threads(0);  // OpenBLAS on the calling thread in every command (see its header)
     return dispatch({argv + 1, argv + argc});
   } catch (const ibn::UsageError& e) {
-    std::cerr << "ibn: " << e.what() << "\n";
+    std::cerr << error_prefix() << e.what() << "\n";
     return kExitUsage;
   } catch (const c10::Error& e) {
     // LibTorch's own messages carry a backtrace after the first line; users need the first.
     const std::string what = e.what_without_backtrace();
     const std::string first = what.substr(0, what.find('\n'));
-    std::cerr << "ibn: error: " << first
+    std::cerr << error_prefix() << "error: " << first
               << (first.find("allocate") != std::string::npos ? std::string(" ") + kOutOfMemoryHint : "") << "\n";
     return kExitFailure;
   } catch (const std::bad_alloc&) {
     std::cerr << "ibn: error: out of memory " << kOutOfMemoryHint << "\n";
     return kExitFailure;
   } catch (const std::exception& e) {
-    std::cerr << "ibn: error: " << e.what() << "\n";
+    std::cerr << error_prefix() << "error: " << e.what() << "\n";
     return kExitFailure;
   }
 }

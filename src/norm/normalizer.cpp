@@ -86,6 +86,10 @@ void NormalizerImpl::bind(const std::vector<at::Tensor>& state) {
   }
 }
 
+void NormalizerImpl::synchronize_batch_statistics(CrossProcessSum sum) {
+  if (area_->keeps_running_stats()) sync_ = std::move(sum);
+}
+
 void NormalizerImpl::reset_parameters() {
   at::NoGradGuard no_grad;
   if (spec_.affine) {
@@ -111,7 +115,8 @@ at::Tensor NormalizerImpl::forward(const at::Tensor& x) {
     at::NoGradGuard no_grad;
     num_batches_tracked.add_(1);
   }
-  if (x.is_cuda()) {
+  const bool synchronized = sync_ && is_training();
+  if (x.is_cuda() && !synchronized) {
     if (auto fused = fused::try_forward(spec_, x, weight, bias, running, is_training(), spec_.momentum)) return *fused;
   }
   // On the CPU, plain LayerNorm over the last dimension is LibTorch's fused op: the same
@@ -122,7 +127,7 @@ at::Tensor NormalizerImpl::forward(const at::Tensor& x) {
       plan.reduce_dims[0] == x.dim() - 1 && (!spec_.affine || weight.scalar_type() == x.scalar_type())) {
     return at::layer_norm(x, {x.size(-1)}, spec_.affine ? weight : at::Tensor(), spec_.affine ? bias : at::Tensor(), spec_.eps);
   }
-  StatsContext stats(plan, running, is_training(), spec_.momentum);
+  StatsContext stats(plan, running, is_training(), spec_.momentum, synchronized ? &sync_ : nullptr);
   at::Tensor y = operation_->normalize(x.reshape(plan.grouped_shape), stats).reshape(x.sizes());
   if (spec_.affine) {
     y = y.mul(weight.view(plan.affine_shape)).add(bias.view(plan.affine_shape));

@@ -31,7 +31,7 @@ class IBNormOperation final : public Operation {
     // standardization would only apply ε once more, so it is skipped.
     if (lambda_ == 0.0) return standardize(x, stats, eps_);
     if (order_ == "first") {
-      const at::Tensor mean = stats.stat("mean", [&] { return x.mean(stats.dims(), true); });
+      const at::Tensor mean = stats.stat("mean", [&] { return stats.mean(x); });
       return standardize(compress(x.sub(mean)), stats, eps_, "_u");
     }
     const at::Tensor z = standardize(x, stats, eps_);

@@ -13,7 +13,7 @@ class RootMeanSquare final : public Operation {
   std::vector<RunningStat> running_stats() const override { return {{"ms", 1.0, false}}; }
   at::Tensor normalize(const at::Tensor& x, StatsContext& stats) const override {
     const at::Tensor mean_square =
-        stats.stat("ms", [&] { return x.square().mean(stats.dims(), true); });
+        stats.stat("ms", [&] { return stats.mean(x.square()); });
     return x.mul(mean_square.add(eps_).rsqrt());
   }
   std::string formula() const override { return "x̂ = x/√(mean(x²) + ε)"; }

@@ -64,6 +64,8 @@ std::string encode_checkpoint(const torch::nn::Module& model, const torch::optim
 
 CheckpointReader::CheckpointReader(const std::string& path) { archive_.load_from(path); }
 
+CheckpointReader::CheckpointReader(std::istream& bytes) { archive_.load_from(bytes); }
+
 // InputArchive::read fills the tensor it is given, so each value gets its own.
 at::Tensor CheckpointReader::read(const std::string& key) {
   at::Tensor value;

@@ -29,6 +29,7 @@ std::string encode_checkpoint(const torch::nn::Module& model, const torch::optim
 class CheckpointReader {
  public:
   explicit CheckpointReader(const std::string& path);  // throws when the file cannot be read
+  explicit CheckpointReader(std::istream& bytes);      // a checkpoint's bytes (encode_checkpoint's)
   int64_t epoch();
   // The run's options as config.ini held them when it started; "" for a checkpoint that
   // predates that record.

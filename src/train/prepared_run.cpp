@@ -110,6 +110,7 @@ void check_config(const TrainConfig& c) {
   one_of("progress", c.progress, {"auto", "lines", "quiet"});
   one_of("dump-maps", c.dump_maps, {"pool", "flatten"});
   one_of("dump-dtype", c.dump_dtype, {"float32", "float16"});
+  one_of("dtype", c.dtype, {"float32", "float64"});
   // Above kMaxLearningRate the optimizers' float32 arithmetic overflows before any loss is seen.
   constexpr double kMaxLearningRate = 1e6;
   if (!(c.lr > 0 && c.lr <= kMaxLearningRate)) {
@@ -230,8 +231,30 @@ PreparedRun prepare_run(const TrainConfig& options) {
   return run;
 }
 
-RunPlan check_options(const TrainConfig& config) {
+// The checks a data-parallel run adds to check_config, once the data are known: equal shares
+// of every batch, and of a dump, for every rank.
+void check_world(const PreparedRun& run, int world_size) {
+  if (world_size == 1) return;
+  const TrainConfig& c = run.config;
+  if (c.batch % world_size != 0) {
+    throw UsageError(fmt::format("--batch {} is not divisible by the {} processes (WORLD_SIZE): each takes an equal share of "
+                                 "every batch; choose a batch that is a multiple of {}", c.batch, world_size, world_size));
+  }
+  const int64_t last = run.data.train.labels.size(0) % c.batch;
+  if (c.steps_per_epoch == 0 && last > 0 && last < world_size) {
+    throw UsageError(fmt::format("the last batch of each epoch holds {} samples ({} training samples, --batch {}), fewer than the "
+                                 "{} processes; choose another batch size or --steps-per-epoch", last,
+                                 run.data.train.labels.size(0), c.batch, world_size));
+  }
+  if (!run.dumps.empty() && run.dump_inputs.size(0) < world_size) {
+    throw UsageError(fmt::format("--dump-samples: {} dumped samples are fewer than the {} processes", run.dump_inputs.size(0),
+                                 world_size));
+  }
+}
+
+RunPlan check_options(const TrainConfig& config, int world_size) {
   const PreparedRun run = prepare_run(config);
+  check_world(run, world_size);
   return {run.layers, run.model->chain(), run.dumps};
 }
 
@@ -249,6 +272,8 @@ std::string config_text(const TrainConfig& c, const std::string& data_spec, cons
   if (!c.norm_attn.empty()) text += fmt::format("norm-attn = {}\n", c.norm_attn);
   if (!c.norm_mlp.empty()) text += fmt::format("norm-mlp = {}\n", c.norm_mlp);
   if (!c.norm_final.empty()) text += fmt::format("norm-final = {}\n", c.norm_final);
+  if (c.sync_bn) text += "sync-bn = true\n";
+  if (c.dtype != "float32") text += fmt::format("dtype = {}\n", c.dtype);
   return text;
 }
 

@@ -38,6 +38,11 @@ void check_config(const TrainConfig& c);
 // and samples. Bad options throw here, with nothing written.
 PreparedRun prepare_run(const TrainConfig& options);
 
+// The checks a data-parallel run of `world_size` processes adds to check_config, once the data
+// are known: equal shares of every batch, and rows of the dump for every rank. Throws
+// UsageError; nothing for one process.
+void check_world(const PreparedRun& run, int world_size);
+
 // The resolved configuration as an .ini file whose keys are `ibn train`'s options, so
 // `ibn train --config RUN/config.ini --out OTHER` repeats the run.
 std::string config_text(const TrainConfig& c, const std::string& data_spec, const std::string& model_spec);

@@ -52,6 +52,9 @@ inline void write_file_atomically(const std::string& path, const std::string& co
 // byte is on disk, could leave some renamed and some not.
 void write_files_atomically(const std::vector<std::pair<std::string, std::string>>& files);
 
+// A whole file's bytes; throws std::runtime_error naming the path when it cannot be read.
+std::string read_file(const std::string& path);
+
 // The mkstemp pattern of `path`'s temporaries: "DIR/.NAME.ibn-tmp-XXXXXX".
 std::string temporary_pattern(const std::string& path);
 // Whether `file_name` (a bare name) is a temporary this library made for `target_name`.

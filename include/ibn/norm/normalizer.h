@@ -48,6 +48,13 @@ class NormalizerImpl : public torch::nn::Module {
   // ibn::UsageError for a wrong count or shape.
   void bind(const std::vector<at::Tensor>& state);
 
+  // Batch-area layers: from now on, training computes the group statistics over every
+  // process's batch through `sum` (SyncBatchNorm; `ibn train --sync-bn`). Other areas' groups
+  // lie within one sample, and this changes nothing for them. NormalNorm's λ̂ and its spread
+  // stay per process. Synchronized layers take the ATen path, not the fused CUDA kernels.
+  void synchronize_batch_statistics(CrossProcessSum sum);
+  bool synchronizes_batch_statistics() const { return static_cast<bool>(sync_); }
+
   void reset_parameters();
   void reset_running_stats();
   void pretty_print(std::ostream& stream) const override;
@@ -66,6 +73,7 @@ class NormalizerImpl : public torch::nn::Module {
   std::shared_ptr<const Area> area_;
   std::shared_ptr<Operation> operation_;
   std::vector<RunningBuffer> running_;  // batch area only
+  CrossProcessSum sync_;                // batch area only; empty: this process's batch alone
 };
 
 TORCH_MODULE(Normalizer);

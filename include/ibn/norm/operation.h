@@ -29,24 +29,35 @@ struct RunningBuffer {
 // (× n/(n − 1), n the group size) first. `batch` holds one value per channel, any shape.
 void update_running(RunningBuffer& buffer, const at::Tensor& batch, int64_t group_size, double momentum);
 
+// Synchronized batch statistics (`ibn train --sync-bn`): a differentiable sum over the processes
+// of a data-parallel run (dist::ProcessGroup::differentiable_sum).
+using CrossProcessSum = std::function<at::Tensor(const at::Tensor&)>;
+
 // Statistics of one forward pass. Without running buffers every statistic is the batch value.
 // With them, training returns the batch value and moves the estimate by `momentum`; eval
-// returns the estimate.
+// returns the estimate. With `sync`, a group spans every process's batch: group means are
+// sums over all of them divided by the total count.
 class StatsContext {
  public:
   StatsContext(const AreaPlan& plan, std::vector<RunningBuffer>* running, bool training,
-               double momentum)
-      : plan_(plan), running_(running), training_(training), momentum_(momentum) {}
+               double momentum, const CrossProcessSum* sync = nullptr)
+      : plan_(plan), running_(running), training_(training), momentum_(momentum), sync_(sync) {}
 
   c10::IntArrayRef dims() const { return plan_.reduce_dims; }
   bool training() const { return training_; }  // the layer's mode (NormalNorm's noise is training-only)
   at::Tensor stat(const std::string& key, const std::function<at::Tensor()>& batch_value);
+  // The mean of `values` over each group (keepdim), across processes when synchronized.
+  at::Tensor mean(const at::Tensor& values);
+  // Elements per group: across every process when synchronized.
+  int64_t group_size();
 
  private:
   const AreaPlan& plan_;
   std::vector<RunningBuffer>* running_;
   bool training_;
   double momentum_;
+  const CrossProcessSum* sync_;
+  int64_t group_size_ = -1;  // cached: a synchronized count costs a collective
 };
 
 // x̂ = (x − μ)/√(σ² + ε) with μ, σ² from stats under `mean<suffix>`, `var<suffix>`.

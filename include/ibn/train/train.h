@@ -2,6 +2,7 @@
 // Training a model with any normalizer on a classification dataset, with an activation store
 // (docs in README.md, "Run directory"). Scope so far: in-memory classification data (ibsgd12,
 // gaussian-mixture), the mlp model, SGD/Adam/AdamW with constant/cosine/warmup schedules.
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <ostream>
@@ -9,6 +10,8 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+
+#include "ibn/dist/process_group.h"
 
 namespace ibn::train {
 
@@ -45,6 +48,17 @@ struct TrainConfig {
   std::string progress = "auto";        // auto (bar on a terminal), lines, quiet
   int64_t checkpoint_every = 10;        // epochs between checkpoints (RUN/checkpoint.pt); 0: only at the end
   bool resume = false;                  // continue from RUN/checkpoint.pt if there is one
+  // Data-parallel runs: batch-area normalizers (BatchNorm, IBNorm with area=batch) take their
+  // statistics over the whole batch across processes (SyncBatchNorm), not each process's share.
+  bool sync_bn = false;
+  std::string dtype = "float32";        // the model's parameters and arithmetic: float32 or float64
+};
+
+// How a run spreads over processes (README, "Data-parallel training"): the torchrun variables
+// of this process, and how long a collective may wait for the others before the run stops.
+struct Launch {
+  dist::LaunchEnvironment environment;  // world_size 1: one process
+  std::chrono::milliseconds timeout{std::chrono::minutes(30)};
 };
 
 // Losses are mean cross-entropies in nats per prediction (per byte for text; bits = nats/ln 2).
@@ -59,6 +73,7 @@ struct TrainResult {
   std::vector<EpochMetrics> metrics;  // epoch 0 is the untrained model
   std::vector<int64_t> dumped_epochs;
   bool sequence = false;  // text: losses are per byte
+  int rank = 0;           // this process's rank in a data-parallel run (0 writes the outputs)
 };
 
 // The epochs to dump for a spec and a run of `epochs` epochs (0 = initialization); throws
@@ -73,7 +88,9 @@ struct RunPlan {
   std::vector<std::string> chain;   // the model's representation chain (analysis::AnalyzeConfig::chain)
   std::vector<int64_t> dumps;       // the epochs it will hold
 };
-RunPlan check_options(const TrainConfig& config);
+// With `world_size` > 1, also what a data-parallel run of that many processes needs (the batch
+// and the dumped samples split evenly enough).
+RunPlan check_options(const TrainConfig& config, int world_size = 1);
 
 // Throws ibn::UsageError for bad options (checked before any work) and std::runtime_error for
 // failures; writes RUN/config.ini, RUN/checkpoint.pt (every checkpoint_every epochs and at the
@@ -82,7 +99,14 @@ RunPlan check_options(const TrainConfig& config);
 // A run killed at any point leaves its last checkpoint and the parts written so far; with
 // `resume` it continues from there and ends bit for bit as the uninterrupted run would on the
 // CPU. A failed write (disk full) throws std::runtime_error after checkpointing what it can.
-TrainResult train(const TrainConfig& config, std::ostream& log);
+//
+// With `launch` naming more than one process, each process runs this with the same options:
+// every batch is split over the ranks in rank order, gradients are summed across them before
+// each step (the global batch's mean loss, as one process would compute it), evaluation and
+// dumps are split the same way and gathered, and only rank 0 writes files. Throws
+// ibn::UsageError when the world size does not divide --batch, and std::runtime_error when
+// another process stops (every rank then stops; rank 0's last checkpoint stays).
+TrainResult train(const TrainConfig& config, std::ostream& log, const Launch& launch = {});
 
 // RUN/config.ini as key -> value (the resolved options `train` wrote); empty when absent.
 std::map<std::string, std::string> read_run_config(const std::string& run_dir);

@@ -1,0 +1,170 @@
+#include "ibn/dist/launcher.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <algorithm>
+#include <stdexcept>
+#include <thread>
+
+#include <fmt/format.h>
+
+namespace ibn::dist {
+
+namespace {
+
+// The workers' process ids, for the signal handler (async-signal-safe: a fixed array).
+constexpr int kMaxWorkers = 1024;
+volatile pid_t g_workers[kMaxWorkers];
+volatile int g_worker_count = 0;
+
+void forward_signal(int signal) {
+  for (int i = 0; i < g_worker_count; ++i) {
+    if (g_workers[i] > 0) ::kill(g_workers[i], signal);
+  }
+}
+
+std::string describe(int status) {
+  if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return fmt::format("was killed by signal {} ({})", WTERMSIG(status), ::strsignal(WTERMSIG(status)));
+  return fmt::format("stopped (wait status {})", status);
+}
+
+pid_t start_worker(const LocalLaunch& launch, int rank, int port) {
+  const pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  // The child: torchrun's variables, then this program again.
+  ::setenv("RANK", std::to_string(rank).c_str(), 1);
+  ::setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
+  ::setenv("WORLD_SIZE", std::to_string(launch.processes).c_str(), 1);
+  ::setenv("LOCAL_WORLD_SIZE", std::to_string(launch.processes).c_str(), 1);
+  ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+  ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+  ::setenv("OMP_NUM_THREADS", std::to_string(launch.threads_per_process).c_str(), /*overwrite=*/0);
+  std::vector<std::string> words{"ibn"};
+  words.insert(words.end(), launch.arguments.begin(), launch.arguments.end());
+  std::vector<char*> argv;
+  for (std::string& word : words) argv.push_back(word.data());
+  argv.push_back(nullptr);
+  ::execv("/proc/self/exe", argv.data());
+  const std::string message = fmt::format("ibn train --nproc: cannot start worker {}: {}\n", rank, std::strerror(errno));
+  (void)!::write(STDERR_FILENO, message.data(), message.size());
+  ::_exit(127);
+}
+
+// Gives the workers still running `own_time` to stop by themselves (a worker whose peer died
+// fails its next collective at once, and says so), then asks them to stop (SIGTERM), and after
+// `grace` more kills them.
+void stop_workers(std::vector<pid_t>& running, std::chrono::milliseconds own_time, std::chrono::milliseconds grace) {
+  const auto reap = [&] {
+    for (auto it = running.begin(); it != running.end();) {
+      int status = 0;
+      it = ::waitpid(*it, &status, WNOHANG) == *it ? running.erase(it) : it + 1;
+    }
+  };
+  const auto own_deadline = std::chrono::steady_clock::now() + own_time;
+  while (!running.empty() && std::chrono::steady_clock::now() < own_deadline) {
+    reap();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (pid_t pid : running) ::kill(pid, SIGTERM);
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  while (!running.empty()) {
+    for (auto it = running.begin(); it != running.end();) {
+      int status = 0;
+      it = ::waitpid(*it, &status, WNOHANG) == *it ? running.erase(it) : it + 1;
+    }
+    if (running.empty()) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      for (pid_t pid : running) ::kill(pid, SIGKILL);
+      for (pid_t pid : running) ::waitpid(pid, nullptr, 0);
+      running.clear();
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+}  // namespace
+
+int free_local_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw std::runtime_error(fmt::format("cannot open a socket to find a free port: {}", std::strerror(errno)));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof address;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    const std::string reason = std::strerror(errno);
+    ::close(fd);
+    throw std::runtime_error(fmt::format("cannot find a free port on 127.0.0.1: {}", reason));
+  }
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+int run_local_workers(const LocalLaunch& launch, std::ostream& errors) {
+  if (launch.processes < 1 || launch.processes > kMaxWorkers) {
+    throw std::invalid_argument(fmt::format("--nproc {} must lie in [1, {}]", launch.processes, kMaxWorkers));
+  }
+  const int port = free_local_port();
+  std::vector<pid_t> running;
+  struct sigaction forward {}, old_int{}, old_term{};
+  forward.sa_handler = forward_signal;
+  ::sigemptyset(&forward.sa_mask);
+  g_worker_count = 0;
+  for (int rank = 0; rank < launch.processes; ++rank) {
+    const pid_t pid = start_worker(launch, rank, port);
+    if (pid < 0) {
+      const std::string reason = std::strerror(errno);
+      stop_workers(running, std::chrono::seconds(0), std::chrono::seconds(10));
+      throw std::runtime_error(fmt::format("ibn train --nproc: cannot start worker {}: {}", rank, reason));
+    }
+    running.push_back(pid);
+    g_workers[rank] = pid;
+    g_worker_count = rank + 1;
+  }
+  ::sigaction(SIGINT, &forward, &old_int);
+  ::sigaction(SIGTERM, &forward, &old_term);
+  int result = 0;
+  while (!running.empty()) {
+    int status = 0;
+    const pid_t pid = ::waitpid(-1, &status, 0);
+    if (pid < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    const auto it = std::find(running.begin(), running.end(), pid);
+    if (it == running.end()) continue;
+    running.erase(it);
+    const bool failed = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    if (failed && result == 0) {
+      int rank = 0;
+      while (rank < launch.processes && g_workers[rank] != pid) ++rank;
+      result = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+      if (!running.empty()) {
+        errors << fmt::format("ibn train --nproc: rank {} {}; stopping the other {}\n", rank, describe(status),
+                              running.size() == 1 ? "rank" : fmt::format("{} ranks", running.size()))
+               << std::flush;
+      } else {
+        errors << fmt::format("ibn train --nproc: rank {} {}\n", rank, describe(status)) << std::flush;
+      }
+      stop_workers(running, std::chrono::seconds(3), std::chrono::seconds(10));
+    }
+  }
+  ::sigaction(SIGINT, &old_int, nullptr);
+  ::sigaction(SIGTERM, &old_term, nullptr);
+  g_worker_count = 0;
+  return result;
+}
+
+}  // namespace ibn::dist
