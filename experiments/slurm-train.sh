@@ -9,8 +9,9 @@
 #
 # The global --batch is split over all tasks and must be a multiple of their number. With
 # --device cuda each process takes cuda:LOCAL_RANK (NCCL where ibn was built with it, else
-# Gloo through host memory). The run directory must be on a file system that rank 0's node
-# writes; only rank 0 writes it. Edit the #SBATCH lines for your cluster.
+# Gloo through host memory). Only rank 0 writes the run directory, but --resume reads its
+# config.ini on every rank: put it on a file system all nodes see. Edit the #SBATCH lines for
+# your cluster.
 #SBATCH --job-name=ibn-train
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=4

@@ -409,6 +409,11 @@ case("train.dist-rank-without-world", train(out="r"), 2, r"RANK is set but WORLD
 case("train.dist-port-zero", train(out="r"), 2, r"MASTER_PORT='0'", environment=TORCHRUN | {"MASTER_PORT": "0"}, no_writes=True)
 case("train.dist-world-not-dividing-batch", train(out="r"), 2, r"--batch 512 is not divisible by the 3 processes",
      environment=TORCHRUN | {"WORLD_SIZE": "3"}, no_writes=True)
+case("train.dist-last-batch-too-small-for-batchnorm",
+     ["train", "--data", "gaussian-mixture:n=164", "--model", "mlp:widths=4-3", "--norm", "batchnorm", "--batch", "64",
+      "--epochs", "1", "--dump-epochs", "none", "--progress", "quiet", "--threads", "1", "--out", "r"], 2,
+     r"last batch of each epoch holds \d+ samples .* fewer than 2 for each of the 2 processes",
+     environment=TORCHRUN, no_writes=True, note="a batch-area layer needs 2 rows on each rank")
 case("train.nproc-not-dividing-batch", train("--nproc", "3", out="r"), 2, r"--batch 512 is not divisible by the 3 processes",
      no_writes=True)
 case("train.nproc-zero", train("--nproc", "0", out="r"), 2, r"--nproc 0 must lie in", no_writes=True)

@@ -223,6 +223,18 @@ kill "$holder" 2>/dev/null
 # A rank whose peers never come gives up after --dist-timeout.
 one_line 1 "did not all meet at 127.0.0.1:$port within 2 s" -- WORLD_SIZE=2 RANK=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port -- "${small[@]}" --dist-timeout 2
 one_line 1 "did not all meet" -- WORLD_SIZE=2 RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port -- "${small[@]}" --dist-timeout 2
+# A rank whose MASTER_PORT belongs to a program that accepts connections and never answers.
+/usr/bin/python3 -c '
+import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+print(s.getsockname()[1], flush=True)
+held = []
+while True:
+    held.append(s.accept()[0])' >mute.port &
+mute=$!
+for _ in $(seq 100); do [ -s mute.port ] && break; sleep 0.05; done
+one_line 1 "did not all meet" -- WORLD_SIZE=2 RANK=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=$(cat mute.port) -- "${small[@]}" --dist-timeout 3
+kill "$mute" 2>/dev/null
 
 echo "dist_test: $passes passed, $failures failed"
 [ "$failures" -eq 0 ]

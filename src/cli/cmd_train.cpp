@@ -3,6 +3,7 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <cstdlib>
 #include <optional>
 #include <thread>
 
@@ -107,20 +108,6 @@ train::TrainConfig TrainOptions::resolved(const po::variables_map& vm) {
   return c;
 }
 
-// `args` without --nproc N (or --nproc=N): what each worker of `ibn train --nproc N` runs.
-std::vector<std::string> without_nproc(const std::vector<std::string>& args) {
-  std::vector<std::string> kept{"train"};
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--nproc") {
-      ++i;
-      continue;
-    }
-    if (args[i].rfind("--nproc=", 0) == 0) continue;
-    kept.push_back(args[i]);
-  }
-  return kept;
-}
-
 // The --nproc workers' OpenMP threads: the cores shared out, at least one each.
 int threads_per_worker(int workers) {
   const unsigned cores = std::thread::hardware_concurrency();
@@ -142,7 +129,10 @@ int run_train(const std::vector<std::string>& args) {
   CommandOptions& cmd = options.cmd;
   auto vm = cmd.parse(args);
   if (!vm) return 0;
-  const int nproc = options.nproc;
+  // The workers of `--nproc` run the same command line (and config file) again: the marker the
+  // launcher sets, not the arguments, tells them apart (Boost also accepts `--npr 2`).
+  const bool nproc_worker = std::getenv(dist::kLocalWorkerVariable) != nullptr;
+  const int nproc = nproc_worker ? 1 : options.nproc;
   if (nproc < 1 || nproc > 1024) throw UsageError(fmt::format("--nproc {} must lie in [1, 1024]", nproc));
   const train::Launch launch = launch_from_environment(options);
   if (nproc > 1 && launch.environment.world_size > 1) {
@@ -183,10 +173,6 @@ int run_train(const std::vector<std::string>& args) {
     if (std::none_of(recorded.begin(), recorded.end(), [](const io::IniEntry& e) { return e.key == "eval-samples"; })) {
       again.insert(again.end(), {"--eval-samples", "all"});
     }
-    if (nproc > 1) {
-      dist::LocalLaunch workers{nproc, without_nproc(args), threads_per_worker(nproc)};
-      return dist::run_local_workers(workers, std::cerr);
-    }
     options.config = train::TrainConfig();
     vm = cmd.parse(again);
     options.config.resume = true;
@@ -195,7 +181,8 @@ int run_train(const std::vector<std::string>& args) {
   if (nproc > 1) {
     // Checked here once, not once per worker: options, data, model and the world size.
     train::check_options(config, nproc);
-    dist::LocalLaunch workers{nproc, without_nproc(args), threads_per_worker(nproc)};
+    dist::LocalLaunch workers{nproc, std::vector<std::string>{"train"}, threads_per_worker(nproc)};
+    workers.arguments.insert(workers.arguments.end(), args.begin(), args.end());
     return dist::run_local_workers(workers, std::cerr);
   }
   const train::TrainResult result = train::train(config, std::cout, launch);

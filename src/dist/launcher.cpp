@@ -37,26 +37,57 @@ std::string describe(int status) {
   return fmt::format("stopped (wait status {})", status);
 }
 
-pid_t start_worker(const LocalLaunch& launch, int rank, int port) {
+// A worker's argv and environment, made before fork(): between fork and exec a child of a
+// threaded process (LibTorch's pools) may only make async-signal-safe calls, and allocating is
+// not one.
+struct WorkerCommand {
+  std::vector<std::string> words, environment;
+  std::vector<char*> argv, envp;
+};
+
+WorkerCommand worker_command(const LocalLaunch& launch, int rank, int port) {
+  WorkerCommand command;
+  command.words.push_back("ibn");
+  command.words.insert(command.words.end(), launch.arguments.begin(), launch.arguments.end());
+  const std::vector<std::pair<std::string, std::string>> variables = {
+      {"RANK", std::to_string(rank)},
+      {"LOCAL_RANK", std::to_string(rank)},
+      {"WORLD_SIZE", std::to_string(launch.processes)},
+      {"LOCAL_WORLD_SIZE", std::to_string(launch.processes)},
+      {"MASTER_ADDR", "127.0.0.1"},
+      {"MASTER_PORT", std::to_string(port)},
+      {kLocalWorkerVariable, "1"}};
+  bool threads_set = false;
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    const std::string text = *entry;
+    const std::string name = text.substr(0, text.find('='));
+    if (name == "OMP_NUM_THREADS") threads_set = true;
+    if (std::none_of(variables.begin(), variables.end(), [&](const auto& v) { return v.first == name; })) {
+      command.environment.push_back(text);
+    }
+  }
+  for (const auto& [name, value] : variables) command.environment.push_back(name + "=" + value);
+  if (!threads_set) command.environment.push_back("OMP_NUM_THREADS=" + std::to_string(launch.threads_per_process));
+  for (std::string& word : command.words) command.argv.push_back(word.data());
+  command.argv.push_back(nullptr);
+  for (std::string& entry : command.environment) command.envp.push_back(entry.data());
+  command.envp.push_back(nullptr);
+  return command;
+}
+
+pid_t start_worker(WorkerCommand& command) {
   const pid_t pid = ::fork();
   if (pid != 0) return pid;
-  // The child: torchrun's variables, then this program again.
-  ::setenv("RANK", std::to_string(rank).c_str(), 1);
-  ::setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
-  ::setenv("WORLD_SIZE", std::to_string(launch.processes).c_str(), 1);
-  ::setenv("LOCAL_WORLD_SIZE", std::to_string(launch.processes).c_str(), 1);
-  ::setenv("MASTER_ADDR", "127.0.0.1", 1);
-  ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
-  ::setenv("OMP_NUM_THREADS", std::to_string(launch.threads_per_process).c_str(), /*overwrite=*/0);
-  std::vector<std::string> words{"ibn"};
-  words.insert(words.end(), launch.arguments.begin(), launch.arguments.end());
-  std::vector<char*> argv;
-  for (std::string& word : words) argv.push_back(word.data());
-  argv.push_back(nullptr);
-  ::execv("/proc/self/exe", argv.data());
-  const std::string message = fmt::format("ibn train --nproc: cannot start worker {}: {}\n", rank, std::strerror(errno));
-  (void)!::write(STDERR_FILENO, message.data(), message.size());
+  ::execve("/proc/self/exe", command.argv.data(), command.envp.data());
+  static const char message[] = "ibn train --nproc: cannot start a worker: exec of /proc/self/exe failed\n";
+  (void)!::write(STDERR_FILENO, message, sizeof message - 1);
   ::_exit(127);
+}
+
+void forget_worker(pid_t pid) {
+  for (int i = 0; i < g_worker_count; ++i) {
+    if (g_workers[i] == pid) g_workers[i] = 0;
+  }
 }
 
 // Gives the workers still running `own_time` to stop by themselves (a worker whose peer died
@@ -66,7 +97,12 @@ void stop_workers(std::vector<pid_t>& running, std::chrono::milliseconds own_tim
   const auto reap = [&] {
     for (auto it = running.begin(); it != running.end();) {
       int status = 0;
-      it = ::waitpid(*it, &status, WNOHANG) == *it ? running.erase(it) : it + 1;
+      if (::waitpid(*it, &status, WNOHANG) == *it) {
+        forget_worker(*it);
+        it = running.erase(it);
+      } else {
+        ++it;
+      }
     }
   };
   const auto own_deadline = std::chrono::steady_clock::now() + own_time;
@@ -77,14 +113,14 @@ void stop_workers(std::vector<pid_t>& running, std::chrono::milliseconds own_tim
   for (pid_t pid : running) ::kill(pid, SIGTERM);
   const auto deadline = std::chrono::steady_clock::now() + grace;
   while (!running.empty()) {
-    for (auto it = running.begin(); it != running.end();) {
-      int status = 0;
-      it = ::waitpid(*it, &status, WNOHANG) == *it ? running.erase(it) : it + 1;
-    }
+    reap();
     if (running.empty()) break;
     if (std::chrono::steady_clock::now() > deadline) {
       for (pid_t pid : running) ::kill(pid, SIGKILL);
-      for (pid_t pid : running) ::waitpid(pid, nullptr, 0);
+      for (pid_t pid : running) {
+        ::waitpid(pid, nullptr, 0);
+        forget_worker(pid);
+      }
       running.clear();
       break;
     }
@@ -117,24 +153,33 @@ int run_local_workers(const LocalLaunch& launch, std::ostream& errors) {
     throw std::invalid_argument(fmt::format("--nproc {} must lie in [1, {}]", launch.processes, kMaxWorkers));
   }
   const int port = free_local_port();
+  std::vector<WorkerCommand> commands;
+  for (int rank = 0; rank < launch.processes; ++rank) commands.push_back(worker_command(launch, rank, port));
   std::vector<pid_t> running;
+  // Installed before the first fork, so that a signal in between reaches every worker started.
   struct sigaction forward {}, old_int{}, old_term{};
   forward.sa_handler = forward_signal;
   ::sigemptyset(&forward.sa_mask);
   g_worker_count = 0;
+  ::sigaction(SIGINT, &forward, &old_int);
+  ::sigaction(SIGTERM, &forward, &old_term);
+  const auto restore_signals = [&] {
+    ::sigaction(SIGINT, &old_int, nullptr);
+    ::sigaction(SIGTERM, &old_term, nullptr);
+    g_worker_count = 0;
+  };
   for (int rank = 0; rank < launch.processes; ++rank) {
-    const pid_t pid = start_worker(launch, rank, port);
+    const pid_t pid = start_worker(commands[rank]);
     if (pid < 0) {
       const std::string reason = std::strerror(errno);
       stop_workers(running, std::chrono::seconds(0), std::chrono::seconds(10));
+      restore_signals();
       throw std::runtime_error(fmt::format("ibn train --nproc: cannot start worker {}: {}", rank, reason));
     }
     running.push_back(pid);
     g_workers[rank] = pid;
     g_worker_count = rank + 1;
   }
-  ::sigaction(SIGINT, &forward, &old_int);
-  ::sigaction(SIGTERM, &forward, &old_term);
   int result = 0;
   while (!running.empty()) {
     int status = 0;
@@ -146,24 +191,23 @@ int run_local_workers(const LocalLaunch& launch, std::ostream& errors) {
     const auto it = std::find(running.begin(), running.end(), pid);
     if (it == running.end()) continue;
     running.erase(it);
+    int rank = 0;
+    while (rank < launch.processes && g_workers[rank] != pid) ++rank;
+    forget_worker(pid);
     const bool failed = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
     if (failed && result == 0) {
-      int rank = 0;
-      while (rank < launch.processes && g_workers[rank] != pid) ++rank;
-      result = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+      result = WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status) == SIGINT ? 130 : 1;
       if (!running.empty()) {
-        errors << fmt::format("ibn train --nproc: rank {} {}; stopping the other {}\n", rank, describe(status),
+        errors << fmt::format("ibn: train --nproc: rank {} {}; stopping the other {}\n", rank, describe(status),
                               running.size() == 1 ? "rank" : fmt::format("{} ranks", running.size()))
                << std::flush;
       } else {
-        errors << fmt::format("ibn train --nproc: rank {} {}\n", rank, describe(status)) << std::flush;
+        errors << fmt::format("ibn: train --nproc: rank {} {}\n", rank, describe(status)) << std::flush;
       }
       stop_workers(running, std::chrono::seconds(3), std::chrono::seconds(10));
     }
   }
-  ::sigaction(SIGINT, &old_int, nullptr);
-  ::sigaction(SIGTERM, &old_term, nullptr);
-  g_worker_count = 0;
+  restore_signals();
   return result;
 }
 

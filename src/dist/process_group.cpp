@@ -191,8 +191,8 @@ std::shared_ptr<ProcessGroup> ProcessGroup::connect(const LaunchEnvironment& env
   // stderr; the one-line errors below say what happened. Fatal messages only.
   FLAGS_caffe2_log_level = 3;
   c10::UpdateLoggingLevelsFromFlags();
-  const std::string arrival = fmt::format("rank {} of {}: the processes did not all meet at {}:{} within {} s", env.rank,
-                                          env.world_size, env.master_addr, env.master_port, timeout.count() / 1000.0);
+  const std::string arrival = fmt::format("the {} processes did not all meet at {}:{} within {} s", env.world_size,
+                                          env.master_addr, env.master_port, timeout.count() / 1000.0);
   const std::string hint = fmt::format("start all {} with the same MASTER_ADDR and MASTER_PORT (rank 0 serves it), or raise "
                                        "--dist-timeout", env.world_size);
   c10::intrusive_ptr<c10d::Store> store;
@@ -201,7 +201,11 @@ std::shared_ptr<ProcessGroup> ProcessGroup::connect(const LaunchEnvironment& env
     options.port = static_cast<uint16_t>(env.master_port);
     options.isServer = env.rank == 0 && !env.agent_store;
     options.numWorkers = static_cast<size_t>(env.world_size);
-    options.waitWorkers = true;
+    // No store-level wait for the others: a client's wait is a read without a timeout (LibTorch
+    // 1.13), which a port held by a program that accepts and never answers would hold forever,
+    // and the server's counts clients that wait too. Gloo's rendezvous, next, waits for every
+    // rank's address in the store, bounded by `timeout`.
+    options.waitWorkers = false;
     options.timeout = timeout;
     store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, options);
     if (env.agent_store) store = c10::make_intrusive<c10d::PrefixStore>(env.store_prefix, store);

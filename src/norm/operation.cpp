@@ -1,5 +1,7 @@
 #include "ibn/norm/operation.h"
 
+#include <cmath>
+
 #include <ATen/core/grad_mode.h>
 #include <fmt/format.h>
 
@@ -23,20 +25,33 @@ at::Tensor StatsContext::stat(const std::string& key,
   return batch;
 }
 
+// The count's parts as the values' dtype sums them exactly: float64 holds any count; float32
+// holds integers to 2^24, so the count travels as count / 4096 and count % 4096 (exact for up
+// to 4096 processes of up to 2^36 / 4096 elements per group each). How a count is sent depends
+// only on the dtype, the same on every rank: a rank-dependent choice would send messages of
+// different lengths.
+namespace {
+constexpr double kCountRadix = 4096.0;
+}
+
 at::Tensor StatsContext::mean(const at::Tensor& values) {
   if (sync_ == nullptr) return values.mean(dims(), true);
   const at::Tensor sums = values.sum(dims(), true);
-  // The first synchronized statistic carries the count in its own message (one collective per
-  // statistic, not two) where the values' dtype holds any total count exactly: float64, or
-  // float32 (integers to 2^24) below a generous bound on every process's count together.
-  constexpr double kExactFloat32 = 16777216.0;
-  const bool count_fits = values.scalar_type() == at::kDouble ||
-                          (values.scalar_type() == at::kFloat && static_cast<double>(plan_.group_size) * 1024.0 < kExactFloat32);
-  if (group_size_ < 0 && count_fits) {
-    const at::Tensor count = at::full({1}, static_cast<double>(plan_.group_size), values.options().requires_grad(false));
+  const at::ScalarType dtype = values.scalar_type();
+  // The first synchronized statistic carries the count in its own message: one collective per
+  // statistic, not two.
+  if (group_size_ < 0 && (dtype == at::kDouble || dtype == at::kFloat)) {
+    const double n = static_cast<double>(plan_.group_size);
+    const at::Tensor count = dtype == at::kDouble
+                                 ? at::full({1}, n, values.options().requires_grad(false))
+                                 : at::tensor({std::floor(n / kCountRadix), std::fmod(n, kCountRadix)},
+                                              values.options().requires_grad(false));
+    const int64_t parts = count.numel();
     const at::Tensor total = (*sync_)(at::cat({sums.reshape({-1}), count}));
-    group_size_ = static_cast<int64_t>(total[-1].item<double>());
-    return total.slice(0, 0, -1).view(sums.sizes()).div(static_cast<double>(group_size_));
+    const at::Tensor summed_count = total.slice(0, -parts).to(at::kDouble);
+    group_size_ = parts == 1 ? std::llround(summed_count[0].item<double>())
+                             : std::llround(summed_count[0].item<double>() * kCountRadix + summed_count[1].item<double>());
+    return total.slice(0, 0, -parts).view(sums.sizes()).div(static_cast<double>(group_size_));
   }
   return (*sync_)(sums).div(static_cast<double>(group_size()));
 }

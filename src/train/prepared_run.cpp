@@ -240,11 +240,17 @@ void check_world(const PreparedRun& run, int world_size) {
     throw UsageError(fmt::format("--batch {} is not divisible by the {} processes (WORLD_SIZE): each takes an equal share of "
                                  "every batch; choose a batch that is a multiple of {}", c.batch, world_size, world_size));
   }
+  // A batch-area layer in training needs two rows of its own on each rank (its plan refuses
+  // one, synchronized or not); other layers need one.
+  const auto& sites = run.model->normalizers();
+  const bool batch_area = std::any_of(sites.begin(), sites.end(), [](const auto& site) { return site.second->spec().area == "batch"; });
+  const int64_t rows_per_rank = batch_area ? 2 : 1;
   const int64_t last = run.data.train.labels.size(0) % c.batch;
-  if (c.steps_per_epoch == 0 && last > 0 && last < world_size) {
-    throw UsageError(fmt::format("the last batch of each epoch holds {} samples ({} training samples, --batch {}), fewer than the "
-                                 "{} processes; choose another batch size or --steps-per-epoch", last,
-                                 run.data.train.labels.size(0), c.batch, world_size));
+  if (c.steps_per_epoch == 0 && last > 0 && last < rows_per_rank * world_size) {
+    throw UsageError(fmt::format("the last batch of each epoch holds {} samples ({} training samples, --batch {}), fewer than {} for "
+                                 "each of the {} processes{}; choose another batch size or --steps-per-epoch", last,
+                                 run.data.train.labels.size(0), c.batch, rows_per_rank, world_size,
+                                 batch_area ? " (a batch-area normalizer needs 2)" : ""));
   }
   if (!run.dumps.empty() && run.dump_inputs.size(0) < world_size) {
     throw UsageError(fmt::format("--dump-samples: {} dumped samples are fewer than the {} processes", run.dump_inputs.size(0),

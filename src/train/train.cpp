@@ -271,6 +271,7 @@ class Trainer {
   void agree_on_writes(int64_t epoch, const std::exception_ptr& root_failure);
   Activations activations_at(int64_t epoch);
   void record(int64_t epoch, double lr, double seconds, const Activations* dumped);
+  void share_buffers();
   void record_and_dump(int64_t epoch, double lr, double seconds);
   void save_checkpoint(int64_t epoch, const std::vector<int64_t>& dumped);
   [[noreturn]] void stop_for_failed_write(int64_t epoch, const std::exception& error);
@@ -332,6 +333,9 @@ Trainer::Trainer(PreparedRun prepared, dist::ProcessGroup& group, std::ostream& 
     at::NoGradGuard no_grad;
     group_.broadcast(parameter);
   }
+  // LibTorch's default generator draws the training noise (NormalNorm's): each rank its own
+  // stream, so that the shares of a batch do not get the same noise.
+  if (group_.size() > 1) at::manual_seed(c_.seed + 0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(group_.rank()));
   if (c_.sync_bn && group_.size() > 1) {
     dist::ProcessGroup* shared = &group_;
     for (auto [site, normalizer] : model_.normalizers()) {  // a copy of the holder reaches the layer itself
@@ -364,14 +368,15 @@ void Trainer::on_root(const std::function<void()>& work, const char* what) {
   }
   const bool ok = group_.all_ok(!failure);
   if (failure) std::rethrow_exception(failure);
-  if (!ok) throw std::runtime_error(fmt::format("rank {}: rank 0 failed to {} and stopped the run (its message says why)", group_.rank(), what));
+  if (!ok) throw std::runtime_error(fmt::format("rank 0 failed to {} and stopped the run (its message says why)", what));
 }
 
-// Rank 0's checkpoint of this run when it resumes one, else empty; every rank gets the same
-// bytes, so a run directory on rank 0's disk alone is enough.
+// Rank 0's checkpoint of this run when it resumes one, after a marker byte ('C'), else empty;
+// every rank gets the same bytes. A checkpoint file of no bytes is still a checkpoint, and
+// fails to load rather than start the run afresh.
 std::string Trainer::checkpoint_bytes() const {
   if (!c_.resume || !std::filesystem::exists(files_.checkpoint())) return "";
-  return io::read_file(files_.checkpoint());
+  return "C" + io::read_file(files_.checkpoint());
 }
 
 // Parts and a checkpoint left by an earlier run in this directory are not ours. A complete
@@ -407,8 +412,8 @@ void Trainer::resume(const std::string& bytes) {
 void Trainer::agree_on_writes(int64_t epoch, const std::exception_ptr& root_failure) {
   if (group_.all_ok(!root_failure)) return;
   if (!root_failure) {
-    throw std::runtime_error(fmt::format("rank {}: rank 0 could not write the outputs of epoch {} and stopped the run (its "
-                                         "message says why)", group_.rank(), epoch));
+    throw std::runtime_error(fmt::format("rank 0 could not write the outputs of epoch {} and stopped the run (its message "
+                                         "says why)", epoch));
   }
   try {
     std::rethrow_exception(root_failure);
@@ -489,9 +494,19 @@ void Trainer::record(int64_t epoch, double lr, double seconds, const Activations
                       sums[2].item<double>() / test_predictions, sums[3].item<double>() / test_predictions, lr, seconds});
 }
 
+// Rank 0's running statistics on every rank, as DDP's broadcast_buffers does: each rank moved
+// its own from its share of the batches (without --sync-bn they differ), and evaluation, dumps
+// and the checkpoint must see one model, the one a resumed run restores.
+void Trainer::share_buffers() {
+  if (group_.size() == 1) return;
+  at::NoGradGuard no_grad;
+  for (at::Tensor buffer : model_.buffers()) group_.broadcast(buffer);
+}
+
 // Records the epoch's metrics and, when it is scheduled, queues its activations (rank 0). The
 // collectives come first: a write that fails on rank 0 leaves no rank inside one.
 void Trainer::record_and_dump(int64_t epoch, double lr, double seconds) {
+  share_buffers();
   if (!std::binary_search(prepared_.dumps.begin(), prepared_.dumps.end(), epoch)) {
     record(epoch, lr, seconds, nullptr);
     return;
@@ -712,7 +727,7 @@ TrainResult Trainer::run() {
   checkpoint = group_.broadcast_bytes(checkpoint);
   resuming_ = !checkpoint.empty();
   if (resuming_) {
-    resume(checkpoint);
+    resume(checkpoint.substr(1));
   } else {
     on_root([&] { start_fresh(); }, "start the run directory");
   }
