@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Compares two activation stores (RUN/activations.h5) dataset by dataset.
+"""Compares two activation stores (RUN/activations.h5) dataset by dataset, or two checkpoints
+(RUN/checkpoint.pt: the weights, buffers and optimizer state, read with torch.jit.load) tensor by
+tensor.
 
 Each floating dataset present in both must agree to --tolerance relative to its own scale:
 max |a - b| <= tol * max |a| (NaN where the other is not counts as a difference). Integer
@@ -26,6 +28,22 @@ def datasets(store, groups):
     return found
 
 
+# A checkpoint's bookkeeping (wall time in the metrics, the run's options as bytes), not state.
+CHECKPOINT_BOOKKEEPING = ("metrics", "config", "epoch", "dumped_epochs", "shuffle_rng")
+
+
+def checkpoint_tensors(path, groups):
+    import torch  # only for checkpoints: Debian's python3-torch
+
+    module = torch.jit.load(path, map_location="cpu")
+    found = {}
+    for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+        if name in CHECKPOINT_BOOKKEEPING or (groups and name.split(".")[0] not in groups):
+            continue
+        found[name] = tensor.detach().numpy()
+    return found
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a")
@@ -33,8 +51,11 @@ def main():
     parser.add_argument("--tolerance", type=float, required=True)
     parser.add_argument("--only", nargs="*", default=[], help="top-level groups to compare (default: all)")
     args = parser.parse_args()
-    with h5py.File(args.a, "r") as fa, h5py.File(args.b, "r") as fb:
-        a, b = datasets(fa, args.only), datasets(fb, args.only)
+    if args.a.endswith(".pt"):
+        a, b = checkpoint_tensors(args.a, args.only), checkpoint_tensors(args.b, args.only)
+    else:
+        with h5py.File(args.a, "r") as fa, h5py.File(args.b, "r") as fb:
+            a, b = datasets(fa, args.only), datasets(fb, args.only)
     problems = []
     if not a:
         problems.append((np.inf, f"{args.a} has no dataset in {args.only or 'any group'}"))

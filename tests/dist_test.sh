@@ -33,10 +33,12 @@ compare() {
   fi
 }
 
-# differ A B TOL: the stores' activations differ by more than TOL somewhere (a check that could fail).
+# differ A B TOL [KEYS...]: the stores (or checkpoints) differ by more than TOL somewhere.
 differ() {
-  if /usr/bin/python3 "$here/compare_stores.py" "$1" "$2" --tolerance "$3" --only epochs >/dev/null 2>&1; then
-    fail "stores $1 and $2 agree to $3, expected a difference"
+  local a=$1 b=$2 tol=$3
+  shift 3
+  if /usr/bin/python3 "$here/compare_stores.py" "$a" "$b" --tolerance "$tol" "$@" >/dev/null 2>&1; then
+    fail "$a and $b agree to $tol, expected a difference"
   else
     pass
   fi
@@ -55,9 +57,12 @@ timeout $limit "$IBN" train "${bn64[@]}" --sync-bn --nproc 2 --out two-bn >/dev/
 # only the per-sample quantities are compared for it.
 compare one-bn/activations.h5 two-bn/activations.h5 1e-6 --only epochs
 compare one-bn/activations.h5 two-bn/activations.h5 1e-9 --only metrics
+# The weights, running statistics and Adam's moments themselves, from the final checkpoints.
+compare one-bn/checkpoint.pt two-bn/checkpoint.pt 1e-8
 # Without --sync-bn each rank normalizes by its own half of the batch: another run.
 timeout $limit "$IBN" train "${bn64[@]}" --nproc 2 --out two-bn-local >/dev/null || fail "2-process unsynchronized run"
-differ one-bn/activations.h5 two-bn-local/activations.h5 1e-3
+differ one-bn/activations.h5 two-bn-local/activations.h5 1e-3 --only epochs
+differ one-bn/checkpoint.pt two-bn-local/checkpoint.pt 1e-3
 
 # float64, IBNorm-T per sample (token area), plain SGD: to 1e-12, κ included. (Adam divides by
 # √v, which lifts the last bits of small gradient components: its runs drift apart from
@@ -66,6 +71,7 @@ ib64=("${base[@]}" --norm ibnorm-t:lambda=1.5 --epochs 3 --dtype float64 --dump-
 timeout $limit "$IBN" train "${ib64[@]}" --out one-ib >/dev/null || fail "1-process float64 ibnorm run"
 timeout $limit "$IBN" train "${ib64[@]}" --nproc 2 --out two-ib >/dev/null || fail "2-process float64 ibnorm run"
 compare one-ib/activations.h5 two-ib/activations.h5 1e-12 --only metrics contraction
+compare one-ib/checkpoint.pt two-ib/checkpoint.pt 1e-12
 compare one-ib/activations.h5 two-ib/activations.h5 1e-6 --only epochs
 
 # float32, default dtype, a few steps: the order of the gradient sums differs, nothing else.
@@ -73,6 +79,7 @@ f32=("${base[@]}" --norm layernorm --epochs 2 --steps-per-epoch 4 --dump-epochs 
 timeout $limit "$IBN" train "${f32[@]}" --out one-32 >/dev/null || fail "1-process float32 run"
 timeout $limit "$IBN" train "${f32[@]}" --nproc 2 --out two-32 >/dev/null || fail "2-process float32 run"
 compare one-32/activations.h5 two-32/activations.h5 1e-4
+compare one-32/checkpoint.pt two-32/checkpoint.pt 1e-4
 /usr/bin/python3 - two-32/activations.h5 <<'EOF' && pass || fail "two-32's store does not record world_size 2 and gloo"
 import sys, h5py
 f = h5py.File(sys.argv[1])
@@ -110,6 +117,22 @@ else
   timeout $limit "$IBN" train "${kill_run[@]}" --out unbroken >/dev/null || fail "the uninterrupted 1-process run"
   compare unbroken/activations.h5 killed/activations.h5 1e-9 --only metrics
   compare unbroken/activations.h5 killed/activations.h5 1e-6 --only epochs
+  compare unbroken/checkpoint.pt killed/checkpoint.pt 1e-7
+
+  # Another world size: a 1-process run killed after a checkpoint, resumed by 2 processes.
+  timeout $limit "$IBN" train "${kill_run[@]}" --out crossed >/dev/null 2>&1 &
+  single=$!
+  for _ in $(seq 600); do [ -f crossed/checkpoint.pt ] && break; sleep 0.05; done
+  kill -9 "$(pgrep -P "$single")"
+  { wait "$single"; } 2>/dev/null
+  if "$IBN" train --status crossed >/dev/null; then
+    fail "the 1-process run finished before it could be killed"
+  else
+    timeout $limit "$IBN" train --resume crossed --nproc 2 --progress quiet >/dev/null || fail "resuming a 1-process run with 2"
+    compare unbroken/activations.h5 crossed/activations.h5 1e-9 --only metrics
+    compare unbroken/activations.h5 crossed/activations.h5 1e-6 --only epochs
+    compare unbroken/checkpoint.pt crossed/checkpoint.pt 1e-7
+  fi
 fi
 
 # The same with torchrun's variables set by hand (no --nproc launcher): rank 0 sees rank 1 go.
