@@ -414,6 +414,8 @@ case("train.dist-last-batch-too-small-for-batchnorm",
       "--epochs", "1", "--dump-epochs", "none", "--progress", "quiet", "--threads", "1", "--out", "r"], 2,
      r"last batch of each epoch holds \d+ samples .* fewer than 2 for each of the 2 processes",
      environment=TORCHRUN, no_writes=True, note="a batch-area layer needs 2 rows on each rank")
+case("train.nproc-batch-too-small-for-batchnorm", train("--nproc", "2", out="r", batch="2", norm="batchnorm"), 2,
+     r"--batch 2 gives each of the 2 processes 1 sample, and a batch-area normalizer needs 2", no_writes=True)
 case("train.nproc-not-dividing-batch", train("--nproc", "3", out="r"), 2, r"--batch 512 is not divisible by the 3 processes",
      no_writes=True)
 case("train.nproc-zero", train("--nproc", "0", out="r"), 2, r"--nproc 0 must lie in", no_writes=True)

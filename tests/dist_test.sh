@@ -135,6 +135,36 @@ else
   fi
 fi
 
+# The launcher itself: SIGINT reaches the workers and the launcher dies of it (a calling script
+# stops too); SIGKILL of the launcher (an OOM kill) takes the workers with it.
+/usr/bin/python3 - "$IBN" "${base[@]}" --norm layernorm --epochs 400 --dump-epochs none --out interrupted <<'EOF2' && pass || fail "SIGINT to ibn train --nproc 2"
+import os, signal, subprocess, sys, time
+p = subprocess.Popen([sys.argv[1], "train", *sys.argv[2:], "--nproc", "2"], stderr=subprocess.DEVNULL)
+deadline = time.time() + 60
+while not os.path.exists("interrupted/config.ini") and time.time() < deadline:
+    time.sleep(0.05)
+time.sleep(0.5)
+workers = [int(w) for w in subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()]
+p.send_signal(signal.SIGINT)
+rc = p.wait(timeout=30)
+time.sleep(0.2)
+alive = [w for w in workers if os.path.exists(f"/proc/{w}") and open(f"/proc/{w}/stat").read().split()[2] != "Z"]
+print("launcher", rc, "workers", workers, "alive", alive, file=sys.stderr)
+sys.exit(0 if rc == -signal.SIGINT and len(workers) == 2 and not alive else 1)
+EOF2
+timeout $limit "$IBN" train "${base[@]}" --norm layernorm --epochs 400 --dump-epochs none --nproc 2 --out orphaned >/dev/null 2>&1 &
+outer=$!
+for _ in $(seq 600); do [ -f orphaned/config.ini ] && break; sleep 0.05; done
+sleep 0.5
+launcher_pid=$(pgrep -P "$outer")
+orphans=$(pgrep -P "$launcher_pid")
+kill -9 "$launcher_pid"
+{ wait "$outer"; } 2>/dev/null
+sleep 3
+left=""
+for pid in $orphans; do [ -d "/proc/$pid" ] && left="$left $pid"; done
+if [ -z "$left" ] && [ "$(wc -w <<<"$orphans")" -eq 2 ]; then pass; else fail "workers ($orphans) outlived a SIGKILLed launcher:$left"; kill -9 $left 2>/dev/null; fi
+
 # The same with torchrun's variables set by hand (no --nproc launcher): rank 0 sees rank 1 go.
 port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 manual=("${base[@]}" --norm layernorm --epochs 400 --checkpoint-every 1 --dump-epochs none --dist-timeout 60)

@@ -181,6 +181,8 @@ TEST(Dist, SynchronizedBatchNormMatchesTheWholeBatch) {
   // float32, tokens [N, T, D], shares whose counts differ (85·2 and 84·2 values per feature; in
   // float32 the count is sent in two parts): every rank's message has the same length.
   expect_sync_matches_whole_batch("batchnorm", {169, 2, 96}, {85, 84}, at::kFloat);
+  // Counts of 5000 and 4000 per feature: both parts of the float32 count are non-zero.
+  expect_sync_matches_whole_batch("batchnorm", {9, 1000, 4}, {5, 4}, at::kFloat);
 }
 
 TEST(Dist, SynchronizedIbnormAndRmsOverTheBatchMatchTheWholeBatch) {

@@ -131,7 +131,7 @@ int run_train(const std::vector<std::string>& args) {
   if (!vm) return 0;
   // The workers of `--nproc` run the same command line (and config file) again: the marker the
   // launcher sets, not the arguments, tells them apart (Boost also accepts `--npr 2`).
-  const bool nproc_worker = std::getenv(dist::kLocalWorkerVariable) != nullptr;
+  const bool nproc_worker = std::getenv(dist::kLocalWorkerVariable) != nullptr && std::getenv("WORLD_SIZE") != nullptr;
   const int nproc = nproc_worker ? 1 : options.nproc;
   if (nproc < 1 || nproc > 1024) throw UsageError(fmt::format("--nproc {} must lie in [1, 1024]", nproc));
   const train::Launch launch = launch_from_environment(options);

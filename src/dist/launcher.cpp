@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,11 +25,15 @@ namespace {
 constexpr int kMaxWorkers = 1024;
 volatile pid_t g_workers[kMaxWorkers];
 volatile int g_worker_count = 0;
+volatile sig_atomic_t g_received = 0;  // the last SIGINT or SIGTERM this process got
 
 void forward_signal(int signal) {
+  const int saved_errno = errno;
+  g_received = signal;
   for (int i = 0; i < g_worker_count; ++i) {
     if (g_workers[i] > 0) ::kill(g_workers[i], signal);
   }
+  errno = saved_errno;
 }
 
 std::string describe(int status) {
@@ -56,7 +61,10 @@ WorkerCommand worker_command(const LocalLaunch& launch, int rank, int port) {
       {"LOCAL_WORLD_SIZE", std::to_string(launch.processes)},
       {"MASTER_ADDR", "127.0.0.1"},
       {"MASTER_PORT", std::to_string(port)},
-      {kLocalWorkerVariable, "1"}};
+      {kLocalWorkerVariable, "1"},
+      // The workers form their own group: a torchrun agent around this launcher serves no store
+      // for them.
+      {"TORCHELASTIC_USE_AGENT_STORE", "False"}};
   bool threads_set = false;
   for (char** entry = environ; *entry != nullptr; ++entry) {
     const std::string text = *entry;
@@ -75,9 +83,28 @@ WorkerCommand worker_command(const LocalLaunch& launch, int rank, int port) {
   return command;
 }
 
-pid_t start_worker(WorkerCommand& command) {
+// The signals the launcher forwards, and what each did before it (SIG_IGN stays ignored, in the
+// launcher and its workers: a background job's Ctrl-C is not for it).
+struct ForwardedSignals {
+  struct sigaction old_int {}, old_term{};
+  sigset_t both{};
+};
+
+// Forks a worker with SIGINT and SIGTERM blocked, so that neither lands between fork() and the
+// caller recording the pid. Only async-signal-safe calls between fork and exec: the worker
+// restores the signals' old actions, asks to be sent SIGTERM when the launcher dies (an OOM
+// kill must not leave workers training), then execs.
+pid_t start_worker(WorkerCommand& command, const ForwardedSignals& signals) {
+  const pid_t launcher = ::getpid();
+  sigset_t before;
+  ::sigprocmask(SIG_BLOCK, &signals.both, &before);
   const pid_t pid = ::fork();
-  if (pid != 0) return pid;
+  if (pid != 0) return pid;  // the caller unblocks after recording it
+  ::sigaction(SIGINT, &signals.old_int, nullptr);
+  ::sigaction(SIGTERM, &signals.old_term, nullptr);
+  ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (::getppid() != launcher) ::_exit(1);
+  ::sigprocmask(SIG_SETMASK, &before, nullptr);
   ::execve("/proc/self/exe", command.argv.data(), command.envp.data());
   static const char message[] = "ibn train --nproc: cannot start a worker: exec of /proc/self/exe failed\n";
   (void)!::write(STDERR_FILENO, message, sizeof message - 1);
@@ -156,20 +183,33 @@ int run_local_workers(const LocalLaunch& launch, std::ostream& errors) {
   std::vector<WorkerCommand> commands;
   for (int rank = 0; rank < launch.processes; ++rank) commands.push_back(worker_command(launch, rank, port));
   std::vector<pid_t> running;
-  // Installed before the first fork, so that a signal in between reaches every worker started.
-  struct sigaction forward {}, old_int{}, old_term{};
+  // Installed before the first fork, so that a signal in between reaches every worker started;
+  // a signal ignored on entry stays ignored.
+  ForwardedSignals signals;
+  struct sigaction forward {};
   forward.sa_handler = forward_signal;
   ::sigemptyset(&forward.sa_mask);
+  ::sigemptyset(&signals.both);
+  ::sigaddset(&signals.both, SIGINT);
+  ::sigaddset(&signals.both, SIGTERM);
   g_worker_count = 0;
-  ::sigaction(SIGINT, &forward, &old_int);
-  ::sigaction(SIGTERM, &forward, &old_term);
+  g_received = 0;
+  ::sigaction(SIGINT, nullptr, &signals.old_int);
+  ::sigaction(SIGTERM, nullptr, &signals.old_term);
+  if (signals.old_int.sa_handler != SIG_IGN) ::sigaction(SIGINT, &forward, nullptr);
+  if (signals.old_term.sa_handler != SIG_IGN) ::sigaction(SIGTERM, &forward, nullptr);
   const auto restore_signals = [&] {
-    ::sigaction(SIGINT, &old_int, nullptr);
-    ::sigaction(SIGTERM, &old_term, nullptr);
+    ::sigaction(SIGINT, &signals.old_int, nullptr);
+    ::sigaction(SIGTERM, &signals.old_term, nullptr);
     g_worker_count = 0;
   };
   for (int rank = 0; rank < launch.processes; ++rank) {
-    const pid_t pid = start_worker(commands[rank]);
+    const pid_t pid = start_worker(commands[rank], signals);
+    if (pid > 0) {
+      g_workers[rank] = pid;
+      g_worker_count = rank + 1;
+    }
+    ::sigprocmask(SIG_UNBLOCK, &signals.both, nullptr);
     if (pid < 0) {
       const std::string reason = std::strerror(errno);
       stop_workers(running, std::chrono::seconds(0), std::chrono::seconds(10));
@@ -177,8 +217,6 @@ int run_local_workers(const LocalLaunch& launch, std::ostream& errors) {
       throw std::runtime_error(fmt::format("ibn train --nproc: cannot start worker {}: {}", rank, reason));
     }
     running.push_back(pid);
-    g_workers[rank] = pid;
-    g_worker_count = rank + 1;
   }
   int result = 0;
   while (!running.empty()) {
@@ -196,7 +234,7 @@ int run_local_workers(const LocalLaunch& launch, std::ostream& errors) {
     forget_worker(pid);
     const bool failed = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
     if (failed && result == 0) {
-      result = WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status) == SIGINT ? 130 : 1;
+      result = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
       if (!running.empty()) {
         errors << fmt::format("ibn: train --nproc: rank {} {}; stopping the other {}\n", rank, describe(status),
                               running.size() == 1 ? "rank" : fmt::format("{} ranks", running.size()))
@@ -208,6 +246,12 @@ int run_local_workers(const LocalLaunch& launch, std::ostream& errors) {
     }
   }
   restore_signals();
+  // Stopped by Ctrl-C or SIGTERM: die of it, as the 1-process command does, so that a calling
+  // shell script stops too rather than read an exit code.
+  if (const int received = g_received; received == SIGINT || received == SIGTERM) {
+    ::signal(received, SIG_DFL);
+    ::raise(received);
+  }
   return result;
 }
 

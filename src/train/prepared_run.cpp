@@ -245,6 +245,11 @@ void check_world(const PreparedRun& run, int world_size) {
   const auto& sites = run.model->normalizers();
   const bool batch_area = std::any_of(sites.begin(), sites.end(), [](const auto& site) { return site.second->spec().area == "batch"; });
   const int64_t rows_per_rank = batch_area ? 2 : 1;
+  if (c.batch / world_size < rows_per_rank) {
+    throw UsageError(fmt::format("--batch {} gives each of the {} processes {} sample, and a batch-area normalizer needs 2 in "
+                                 "training; use --batch {} or more", c.batch, world_size, c.batch / world_size,
+                                 rows_per_rank * world_size));
+  }
   const int64_t last = run.data.train.labels.size(0) % c.batch;
   if (c.steps_per_epoch == 0 && last > 0 && last < rows_per_rank * world_size) {
     throw UsageError(fmt::format("the last batch of each epoch holds {} samples ({} training samples, --batch {}), fewer than {} for "

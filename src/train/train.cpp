@@ -335,7 +335,8 @@ Trainer::Trainer(PreparedRun prepared, dist::ProcessGroup& group, std::ostream& 
   }
   // LibTorch's default generator draws the training noise (NormalNorm's): each rank its own
   // stream, so that the shares of a batch do not get the same noise.
-  if (group_.size() > 1) at::manual_seed(c_.seed + 0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(group_.rank()));
+  // (rank + 1: rank 0 must not replay the stream the weights were drawn from.)
+  if (group_.size() > 1) at::manual_seed(c_.seed + 0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(group_.rank() + 1));
   if (c_.sync_bn && group_.size() > 1) {
     dist::ProcessGroup* shared = &group_;
     for (auto [site, normalizer] : model_.normalizers()) {  // a copy of the holder reaches the layer itself

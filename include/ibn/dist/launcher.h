@@ -21,9 +21,11 @@ struct LocalLaunch {
 
 // Starts the workers and waits for them. When one fails (a non-zero exit or a signal), the
 // others get 3 s to stop by themselves, then SIGTERM, then SIGKILL 10 s later; its failure is returned:
-// its exit code, or 1 for a signal (130 for SIGINT, Ctrl-C), after one line on `errors` naming
-// the rank and the cause.
-// SIGINT and SIGTERM sent to this process reach the workers. Returns 0 when all succeed.
+// its exit code, or 1 for a signal, after one line on `errors` naming the rank and the cause.
+// A SIGINT or SIGTERM sent to this process (ignored ones stay ignored) reaches the workers, and
+// this process then dies of it once they have stopped. A worker gets SIGTERM if this process
+// dies.
+// Returns 0 when all succeed.
 int run_local_workers(const LocalLaunch& launch, std::ostream& errors);
 
 // A TCP port on 127.0.0.1 that was free a moment ago (the kernel's choice for port 0).
