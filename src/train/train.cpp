@@ -746,7 +746,10 @@ TrainResult Trainer::run() {
     agree_on_writes(0, failure);
   } else if (std::binary_search(prepared_.dumps.begin(), prepared_.dumps.end(), checkpoint_epoch_) &&
              !parts_.dumped(checkpoint_epoch_)) {
-    // A failed write stopped the run after this epoch's training and metrics (rank 0 knows).
+    // A failed write stopped the run after this epoch's training and metrics. Only rank 0
+    // knows its parts (elsewhere dumped() is always false), so every resuming rank makes
+    // exactly one broadcast of rank 0's answer: here, or in the branch below when rank 0's
+    // parts hold the epoch or the epoch is not dumped.
     at::Tensor missing = torch::tensor({group_.is_root() ? int64_t{1} : int64_t{0}}, torch::kLong);
     group_.broadcast(missing);
     if (missing.item<int64_t>() != 0) {
