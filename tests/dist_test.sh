@@ -44,6 +44,9 @@ differ() {
   fi
 }
 
+# A TCP port on 127.0.0.1 that was free a moment ago.
+free_port() { /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
 cd "$work" || exit 1
 base=(--data ibsgd12 --model mlp --batch 64 --threads 1 --progress quiet)
 
@@ -166,7 +169,7 @@ for pid in $orphans; do [ -d "/proc/$pid" ] && left="$left $pid"; done
 if [ -z "$left" ] && [ "$(wc -w <<<"$orphans")" -eq 2 ]; then pass; else fail "workers ($orphans) outlived a SIGKILLed launcher:$left"; kill -9 $left 2>/dev/null; fi
 
 # The same with torchrun's variables set by hand (no --nproc launcher): rank 0 sees rank 1 go.
-port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 manual=("${base[@]}" --norm layernorm --epochs 400 --checkpoint-every 1 --dump-epochs none --dist-timeout 60)
 WORLD_SIZE=2 RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port timeout $limit "$IBN" train "${manual[@]}" --out manual >rank0.log 2>&1 &
 rank0=$!
@@ -189,7 +192,7 @@ fi
 # torchrun's agent-store mode (TORCHELASTIC_USE_AGENT_STORE=True): the launcher serves the store
 # and every rank is a client under /worker/attempt_<restart>. Here Python's TCPStore stands in
 # for the agent (Debian 12's torchrun itself fails under Python 3.11 before starting a worker).
-agent_port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+agent_port=$(free_port)
 /usr/bin/python3 -c "
 import datetime, time, torch.distributed as d
 store = d.TCPStore('127.0.0.1', $agent_port, 3, True, datetime.timedelta(seconds=120))
@@ -225,7 +228,7 @@ exit $rc
 EOF2
 printf '#!/bin/sh\necho 127.0.0.1\n' >fake-slurm/scontrol
 chmod +x fake-slurm/srun fake-slurm/scontrol
-slurm_port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+slurm_port=$(free_port)
 if PATH="$work/fake-slurm:$PATH" IBN="$IBN" SLURM_NTASKS=2 SLURM_JOB_NODELIST=node1 SLURM_CPUS_PER_TASK=1 MASTER_PORT=$slurm_port \
    timeout $limit bash "$here/../experiments/slurm-train.sh" "${base[@]}" --norm layernorm --epochs 2 --out slurm >slurm.log 2>&1 &&
    "$IBN" train --status slurm >/dev/null &&

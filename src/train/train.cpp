@@ -744,21 +744,17 @@ TrainResult Trainer::run() {
       failure = std::current_exception();
     }
     agree_on_writes(0, failure);
-  } else if (std::binary_search(prepared_.dumps.begin(), prepared_.dumps.end(), checkpoint_epoch_) &&
-             !parts_.dumped(checkpoint_epoch_)) {
-    // A failed write stopped the run after this epoch's training and metrics. Only rank 0
-    // knows its parts (elsewhere dumped() is always false), so every resuming rank makes
-    // exactly one broadcast of rank 0's answer: here, or in the branch below when rank 0's
-    // parts hold the epoch or the epoch is not dumped.
-    at::Tensor missing = torch::tensor({group_.is_root() ? int64_t{1} : int64_t{0}}, torch::kLong);
+  } else {
+    // A failed write may have stopped the run after this epoch's training and metrics, before
+    // its dump was on disk. Only rank 0 knows its parts: every rank takes its answer.
+    const bool scheduled = std::binary_search(prepared_.dumps.begin(), prepared_.dumps.end(), checkpoint_epoch_);
+    at::Tensor missing = torch::tensor({group_.is_root() && scheduled && !parts_.dumped(checkpoint_epoch_) ? int64_t{1} : int64_t{0}},
+                                       torch::kLong);
     group_.broadcast(missing);
     if (missing.item<int64_t>() != 0) {
       std::vector<io::DatasetToWrite> datasets = activations_at(checkpoint_epoch_).datasets;
       if (group_.is_root()) parts_.queue(checkpoint_epoch_, std::move(datasets));
     }
-  } else if (group_.size() > 1) {
-    at::Tensor missing = torch::tensor({int64_t{0}}, torch::kLong);
-    group_.broadcast(missing);
   }
   data::Split& train = prepared_.data.train;
   train.inputs = as_input(train.inputs, prepared_.device, dtype_);
