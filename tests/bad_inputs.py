@@ -309,6 +309,26 @@ case("contraction.csv-tmp-symlink", C + ["--norms", "layernorm", "--csv", "k.csv
      link_tmp=("k.csv", "../outside/victim.txt"), check=exists("k.csv", contains="spec,"),
      note="issue 4: k.csv.tmp.$$ -> ../outside/victim.txt must not be followed")
 
+# ---- quant (issue 17) -----------------------------------------------------------------------
+
+Q = ["quant", "--shape", "64,8", "--replicates", "2", "--no-figures", "--norms", "layernorm,ibnorm-t", "--lambdas", "1"]
+case("quant.input-bogus", Q + ["--inputs", "bogus"], 2, r"bogus")
+case("quant.input-student-df-1", Q + ["--inputs", "student-t:df=1"], 2, r"df")
+case("quant.input-run-missing", Q + ["--inputs", "run:dir=nope"], 2, r"nope")
+case("quant.input-run-layer-bogus", Q + ["--inputs", "run:dir=run:layer=bogus"], 2, r"bogus", setup=copy_fixture("run"))
+case("quant.input-run-epoch-absent", Q + ["--inputs", "run:dir=run:epoch=999"], 2, r"999", setup=copy_fixture("run"))
+case("quant.input-h5-no-dataset", Q + ["--inputs", "h5:file=f.h5"], 2, r"dataset", setup=copy_fixture("h5", "f.h5"))
+case("quant.input-h5-missing-dataset", Q + ["--inputs", "h5:file=f.h5:dataset=/nope"], 2, r"nope",
+     setup=copy_fixture("h5", "f.h5"))
+case("quant.replicates-one", Q + ["--replicates", "1"], 2, r"replicates")
+case("quant.baseline-absent", Q + ["--baseline", "rmsnorm"], 2, r"baseline")
+case("quant.format-bogus", Q + ["--formats", "e3m4"], 2, r"e3m4")
+case("quant.scaling-bogus", Q + ["--scalings", "block"], 2, r"block")
+case("quant.norm-already-fp8", ["quant", "--norms", "layernorm:fp8=e4m3", "--baseline", "layernorm"], 2, r"fp8")
+case("quant.shape-3d", Q + ["--shape", "4,4,4"], 2, r"--shape")
+case("quant.out-is-file", Q + ["--out", "f"], 2, r"\bf\b", setup=lambda s: write(s.work / "f", "x"))
+case("quant.ok", Q + ["--out", "q"], 0, check=exists("q/report.md", contains="Does IBNorm-T quantize better"))
+
 # ---- mi -------------------------------------------------------------------------------------
 
 h5 = copy_fixture("h5", "f.h5")

@@ -29,6 +29,7 @@
 namespace {
 
 namespace fused = ibn::norm::fused;
+namespace fp8 = ibn::norm::fp8;
 
 #if defined(IBN_SIMT)
 constexpr bool kEmulated = true;
@@ -337,6 +338,141 @@ TEST(CudaKernels, ChannelAreaMatchesTheReference) {
       check_channel<__nv_bfloat16>(c, N, C, HW);
     }
     check_channel<double>(c, 16, 3, 4, /*constant=*/true);
+  }
+}
+
+// ---- FP8 output stage ----
+// The kernels' bytes, scales and dequantized values against the same stage computed here from
+// the kernels' own saved statistics with norm_math.h's normalized() and the codec: the same
+// arithmetic, so under the emulator every byte and scale agrees. On a GPU, nvcc's fused
+// multiply-adds may move a value across a rounding boundary: one code at most, rarely. The saved
+// statistics themselves are checked through y against the fp64 reference, within T's tolerance.
+struct Fp8Case {
+  fp8::Format format;
+  bool per_row;
+};
+
+template <typename T>
+void check_fp8(const Case& c, const Fp8Case& q, bool channels, int64_t outer, int64_t features, int64_t inner) {
+  using A = Accumulate<T>;
+  constexpr fused::DType dtype = dtype_of<T>();
+  const int64_t n = outer * features * inner;
+  const Inputs<T> in = make_inputs<T>(n, features, static_cast<unsigned>(outer * 5 + features + inner), false);
+  const int64_t groups = channels ? features : outer;
+  DeviceArray<T> x(in.x), y(n), dequantized(n);
+  DeviceArray<A> gamma(in.gamma), beta(in.beta), stats(fused::kStatsPerGroup * groups);
+  const std::string where = c.name + " " + std::to_string(static_cast<int>(dtype)) + (channels ? " channels [" : " tokens [") +
+                            std::to_string(outer) + "," + std::to_string(features) + "," + std::to_string(inner) + "] " +
+                            (q.format == fp8::Format::e4m3 ? "e4m3" : "e5m2") + (q.per_row ? " per row" : " per tensor");
+  if (channels) {
+    DeviceArray<char> workspace(fused::channel_workspace(dtype, outer, features, inner));
+    fused::channel_forward(dtype, c.params, x.ptr, gamma.ptr, beta.ptr, y.ptr, stats.ptr, workspace.ptr, outer, features,
+                           inner, nullptr);
+  } else {
+    fused::token_forward(dtype, c.params, x.ptr, gamma.ptr, beta.ptr, y.ptr, stats.ptr, outer, features, nullptr);
+  }
+  ASSERT_EQ(fused::last_error(), nullptr) << where;
+  const fused::Fp8Layout layout{outer, features, inner, channels};
+  DeviceArray<uint8_t> bytes(n);
+  DeviceArray<A> scale(q.per_row ? layout.rows() : 1);
+  DeviceArray<char> workspace(fused::fp8_workspace(dtype, layout));
+  fused::fp8_output(dtype, c.params, q.format, q.per_row, x.ptr, c.params.affine ? gamma.ptr : nullptr,
+                    c.params.affine ? beta.ptr : nullptr, stats.ptr, bytes.ptr, scale.ptr, dequantized.ptr, workspace.ptr,
+                    layout, nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << where;
+  ASSERT_EQ(fused::last_error(), nullptr) << where;
+
+  // y in A from the kernels' statistics, the rows' amax, the scales, the codes.
+  const std::vector<A> saved = stats.host();
+  const auto index = [&](int64_t o, int64_t f, int64_t i) { return (o * features + f) * inner + i; };
+  std::vector<A> y_ref(n);
+  std::vector<double> y_wide(n);
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int64_t f = 0; f < features; ++f) {
+      for (int64_t i = 0; i < inner; ++i) {
+        const A* s = saved.data() + (channels ? f : o) * fused::kStatsPerGroup;
+        fused::GroupStats<A> g;
+        g.mean = s[fused::kMean], g.rstd = s[fused::kRstd], g.mean_u = s[fused::kMeanU], g.rstd_u = s[fused::kRstdU];
+        const A xhat = fused::normalized(c.params, static_cast<A>(to_double(in.x[index(o, f, i)])), g);
+        const int64_t e = index(o, f, i);
+        y_ref[e] = c.params.affine ? in.gamma[f] * xhat + in.beta[f] : xhat;
+        y_wide[e] = static_cast<double>(y_ref[e]);
+      }
+    }
+  }
+  const Reference ref = channels ? reference_of<T, fused::ChannelGroup>(c.params, in, features, features, [&](int64_t ch) {
+    return fused::ChannelGroup{outer, features, inner, ch};
+  })
+                                 : reference_of<T, fused::TokenGroup>(c.params, in, features, outer, [&](int64_t r) {
+                                     return fused::TokenGroup{features, r};
+                                   });
+  EXPECT_LT(worst_error(ref.y, y_wide), tolerance_of<T>().y) << "statistics " << where;
+  std::vector<A> scale_ref(q.per_row ? layout.rows() : 1, A(0));
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int64_t i = 0; i < inner; ++i) {
+      for (int64_t f = 0; f < features; ++f) {
+        A& amax = scale_ref[q.per_row ? o * inner + i : 0];
+        amax = std::max(amax, std::abs(y_ref[index(o, f, i)]));
+      }
+    }
+  }
+  for (A& s : scale_ref) s = fp8::scale_for(s, q.format);
+  const std::vector<A> got_scale = scale.host();
+  for (size_t r = 0; r < scale_ref.size(); ++r) {
+    if (kEmulated) {
+      ASSERT_EQ(got_scale[r], scale_ref[r]) << "scale " << r << " " << where;
+    } else {
+      ASSERT_NEAR(got_scale[r], scale_ref[r], 1e-5 * scale_ref[r]) << "scale " << r << " " << where;
+    }
+  }
+  const std::vector<uint8_t> got = bytes.host();
+  const std::vector<double> got_dequantized = widened(dequantized.host());
+  int64_t differing = 0;
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int64_t f = 0; f < features; ++f) {
+      for (int64_t i = 0; i < inner; ++i) {
+        const int64_t e = index(o, f, i);
+        const A s = scale_ref[q.per_row ? o * inner + i : 0];
+        const uint8_t expected = fp8::encode<A>(y_ref[e] / s, q.format);
+        if (got[e] == expected) {
+          if (kEmulated) {
+            ASSERT_EQ(got_dequantized[e], to_double(from_double<T>(static_cast<double>(fp8::decode<A>(expected, q.format) * s))))
+                << "dequantized " << e << " " << where;
+          }
+          continue;
+        }
+        ++differing;
+        ASSERT_FALSE(kEmulated) << "byte " << e << ": " << int(got[e]) << " != " << int(expected) << " " << where;
+        ASSERT_EQ(got[e] & 0x80, expected & 0x80) << where;
+        ASSERT_LE(std::abs((got[e] & 0x7F) - (expected & 0x7F)), 1) << where;
+      }
+    }
+  }
+  EXPECT_LE(differing, n / 1000 + 1) << where;
+}
+
+TEST(CudaKernels, Fp8OutputStageMatchesTheReference) {
+  SKIP_WITHOUT_DEVICE();
+  const std::vector<Case> fp8_cases = {
+      {{fused::Op::standardize, fused::Psi::identity, 0, 1e-5, true}, "standardize"},
+      {{fused::Op::rms, fused::Psi::identity, 0, 1e-5, true}, "rms"},
+      {{fused::Op::ibnorm, fused::Psi::tanh, 2.0, 1e-5, true}, "ibnorm-t lambda=2"},
+      {{fused::Op::ibnorm, fused::Psi::sign_power, 0.5, 1e-5, true}, "ibnorm-s lambda=0.5"},
+      {{fused::Op::ibnorm, fused::Psi::log, 1.0, 1e-5, false}, "ibnorm-l affine=false"},
+  };
+  using Shape = std::tuple<bool, int64_t, int64_t, int64_t>;  // channels, outer, features, inner
+  const std::vector<Shape> shapes = {{false, 7, 33, 1}, {false, 5, 260, 1}, {false, 3, 1025, 1},
+                                     {true, 4, 6, 5},   {true, 9, 40, 1}};
+  for (const Case& c : fp8_cases) {
+    for (const auto& [channels, outer, features, inner] : shapes) {
+      for (fp8::Format format : {fp8::Format::e4m3, fp8::Format::e5m2}) {
+        for (bool per_row : {false, true}) {
+          check_fp8<float>(c, {format, per_row}, channels, outer, features, inner);
+          check_fp8<__nv_bfloat16>(c, {format, per_row}, channels, outer, features, inner);
+        }
+      }
+      check_fp8<double>(c, {fp8::Format::e4m3, true}, channels, outer, features, inner);
+    }
   }
 }
 

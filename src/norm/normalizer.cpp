@@ -107,7 +107,41 @@ void NormalizerImpl::reset_running_stats() {
 
 AreaPlan NormalizerImpl::plan(c10::IntArrayRef shape) const { return area_->plan(shape, num_features_, is_training()); }
 
+Fp8Output NormalizerImpl::fp8_output() const {
+  Fp8Output output;
+  if (spec_.has_fp8_output()) {
+    output.format = parse_format(spec_.fp8);
+    output.scaling = parse_scaling(spec_.scaling);
+  }
+  return output;
+}
+
 at::Tensor NormalizerImpl::forward(const at::Tensor& x) {
+  if (spec_.has_fp8_output()) return forward_fp8(x, fp8_output()).dequantized;
+  return normalize(x);
+}
+
+Fp8Tensor NormalizerImpl::forward_fp8(const at::Tensor& x, const Fp8Output& output) {
+  if (x.is_cuda() && !(sync_ && is_training())) {
+    std::vector<RunningBuffer>* running = running_.empty() ? nullptr : &running_;
+    if (auto fused = fused::try_forward_fp8(spec_, x, weight, bias, running, is_training(), spec_.momentum, output)) {
+      if (running != nullptr && is_training()) {
+        at::NoGradGuard no_grad;
+        num_batches_tracked.add_(1);
+      }
+      return *fused;
+    }
+  }
+  // The one rounding is to FP8: a bf16 or half y would be a first.
+  const bool narrow = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
+  const at::Tensor y = normalize(narrow ? x.to(at::kFloat) : x);
+  Fp8Tensor quantized = quantize_fp8(y, output, feature_dim(static_cast<size_t>(x.dim())));
+  // Straight through: ŷ's value exactly (y − y is 0 for finite y), y's gradient.
+  quantized.dequantized = quantized.dequantized.add(y.sub(y.detach())).to(x.scalar_type());
+  return quantized;
+}
+
+at::Tensor NormalizerImpl::normalize(const at::Tensor& x) {
   const AreaPlan plan = this->plan(x.sizes());
   // Running buffers are kept in fp32 (or the module's dtype); statistics follow the input.
   std::vector<RunningBuffer>* running = running_.empty() ? nullptr : &running_;

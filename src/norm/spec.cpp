@@ -13,7 +13,7 @@ namespace {
 // Keys every spec may carry, and the condition under which each applies.
 constexpr const char* kAcceptedKeys =
     "area, eps, affine, lambda or kappa and order (ibnorm-*, ln-tanh), alpha (dyt), noise (normalnorm), groups "
-    "(area=group), momentum (area=batch)";
+    "(area=group), momentum (area=batch), fp8 and scaling (FP8 output)";
 
 // Keys that only some operations take: each names the operations it applies to.
 void refuse_foreign_keys(KeyValueSpec& kv, const NormSpec& spec) {
@@ -30,6 +30,7 @@ void refuse_foreign_keys(KeyValueSpec& kv, const NormSpec& spec) {
   if (kv.has("groups") && spec.area != "group") {
     kv.fail(fmt::format("key 'groups' applies only to area=group, not to area={}", spec.area));
   }
+  if (kv.has("scaling") && !kv.has("fp8")) kv.fail("key 'scaling' applies only with fp8=e4m3 or fp8=e5m2");
   if (kv.has("momentum") && spec.area != "batch") {
     kv.fail(fmt::format("key 'momentum' applies only to area=batch, not to area={}", spec.area));
   }
@@ -74,6 +75,8 @@ NormSpec parse_norm_spec(const std::string& text) {
   spec.groups = kv.integer_at_least("groups", spec.groups, 1);
   spec.momentum = kv.number("momentum", spec.momentum);
   kv.require_within("momentum", spec.momentum, 0, 1);
+  spec.fp8 = kv.word("fp8", spec.fp8, {"e4m3", "e5m2"});
+  spec.scaling = kv.word("scaling", spec.scaling, {"tensor", "row"});
   kv.finish(kAcceptedKeys);
   return spec;
 }
@@ -88,6 +91,7 @@ std::string NormSpec::str() const {
   if (is_normalnorm()) out += fmt::format(":noise={}", noise);
   out += fmt::format(":eps={}:affine={}", eps, affine);
   if (area == "batch") out += fmt::format(":momentum={}", momentum);
+  if (has_fp8_output()) out += fmt::format(":fp8={}:scaling={}", fp8, scaling);
   return out;
 }
 
@@ -95,7 +99,7 @@ bool operator==(const NormSpec& a, const NormSpec& b) {
   return a.name == b.name && a.area == b.area && a.operation == b.operation &&
          a.compression == b.compression && a.groups == b.groups && a.lambda == b.lambda &&
          a.eps == b.eps && a.affine == b.affine && a.momentum == b.momentum && a.kappa == b.kappa && a.order == b.order &&
-         a.alpha == b.alpha && a.noise == b.noise;
+         a.alpha == b.alpha && a.noise == b.noise && a.fp8 == b.fp8 && a.scaling == b.scaling;
 }
 
 }  // namespace ibn::norm

@@ -13,6 +13,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include "ibn/norm/fp8.h"
 #include "ibn/norm/operation.h"
 #include "ibn/norm/spec.h"
 
@@ -25,8 +26,18 @@ class NormalizerImpl : public torch::nn::Module {
   NormalizerImpl(NormSpec spec, int64_t num_features);
 
   // x: [N, D], [N, T, D] or [N, C, H, W, ...] with D = C = num_features. Throws
-  // ibn::UsageError for a shape the area cannot handle.
+  // ibn::UsageError for a shape the area cannot handle. With the spec's fp8 key, the dequantized
+  // FP8 output (forward_fp8(x, fp8_output()).dequantized).
   at::Tensor forward(const at::Tensor& x);
+
+  // y and its FP8 output in `output`'s format, whatever the spec's fp8 key: y is computed in float
+  // (double for double x; bf16 and half x are widened first) and quantized once (fp8.h; rows
+  // along the features). `dequantized` is in x's dtype and carries y's gradient unchanged (the
+  // straight-through estimator); bytes and scale carry none. One forward pass: running
+  // statistics update as forward() updates them.
+  Fp8Tensor forward_fp8(const at::Tensor& x, const Fp8Output& output);
+  // The spec's FP8 output (format e4m3 and tensor scaling when it has none).
+  Fp8Output fp8_output() const;
 
   // How this layer's area groups an input of this shape (for per-group analysis of its output).
   // Throws ibn::UsageError for a shape the area cannot handle.
@@ -68,6 +79,8 @@ class NormalizerImpl : public torch::nn::Module {
   at::Tensor num_batches_tracked;  // batch area only
 
  private:
+  at::Tensor normalize(const at::Tensor& x);  // y in x's dtype, unquantized
+
   NormSpec spec_;
   int64_t num_features_;
   std::shared_ptr<const Area> area_;

@@ -16,6 +16,9 @@
 //   eps=E                    added to variances, E ≥ 0
 //   affine=true|false        learnable per-channel γ, β
 //   momentum=M               running-statistics momentum in [0, 1], area=batch only
+//   fp8=e4m3|e5m2            FP8 output (fp8.h): y quantized once to OCP FP8 with a scale; the
+//                            layer returns the dequantized tensor, gradients pass straight through
+//   scaling=tensor|row       with fp8: one scale per tensor (default) or per row
 #include <cstdint>
 #include <string>
 
@@ -40,10 +43,13 @@ struct NormSpec {
   double eps = 1e-5;
   bool affine = true;
   double momentum = 0.1;
+  std::string fp8;                 // "", "e4m3" or "e5m2"
+  std::string scaling = "tensor";  // with fp8: "tensor" or "row"
 
   bool is_ibnorm() const { return operation == "ibnorm"; }
   bool is_dyt() const { return operation == "dyt"; }
   bool is_normalnorm() const { return operation == "normalnorm"; }
+  bool has_fp8_output() const { return !fp8.empty(); }
   // Canonical text holding every resolved value, e.g. "ibnorm-t:area=token:lambda=2:eps=1e-05:
   // affine=true"; parse_norm_spec(s.str()) == s. Reports print it.
   std::string str() const;

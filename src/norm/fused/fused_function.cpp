@@ -12,6 +12,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/autograd.h>
 
+#include "ibn/norm/area.h"
 #include "norm/fused/norm_kernels.h"
 #include "norm/fused/params.h"
 #endif
@@ -37,6 +38,11 @@ int64_t forward_calls() { return fused_forward_calls.load(); }
 
 std::optional<at::Tensor> try_forward(const NormSpec&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                       std::vector<RunningBuffer>*, bool, double) {
+  return std::nullopt;
+}
+
+std::optional<Fp8Tensor> try_forward_fp8(const NormSpec&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                         std::vector<RunningBuffer>*, bool, double, const Fp8Output&) {
   return std::nullopt;
 }
 
@@ -92,42 +98,54 @@ void check_launch() {
   if (const char* error = last_error()) throw std::runtime_error(std::string("fused normalizer kernel: ") + error);
 }
 
+// The forward kernels: y, and the saved statistics; updates the running statistics (batch area,
+// training) and saves what the backward pass needs.
+struct ForwardResult {
+  at::Tensor x, w, b, y, stats;
+};
+ForwardResult run_forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& weight,
+                          const at::Tensor& bias, const Params& p, const Layout& layout) {
+  ++fused_forward_calls;
+  ForwardResult r;
+  r.x = x_in.contiguous();
+  const at::Tensor& x = r.x;
+  const auto accumulate = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  r.w = p.affine ? weight.to(accumulate).contiguous() : at::Tensor();
+  r.b = p.affine ? bias.to(accumulate).contiguous() : at::Tensor();
+  const int64_t groups = layout.channels ? layout.C : layout.rows;
+  r.y = at::empty_like(x);
+  r.stats = at::empty({groups, kStatsPerGroup}, x.options().dtype(accumulate));
+  void* stream = at::cuda::getCurrentCUDAStream().stream();
+  const void* wp = p.affine ? r.w.data_ptr() : nullptr;
+  const void* bp = p.affine ? r.b.data_ptr() : nullptr;
+  if (layout.channels) {
+    const at::Tensor workspace = workspace_like(x, channel_workspace(dtype_of(x), layout.N, layout.C, layout.HW));
+    channel_forward(dtype_of(x), p, x.data_ptr(), wp, bp, r.y.data_ptr(), r.stats.data_ptr(), workspace.data_ptr(), layout.N,
+                    layout.C, layout.HW, stream);
+  } else {
+    token_forward(dtype_of(x), p, x.data_ptr(), wp, bp, r.y.data_ptr(), r.stats.data_ptr(), layout.rows, layout.D, stream);
+  }
+  check_launch();
+  if (layout.running != nullptr && !layout.running->empty()) {
+    update_running_from(*layout.running, r.stats, p, layout.momentum, layout.N * layout.HW);
+  }
+  ctx->save_for_backward({x, r.w, r.stats});
+  ctx->saved_data["op"] = static_cast<int64_t>(p.op);
+  ctx->saved_data["psi"] = static_cast<int64_t>(p.psi);
+  ctx->saved_data["lambda"] = p.lambda;
+  ctx->saved_data["eps"] = p.eps;
+  ctx->saved_data["affine"] = p.affine;
+  ctx->saved_data["channels"] = layout.channels;
+  ctx->saved_data["shape"] = std::vector<int64_t>{layout.rows, layout.D, layout.N, layout.C, layout.HW};
+  return r;
+}
+
 class FusedNorm : public torch::autograd::Function<FusedNorm> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& weight,
                             const at::Tensor& bias, Params p, Layout layout) {
     const c10::cuda::CUDAGuard device(x_in.device());  // launch on x's GPU, whichever is current
-    ++fused_forward_calls;
-    const at::Tensor x = x_in.contiguous();
-    const auto accumulate = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-    const at::Tensor w = p.affine ? weight.to(accumulate).contiguous() : at::Tensor();
-    const at::Tensor b = p.affine ? bias.to(accumulate).contiguous() : at::Tensor();
-    const int64_t groups = layout.channels ? layout.C : layout.rows;
-    at::Tensor y = at::empty_like(x);
-    at::Tensor stats = at::empty({groups, kStatsPerGroup}, x.options().dtype(accumulate));
-    void* stream = at::cuda::getCurrentCUDAStream().stream();
-    const void* wp = p.affine ? w.data_ptr() : nullptr;
-    const void* bp = p.affine ? b.data_ptr() : nullptr;
-    if (layout.channels) {
-      const at::Tensor workspace = workspace_like(x, channel_workspace(dtype_of(x), layout.N, layout.C, layout.HW));
-      channel_forward(dtype_of(x), p, x.data_ptr(), wp, bp, y.data_ptr(), stats.data_ptr(), workspace.data_ptr(), layout.N,
-                      layout.C, layout.HW, stream);
-    } else {
-      token_forward(dtype_of(x), p, x.data_ptr(), wp, bp, y.data_ptr(), stats.data_ptr(), layout.rows, layout.D, stream);
-    }
-    check_launch();
-    if (layout.running != nullptr && !layout.running->empty()) {
-      update_running_from(*layout.running, stats, p, layout.momentum, layout.N * layout.HW);
-    }
-    ctx->save_for_backward({x, w, stats});
-    ctx->saved_data["op"] = static_cast<int64_t>(p.op);
-    ctx->saved_data["psi"] = static_cast<int64_t>(p.psi);
-    ctx->saved_data["lambda"] = p.lambda;
-    ctx->saved_data["eps"] = p.eps;
-    ctx->saved_data["affine"] = p.affine;
-    ctx->saved_data["channels"] = layout.channels;
-    ctx->saved_data["shape"] = std::vector<int64_t>{layout.rows, layout.D, layout.N, layout.C, layout.HW};
-    return y;
+    return run_forward(ctx, x_in, weight, bias, p, layout).y;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -175,14 +193,50 @@ class FusedNorm : public torch::autograd::Function<FusedNorm> {
   }
 };
 
+// The same forward pass with the FP8 output stage: outputs the dequantized tensor (the autograd
+// output, whose gradient goes to the same backward pass: straight through), the bytes and the
+// scale. `format` is an fp8::Format; rows are the features at one position.
+class FusedNormFp8 : public torch::autograd::Function<FusedNormFp8> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x_in,
+                                                const at::Tensor& weight, const at::Tensor& bias, Params p, Layout layout,
+                                                int64_t format, bool per_row) {
+    const c10::cuda::CUDAGuard device(x_in.device());
+    const ForwardResult r = run_forward(ctx, x_in, weight, bias, p, layout);
+    Fp8Layout l;
+    if (layout.channels) {
+      l.outer = layout.N, l.features = layout.C, l.inner = layout.HW, l.stats_per_feature = true;
+    } else {
+      l.outer = layout.rows, l.features = layout.D, l.inner = 1;
+    }
+    at::Tensor bytes = at::empty(r.x.sizes(), r.x.options().dtype(at::kByte));
+    at::Tensor scale = at::empty({per_row ? l.rows() : 1}, r.stats.options());
+    at::Tensor dequantized = at::empty_like(r.x);
+    const at::Tensor workspace = workspace_like(r.x, fp8_workspace(dtype_of(r.x), l));
+    fp8_output(dtype_of(r.x), p, static_cast<fp8::Format>(format), per_row, r.x.data_ptr(), p.affine ? r.w.data_ptr() : nullptr,
+               p.affine ? r.b.data_ptr() : nullptr, r.stats.data_ptr(), bytes.data_ptr(), scale.data_ptr(),
+               dequantized.data_ptr(), workspace.data_ptr(), l, at::cuda::getCurrentCUDAStream().stream());
+    check_launch();
+    ctx->mark_non_differentiable({bytes, scale});
+    return {dequantized, bytes, scale};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    torch::autograd::variable_list grad_x = FusedNorm::backward(ctx, {grads[0]});
+    grad_x.resize(7);  // none for layout, format, per_row
+    return grad_x;
+  }
+};
+
 }  // namespace
 
-std::optional<at::Tensor> try_forward(const NormSpec& spec, const at::Tensor& x, const at::Tensor& weight,
-                                      const at::Tensor& bias, std::vector<RunningBuffer>* running, bool training,
-                                      double momentum) {
+namespace {
+
+// The kernels' layout of x, or nothing when the fused path does not apply.
+std::optional<Layout> layout_for(const NormSpec& spec, const at::Tensor& x, std::vector<RunningBuffer>* running,
+                                 bool training, double momentum) {
   if (!enabled() || !x.is_cuda() || x.dim() < 2) return std::nullopt;
-  const std::optional<Params> params = params_of(spec);
-  if (!params) return std::nullopt;
   const auto type = x.scalar_type();
   if (type != at::kFloat && type != at::kDouble && type != at::kHalf && type != at::kBFloat16) return std::nullopt;
   Layout layout;
@@ -205,7 +259,41 @@ std::optional<at::Tensor> try_forward(const NormSpec& spec, const at::Tensor& x,
     layout.running = running;
     layout.momentum = momentum;
   }
-  return FusedNorm::apply(x, weight, bias, *params, layout);
+  return layout;
+}
+
+}  // namespace
+
+std::optional<at::Tensor> try_forward(const NormSpec& spec, const at::Tensor& x, const at::Tensor& weight,
+                                      const at::Tensor& bias, std::vector<RunningBuffer>* running, bool training,
+                                      double momentum) {
+  const std::optional<Params> params = params_of(spec);
+  if (!params) return std::nullopt;
+  const std::optional<Layout> layout = layout_for(spec, x, running, training, momentum);
+  if (!layout) return std::nullopt;
+  return FusedNorm::apply(x, weight, bias, *params, *layout);
+}
+
+std::optional<Fp8Tensor> try_forward_fp8(const NormSpec& spec, const at::Tensor& x, const at::Tensor& weight,
+                                         const at::Tensor& bias, std::vector<RunningBuffer>* running, bool training,
+                                         double momentum, const Fp8Output& output) {
+  const std::optional<Params> params = params_of(spec);
+  if (!params) return std::nullopt;
+  const std::optional<Layout> layout = layout_for(spec, x, running, training, momentum);
+  if (!layout) return std::nullopt;
+  const bool per_row = output.scaling == Fp8Scaling::row;
+  const torch::autograd::variable_list out =
+      FusedNormFp8::apply(x, weight, bias, *params, *layout, static_cast<int64_t>(output.format), per_row);
+  Fp8Tensor result{out[1], out[2], out[0]};
+  // The kernels' scales are [rows] (or [1]); fp8.h's are y's shape with the features dim 1 (0-dim).
+  if (!per_row) {
+    result.scale = result.scale.reshape({});
+  } else {
+    std::vector<int64_t> shape = x.sizes().vec();
+    shape[feature_dim(static_cast<size_t>(x.dim()))] = 1;
+    result.scale = result.scale.reshape(shape);
+  }
+  return result;
 }
 
 #endif

@@ -7,6 +7,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "ibn/norm/fp8.h"
 #include "ibn/norm/operation.h"
 #include "ibn/norm/spec.h"
 
@@ -24,5 +25,13 @@ int64_t forward_calls();
 std::optional<at::Tensor> try_forward(const NormSpec& spec, const at::Tensor& x, const at::Tensor& weight,
                                       const at::Tensor& bias, std::vector<RunningBuffer>* running, bool training,
                                       double momentum);
+
+// The same with the kernels' FP8 output stage (fp8.h): y recomputed in float (double) from x and
+// the saved statistics and quantized once; `dequantized` (in x's dtype) is the autograd output,
+// its gradient passed straight to the fused backward pass. Nothing when the fused path does not
+// apply. The caller counts num_batches_tracked, as for try_forward.
+std::optional<Fp8Tensor> try_forward_fp8(const NormSpec& spec, const at::Tensor& x, const at::Tensor& weight,
+                                         const at::Tensor& bias, std::vector<RunningBuffer>* running, bool training,
+                                         double momentum, const Fp8Output& output);
 
 }  // namespace ibn::norm::fused

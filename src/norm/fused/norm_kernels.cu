@@ -805,6 +805,87 @@ __global__ void channel_apply_backward(Params p, Psi psi, const T* x, const T* d
   });
 }
 
+// ---- FP8 output stage ----
+// y = γ·x̂ + β recomputed in A from x and the forward pass's saved statistics, with
+// norm_math.h's normalized() (the CPU reference's own arithmetic), then quantized once: the
+// bytes never come from the T-rounded y. Three kernels: the amax of every row (a warp per row,
+// lanes along the features), the scales (one block for a tensor's, elementwise for rows'), and
+// the elementwise encode. The amax is a max, exact in any order, so the bytes do not depend on
+// the launch shape.
+
+// Largest magnitude, NaN winning (a block holding NaN gets scale 1 and keeps its NaN).
+template <typename A>
+struct Amax {
+  A v;
+};
+template <typename A>
+IBN_DEVICE Amax<A> combine(const Amax<A>& a, const Amax<A>& b) {
+  return {(a.v != a.v || a.v > b.v) ? a.v : b.v};
+}
+template <typename A>
+IBN_DEVICE Amax<A> shuffle_xor(const Amax<A>& a, int offset) {
+  return {__shfl_xor_sync(kFullMask, a.v, offset)};
+}
+
+template <typename T, typename A>
+IBN_DEVICE A recomputed_y(const Params& p, const T* x, const A* gamma, const A* beta, const A* stats,
+                          const Fp8Layout& l, int64_t o, int64_t f, int64_t i) {
+  const A* s = stats + (l.stats_per_feature ? f : o) * kStatsPerGroup;
+  GroupStats<A> g;
+  g.mean = ibn_load(s + kMean), g.rstd = ibn_load(s + kRstd), g.mean_u = ibn_load(s + kMeanU), g.rstd_u = ibn_load(s + kRstdU);
+  const A xhat = normalized(p, widen<A>(ibn_load(x + (o * l.features + f) * l.inner + i)), g);
+  return p.affine ? ibn_load(gamma + f) * xhat + ibn_load(beta + f) : xhat;
+}
+
+template <typename T, typename A>
+__global__ void fp8_row_amax(Params p, const T* x, const A* gamma, const A* beta, const A* stats, Fp8Layout l, A* row_amax) {
+  const int lane = static_cast<int>(threadIdx.x & 31);
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); r < l.rows(); r += warps) {
+    const int64_t o = r / l.inner, i = r % l.inner;
+    Amax<A> m{0};
+    for (int64_t f = lane; f < l.features; f += 32) {
+      const A y = recomputed_y(p, x, gamma, beta, stats, l, o, f, i);
+      m = combine(m, Amax<A>{y < A(0) ? -y : y});
+    }
+    m = warp_all_reduce(m, lane);
+    if (lane == 0) ibn_store(row_amax + r, m.v);
+  }
+}
+
+template <typename A>
+__global__ void fp8_tensor_scale(const A* row_amax, int64_t rows, fp8::Format format, A* scale) {
+  IBN_DYNAMIC_SHARED(shared);
+  Amax<A> m{0};
+  for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) m = combine(m, Amax<A>{ibn_load(row_amax + r)});
+  m = block_all_reduce(m, reinterpret_cast<Amax<A>*>(shared));
+  if (threadIdx.x == 0) ibn_store(scale, fp8::scale_for(m.v, format));
+}
+
+template <typename A>
+__global__ void fp8_row_scales(const A* row_amax, int64_t rows, fp8::Format format, A* scale) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < rows; r += stride) {
+    ibn_store(scale + r, fp8::scale_for(ibn_load(row_amax + r), format));
+  }
+}
+
+template <typename T, typename A>
+__global__ void fp8_encode(Params p, const T* x, const A* gamma, const A* beta, const A* stats, Fp8Layout l, const A* scale,
+                           bool per_row, fp8::Format format, uint8_t* bytes, T* dequantized) {
+  const int64_t n = l.rows() * l.features;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride) {
+    const int64_t i = e % l.inner, f = (e / l.inner) % l.features, o = e / (l.inner * l.features);
+    const A s = ibn_load(scale + (per_row ? o * l.inner + i : 0));
+    const uint8_t code = fp8::encode<A>(recomputed_y(p, x, gamma, beta, stats, l, o, f, i) / s, format);
+    ibn_store(bytes + e, code);
+    T narrowed;
+    narrow(fp8::decode<A>(code, format) * s, &narrowed);
+    ibn_store(dequantized + e, narrowed);
+  }
+}
+
 // ---- Host side: launch shapes and dispatch ----
 
 int multiprocessors() {
@@ -992,6 +1073,45 @@ void channel_backward(DType dtype, const Params& p, const void* x, const void* d
     if (!launched()) return;
     IBN_LAUNCH(grid_of(g), kChannelBlock, 0, s, channel_apply_backward<T, A, P>)(p, psi, in, grad, gam, saved, outer, inner,
                                                                                 static_cast<T*>(dx), g, inv_n);
+  });
+  launched();
+}
+
+size_t fp8_workspace(DType dtype, const Fp8Layout& layout) {
+  return static_cast<size_t>(std::max<int64_t>(layout.rows(), 1)) * accumulate_size(dtype);
+}
+
+void fp8_output(DType dtype, const Params& p, fp8::Format format, bool per_row, const void* x, const void* gamma,
+                const void* beta, const void* stats, void* bytes, void* scale, void* dequantized, void* workspace,
+                const Fp8Layout& layout, void* stream) {
+  launch_error = nullptr;
+  const int64_t rows = layout.rows();
+  if (rows == 0 || layout.features == 0) return;
+  const auto s = static_cast<cudaStream_t>(stream);
+  constexpr int kThreads = 256;
+  const int64_t most_blocks = static_cast<int64_t>(multiprocessors()) * 8;
+  const auto blocks_for = [&](int64_t threads_needed) {
+    return static_cast<unsigned>(std::max<int64_t>(1, std::min((threads_needed + kThreads - 1) / kThreads, most_blocks)));
+  };
+  dispatch(dtype, p, [&](auto t, auto psi) {
+    using T = decltype(t);
+    using A = decltype(psi.value(0));
+    const T* in = static_cast<const T*>(x);
+    const A* gam = static_cast<const A*>(gamma);
+    const A* bet = static_cast<const A*>(beta);
+    const A* saved = static_cast<const A*>(stats);
+    A* amax = static_cast<A*>(workspace);
+    A* scales = static_cast<A*>(scale);
+    IBN_LAUNCH(blocks_for(rows * 32), kThreads, 0, s, fp8_row_amax<T, A>)(p, in, gam, bet, saved, layout, amax);
+    if (!launched()) return;
+    if (per_row) {
+      IBN_LAUNCH(blocks_for(rows), kThreads, 0, s, fp8_row_scales<A>)(amax, rows, format, scales);
+    } else {
+      IBN_LAUNCH(1, kThreads, 32 * sizeof(Amax<A>), s, fp8_tensor_scale<A>)(amax, rows, format, scales);
+    }
+    if (!launched()) return;
+    IBN_LAUNCH(blocks_for(rows * layout.features), kThreads, 0, s, fp8_encode<T, A>)(
+        p, in, gam, bet, saved, layout, scales, per_row, format, static_cast<uint8_t*>(bytes), static_cast<T*>(dequantized));
   });
   launched();
 }

@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "ibn/norm/fp8_codec.h"
 #include "norm/fused/launch_plan.h"
 #include "norm/fused/norm_math.h"
 
@@ -38,6 +39,23 @@ void channel_forward(DType dtype, const Params& p, const void* x, const void* ga
 void channel_backward(DType dtype, const Params& p, const void* x, const void* dy, const void* gamma,
                       const void* stats, void* dx, void* dgamma, void* dbeta, void* workspace, int64_t N, int64_t C,
                       int64_t HW, void* stream);
+
+// FP8 output stage (fp8.h), after token_forward or channel_forward: y recomputed in the
+// accumulation type from x, γ, β and the saved statistics, quantized once. The tensor is
+// [outer, features, inner] (token area: [rows, D, 1] with statistics per row; batch area:
+// [N, C, HW] with statistics per channel); a row is the `features` values at one (outer, inner).
+struct Fp8Layout {
+  int64_t outer = 0, features = 0, inner = 1;
+  bool stats_per_feature = false;
+  IBN_HD int64_t rows() const { return outer * inner; }
+};
+// Bytes of device workspace fp8_output needs (the rows' amax).
+size_t fp8_workspace(DType dtype, const Fp8Layout& layout);
+// bytes: uint8 like x; scale: accumulation type, [rows] when per_row, else [1]; dequantized: T
+// like x, decode(byte)·scale.
+void fp8_output(DType dtype, const Params& p, fp8::Format format, bool per_row, const void* x, const void* gamma,
+                const void* beta, const void* stats, void* bytes, void* scale, void* dequantized, void* workspace,
+                const Fp8Layout& layout, void* stream);
 
 // Whether the last launch failed; the message, else nullptr.
 const char* last_error();
