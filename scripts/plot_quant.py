@@ -67,8 +67,11 @@ def panel(ax, data, names, baseline, where, title):
             err = np.where(np.isfinite(err), err, 0)
             ax.errorbar(lam, mean, yerr=err, linestyle=style, marker="o", markersize=3, capsize=2,
                         color=colours[name], label=label)
-    lambdas = np.unique(data["lambda"][where & (data["lambda"] > 0)])
-    ax.set_xscale("log")
+    lambdas = np.unique(data["lambda"][where & (data["lambda"] >= 0)])
+    if (lambdas > 0).all():
+        ax.set_xscale("log")
+    elif (lambdas > 0).any():  # λ = 0 (the variance-centric limit) has no place on a log axis
+        ax.set_xscale("symlog", linthresh=lambdas[lambdas > 0].min())
     ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(lambdas))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FixedFormatter([f"{v:g}" for v in lambdas]))
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())

@@ -46,7 +46,7 @@ expect 0 "usage: ibn" -- --help
 expect 2 "usage: ibn" --
 expect 0 "^ibn [0-9]+\.[0-9]+\.[0-9]+ \(commit [0-9a-f]+|unknown\)" -- --version
 expect 0 "LibTorch [0-9]+\.[0-9]+.*built with CUDA: (yes|no)" -- --version
-expect 2 "unknown command 'frobnicate'; expected one of: norms, contraction, train, analyze, sweep, report, mi, bench" -- frobnicate
+expect 2 "unknown command 'frobnicate'; expected one of: norms, contraction, train, analyze, sweep, report, quant, mi, bench" -- frobnicate
 expect_one_line_error 2 frobnicate
 
 # ibn norms: the listing names every normalizer with its defaults.
@@ -174,6 +174,11 @@ assert list(f['metrics/epoch'][...]) == [0, 1, 2, 3]
   passes=$((passes + 1))
 else
   echo "FAIL: h5py cannot read the activation store as documented"; failures=$((failures + 1))
+fi
+# A model whose every normalizer writes FP8 (issue 17) trains, and says so in its spec.
+expect 0 "done: train acc 0\.[0-9]+, test acc" -- train --out "$work/run_fp8" --epochs 2 --norm ibnorm-t:lambda=1:fp8=e4m3:scaling=row --progress lines
+if ! grep -q "fp8=e4m3:scaling=row" "$work/run_fp8/config.ini"; then
+  echo "FAIL: the FP8 run's config lacks its fp8 keys:"; cat "$work/run_fp8/config.ini"; failures=$((failures + 1))
 fi
 expect 0 "done: .* after 1 epochs; 2 epochs dumped" -- train --out "$work/run_half" --epochs 1 --dump-epochs all --dump-dtype float16 --quiet
 if /usr/bin/python3 -c "

@@ -352,18 +352,23 @@ struct Fp8Case {
   bool per_row;
 };
 
+// `nan_at` >= 0 puts a NaN into x there: its group's y is NaN, and so is the amax of its block,
+// whose scale is then 1 (the codes keep the NaN; its sign is the arithmetic's, not compared).
 template <typename T>
-void check_fp8(const Case& c, const Fp8Case& q, bool channels, int64_t outer, int64_t features, int64_t inner) {
+void check_fp8(const Case& c, const Fp8Case& q, bool channels, int64_t outer, int64_t features, int64_t inner,
+               int64_t nan_at = -1) {
   using A = Accumulate<T>;
   constexpr fused::DType dtype = dtype_of<T>();
   const int64_t n = outer * features * inner;
-  const Inputs<T> in = make_inputs<T>(n, features, static_cast<unsigned>(outer * 5 + features + inner), false);
+  Inputs<T> in = make_inputs<T>(n, features, static_cast<unsigned>(outer * 5 + features + inner), false);
+  if (nan_at >= 0) in.x[nan_at] = from_double<T>(std::numeric_limits<double>::quiet_NaN());
   const int64_t groups = channels ? features : outer;
   DeviceArray<T> x(in.x), y(n), dequantized(n);
   DeviceArray<A> gamma(in.gamma), beta(in.beta), stats(fused::kStatsPerGroup * groups);
   const std::string where = c.name + " " + std::to_string(static_cast<int>(dtype)) + (channels ? " channels [" : " tokens [") +
                             std::to_string(outer) + "," + std::to_string(features) + "," + std::to_string(inner) + "] " +
-                            (q.format == fp8::Format::e4m3 ? "e4m3" : "e5m2") + (q.per_row ? " per row" : " per tensor");
+                            (q.format == fp8::Format::e4m3 ? "e4m3" : "e5m2") + (q.per_row ? " per row" : " per tensor") +
+                            (nan_at >= 0 ? " NaN at " + std::to_string(nan_at) : "");
   if (channels) {
     DeviceArray<char> workspace(fused::channel_workspace(dtype, outer, features, inner));
     fused::channel_forward(dtype, c.params, x.ptr, gamma.ptr, beta.ptr, y.ptr, stats.ptr, workspace.ptr, outer, features,
@@ -406,13 +411,16 @@ void check_fp8(const Case& c, const Fp8Case& q, bool channels, int64_t outer, in
                                  : reference_of<T, fused::TokenGroup>(c.params, in, features, outer, [&](int64_t r) {
                                      return fused::TokenGroup{features, r};
                                    });
-  EXPECT_LT(worst_error(ref.y, y_wide), tolerance_of<T>().y) << "statistics " << where;
+  if (nan_at < 0) {
+    EXPECT_LT(worst_error(ref.y, y_wide), tolerance_of<T>().y) << "statistics " << where;
+  }
   std::vector<A> scale_ref(q.per_row ? layout.rows() : 1, A(0));
   for (int64_t o = 0; o < outer; ++o) {
     for (int64_t i = 0; i < inner; ++i) {
       for (int64_t f = 0; f < features; ++f) {
         A& amax = scale_ref[q.per_row ? o * inner + i : 0];
-        amax = std::max(amax, std::abs(y_ref[index(o, f, i)]));
+        const A magnitude = std::abs(y_ref[index(o, f, i)]);
+        amax = std::isnan(amax) || std::isnan(magnitude) ? std::numeric_limits<A>::quiet_NaN() : std::max(amax, magnitude);
       }
     }
   }
@@ -434,6 +442,11 @@ void check_fp8(const Case& c, const Fp8Case& q, bool channels, int64_t outer, in
         const int64_t e = index(o, f, i);
         const A s = scale_ref[q.per_row ? o * inner + i : 0];
         const uint8_t expected = fp8::encode<A>(y_ref[e] / s, q.format);
+        if ((expected & 0x7F) == fp8::kNanCode) {
+          ASSERT_EQ(got[e] & 0x7F, fp8::kNanCode) << "NaN byte " << e << " " << where;
+          ASSERT_TRUE(std::isnan(got_dequantized[e])) << "NaN dequantized " << e << " " << where;
+          continue;
+        }
         if (got[e] == expected) {
           if (kEmulated) {
             ASSERT_EQ(got_dequantized[e], to_double(from_double<T>(static_cast<double>(fp8::decode<A>(expected, q.format) * s))))
@@ -461,8 +474,10 @@ TEST(CudaKernels, Fp8OutputStageMatchesTheReference) {
       {{fused::Op::ibnorm, fused::Psi::log, 1.0, 1e-5, false}, "ibnorm-l affine=false"},
   };
   using Shape = std::tuple<bool, int64_t, int64_t, int64_t>;  // channels, outer, features, inner
-  const std::vector<Shape> shapes = {{false, 7, 33, 1}, {false, 5, 260, 1}, {false, 3, 1025, 1},
-                                     {true, 4, 6, 5},   {true, 9, 40, 1}};
+  // The last two have more rows than the launch has warps (a second grid-stride pass) and than
+  // the tensor-scale block has threads.
+  const std::vector<Shape> shapes = {{false, 7, 33, 1}, {false, 5, 260, 1}, {false, 3, 1025, 1}, {true, 4, 6, 5},
+                                     {true, 9, 40, 1},  {false, 600, 9, 1}, {true, 3, 4, 130}};
   for (const Case& c : fp8_cases) {
     for (const auto& [channels, outer, features, inner] : shapes) {
       for (fp8::Format format : {fp8::Format::e4m3, fp8::Format::e5m2}) {
@@ -473,6 +488,12 @@ TEST(CudaKernels, Fp8OutputStageMatchesTheReference) {
       }
       check_fp8<double>(c, {fp8::Format::e4m3, true}, channels, outer, features, inner);
     }
+  }
+  // A NaN in x: per tensor every scale is 1; per row only its group's rows.
+  const Case layernorm = fp8_cases.front();
+  for (bool per_row : {false, true}) {
+    check_fp8<float>(layernorm, {fp8::Format::e4m3, per_row}, false, 7, 33, 1, /*nan_at=*/40);
+    check_fp8<float>(layernorm, {fp8::Format::e5m2, per_row}, true, 4, 6, 5, /*nan_at=*/17);
   }
 }
 

@@ -124,7 +124,7 @@ def compare(got, expected):
         if abs(g["snr_db"] - e["snr_db"]) > 0.01:
             problems.append(f"{key}: snr_db {g['snr_db']:.5f} vs numpy {e['snr_db']:.5f}")
         for share in ("saturated", "underflow"):
-            if abs(g[share] - e[share]) > 3e-4:
+            if abs(g[share] - e[share]) > 2.5 / g["count"]:  # two values may cross the boundary by rounding
                 problems.append(f"{key}: {share} {g[share]:.6g} vs numpy {e[share]:.6g}")
     return problems
 
@@ -153,7 +153,7 @@ def main():
             for row in csv.DictReader(f):
                 name = row["normalizer"] + (f":lambda={float(row['lambda']):g}" if row["lambda"] else "")
                 got[(name, row["format"], row["scaling"], row["quantized"], int(row["replicate"]))] = {
-                    k: float(row[k]) for k in ("relative_mse", "snr_db", "saturated", "underflow")}
+                    k: float(row[k]) for k in ("relative_mse", "snr_db", "saturated", "underflow", "count")}
         expected = expected_rows(x, 3, norms)
         problems = compare(got, expected)
         for line in problems[:20]:
@@ -164,10 +164,15 @@ def main():
         seeded = compare(got, expected_rows(x, 3, norms, scale_bug=1.01))
         print(f"{'ok' if seeded else 'FAIL'}: a seeded scale error is caught ({len(seeded)} mismatches)")
         failures += not seeded
-        # Double quantization costs something somewhere (bf16 first moves some codes).
+        # Double quantization costs something in most cells (bf16 first moves about 3 % of E4M3's codes).
         twice_worse = sum(got[k]["relative_mse"] > got[k[:3] + ("once",) + k[4:]]["relative_mse"] for k in got if k[3] == "twice")
-        print(f"{'ok' if twice_worse else 'FAIL'}: quantizing twice is worse in {twice_worse} of {len(got) // 2} cells")
-        failures += not twice_worse
+        ok = twice_worse >= 0.75 * (len(got) // 2)
+        print(f"{'ok' if ok else 'FAIL'}: quantizing twice is worse in {twice_worse} of {len(got) // 2} cells")
+        failures += not ok
+        # The underflow comparison compares something: the heavy tails push values below E4M3's range.
+        flushed = sum(v["underflow"] > 0 for v in got.values())
+        print(f"{'ok' if flushed else 'FAIL'}: {flushed} cells with values stored as zero")
+        failures += not flushed
         for path in ("report.md", "figures/quantization.png", "data/quant.h5"):
             present = os.path.getsize(os.path.join(out, path)) > 0 if os.path.exists(os.path.join(out, path)) else False
             print(f"{'ok' if present else 'FAIL'}: {path} written")

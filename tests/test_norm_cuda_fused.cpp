@@ -206,6 +206,36 @@ TEST(FusedCuda, BackwardIsBitwiseDeterministic) {
   }
 }
 
+// The fused FP8 output stage (issue 17) against the ATen path's FP8 output on the same GPU: the
+// scales to float rounding, the bytes equal but where the two paths' y differ by rounding across
+// a code boundary (one code, rarely), and the gradient straight through to the same dx.
+TEST(FusedCuda, Fp8OutputMatchesTheAtenPath) {
+  IBN_SKIP_WITHOUT_GPU(torch::cuda::is_available(), "no CUDA device");
+  torch::manual_seed(4);
+  const auto x = torch::randn({257, 1025}, torch::TensorOptions().device(torch::kCUDA)) * 3 + 1;
+  const auto dy = torch::randn_like(x);
+  for (const std::string spec : {"layernorm", "rmsnorm", "ibnorm-t:lambda=2", "ibnorm-s:lambda=0.5:area=batch"}) {
+    for (const char* scaling : {"tensor", "row"}) {
+      const std::string full = spec + ":fp8=e4m3:scaling=" + scaling;
+      const Outputs fused = run(full, x, dy, true), aten = run(full, x, dy, false);
+      const auto codes_apart = (fused.y - aten.y).abs() > 1e-3 * (aten.y.abs() + 1e-6);
+      EXPECT_LE(codes_apart.sum().item<int64_t>(), x.numel() / 1000 + 1) << full;
+      EXPECT_LT(max_abs_diff(fused.dx, aten.dx), 1e-3 * scale_of(aten.dx)) << full;
+      ibn::norm::Normalizer norm(full, 1025);
+      norm->to(torch::kCUDA);
+      ::setenv("IBN_FUSED_NORM", "1", 1);
+      const auto q_fused = norm->forward_fp8(x, norm->fp8_output());
+      ::setenv("IBN_FUSED_NORM", "0", 1);
+      const auto q_aten = norm->forward_fp8(x, norm->fp8_output());
+      ::unsetenv("IBN_FUSED_NORM");
+      EXPECT_EQ(q_fused.scale.sizes(), q_aten.scale.sizes()) << full;
+      EXPECT_LT(max_abs_diff(q_fused.scale, q_aten.scale), 1e-5 * q_aten.scale.abs().max().item<double>()) << full;
+      const auto differ = q_fused.bytes.ne(q_aten.bytes);
+      EXPECT_LE(differ.sum().item<int64_t>(), x.numel() / 1000 + 1) << full;
+    }
+  }
+}
+
 TEST(FusedCuda, OffWithoutTheSwitch) {
   ::unsetenv("IBN_FUSED_NORM");
   EXPECT_FALSE(ibn::norm::fused::enabled());

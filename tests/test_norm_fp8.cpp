@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "ibn/analysis/quantization.h"
 #include "ibn/norm/area.h"
 #include "ibn/norm/fp8.h"
 #include "ibn/norm/normalizer.h"
@@ -93,6 +94,9 @@ TEST(Fp8Codec, SpecLandmarks) {
       EXPECT_EQ(fp8::encode<float>(static_cast<float>(big), f), max_code) << big;
     }
     EXPECT_TRUE(std::isnan(fp8::decode<double>(fp8::encode<double>(std::nan(""), f), f)));
+    EXPECT_EQ(fp8::encode<double>(std::nan(""), f), 0x7F);
+    EXPECT_EQ(fp8::encode<double>(-std::nan(""), f), 0xFF);  // the sign kept (x86's default NaN is negative)
+    EXPECT_EQ(fp8::encode<float>(-std::numeric_limits<float>::quiet_NaN(), f), 0xFF);
     EXPECT_EQ(fp8::encode<float>(-0.0f, f), 0x80);
     EXPECT_EQ(fp8::encode<float>(0.0f, f), 0x00);
     // Half the min subnormal is a tie between 0 and it: to even, 0; anything above rounds up.
@@ -180,6 +184,9 @@ TEST(Fp8Codec, ScaleMapsAmaxToMaxNormal) {
     EXPECT_EQ(fp8::scale_for<double>(0.0, f), 1.0);
     EXPECT_EQ(fp8::scale_for<double>(INFINITY, f), 1.0);
     EXPECT_EQ(fp8::scale_for<double>(std::nan(""), f), 1.0);
+    // A scale that would be subnormal is 1: amax/s would otherwise overflow or lose its value.
+    EXPECT_EQ(fp8::scale_for<float>(std::numeric_limits<float>::denorm_min() * 8, f), 1.0f);
+    EXPECT_EQ(fp8::scale_for<double>(1e-310, f), 1.0);
     // amax / s rounds to max normal exactly or within an ulp of it: never saturated.
     const float amax = 3.7f, s = fp8::scale_for<float>(amax, f);
     EXPECT_FALSE(fp8::saturates(amax / s, f));
@@ -193,8 +200,8 @@ TEST(Fp8Codec, ScaleMapsAmaxToMaxNormal) {
   EXPECT_FALSE(fp8::saturates(std::nextafter(61440.0, 0.0), fp8::Format::e5m2));
 }
 
-#if defined(TORCH_VERSION_MAJOR) && TORCH_VERSION_MAJOR >= 2
-// LibTorch 2.x has float8 types: its casts (round to nearest even; not saturating: beyond max
+#if defined(TORCH_VERSION_MAJOR) && (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1))
+// LibTorch 2.1 and later have float8 types: its casts (round to nearest even; not saturating: beyond max
 // normal it gives NaN or inf) must agree within the normal range.
 TEST(Fp8Codec, AgreesWithLibTorchFloat8WithinRange) {
   std::vector<float> values;
@@ -322,6 +329,30 @@ TEST(Fp8Normalizer, EveryNormalizerEmitsFp8OfItsOwnOutputWithStraightThroughGrad
   }
 }
 
+TEST(Fp8Normalizer, StraightThroughKeepsSaturatedInfinitiesAndCountsOneBatch) {
+  // DyT has no statistics, so an output that overflows to +inf stays one element: y = γ·tanh(x) + β
+  // with γ = β = 3e38 is inf where tanh(x) is near 1, and finite elsewhere.
+  ibn::norm::Normalizer norm("dyt:alpha=1", 4);
+  {
+    torch::NoGradGuard no_grad;
+    norm->weight.fill_(3e38f);
+    norm->bias.fill_(3e38f);
+  }
+  const torch::Tensor x = torch::tensor({{-1.0f, -2.0f, -0.5f, -3.0f}, {std::numeric_limits<float>::infinity(), -0.25f, -1.0f, -2.0f}})
+                              .requires_grad_(true);
+  const auto q = norm->forward_fp8(x, Fp8Output{fp8::Format::e4m3, Fp8Scaling::row});
+  EXPECT_EQ(q.bytes[1][0].item<uint8_t>(), 0x7E);  // +inf saturates to max normal (the row's scale is 1)
+  EXPECT_TRUE(torch::equal(q.dequantized.detach(),
+                           ibn::norm::dequantize_fp8(q.bytes, q.scale, fp8::Format::e4m3, torch::kFloat)));
+  EXPECT_TRUE(torch::isfinite(q.dequantized).all().item<bool>());
+  q.dequantized.sum().backward();
+  EXPECT_TRUE(torch::isfinite(x.grad()).all().item<bool>());
+
+  ibn::norm::Normalizer batch("batchnorm", 4);
+  batch->forward_fp8(torch::randn({8, 4}), Fp8Output{});
+  EXPECT_EQ(batch->num_batches_tracked.item<int64_t>(), 1);
+}
+
 TEST(Fp8Normalizer, Bfloat16InputIsQuantizedOnceFromFloat) {
   torch::manual_seed(1);
   const torch::Tensor x = (torch::randn({64, 32}) * 3).to(torch::kBFloat16);
@@ -335,6 +366,32 @@ TEST(Fp8Normalizer, Bfloat16InputIsQuantizedOnceFromFloat) {
   const torch::Tensor y16 = y32.to(torch::kBFloat16).to(torch::kFloat);
   const auto twice = ibn::norm::quantize_fp8(y16, Fp8Output{fp8::Format::e4m3, Fp8Scaling::row}, 1);
   EXPECT_FALSE(torch::equal(twice.bytes, direct.bytes));
+}
+
+// ---- ibn quant's inputs ----
+
+TEST(QuantInputs, GeneratedReplicatesAreIndependentReproducibleDraws) {
+  ibn::analysis::QuantConfig config;
+  config.rows = 2000, config.width = 50, config.replicates = 3, config.seed = 7;
+  for (const char* text : {"gaussian", "student-t:df=3"}) {
+    const auto input = ibn::analysis::parse_quant_input(text);
+    const auto a = ibn::analysis::input_replicates(input, config), b = ibn::analysis::input_replicates(input, config);
+    ASSERT_EQ(a.size(), 3u);
+    for (size_t r = 0; r < a.size(); ++r) {
+      EXPECT_EQ(a[r].sizes(), torch::IntArrayRef({2000, 50}));
+      EXPECT_TRUE(torch::equal(a[r], b[r])) << text << " replicate " << r;
+      for (size_t q = 0; q < r; ++q) EXPECT_FALSE(torch::equal(a[r], a[q])) << text << " replicates " << q << ", " << r;
+    }
+    // Excess kurtosis: 0 for the Gaussian, large for t with 3 degrees of freedom (infinite in theory).
+    const torch::Tensor z = (a[0] - a[0].mean()) / a[0].std();
+    const double kurtosis = z.pow(4).mean().item<double>() - 3;
+    if (std::string(text) == "gaussian") {
+      EXPECT_LT(std::abs(kurtosis), 0.1);
+    } else {
+      EXPECT_GT(kurtosis, 2.0);
+    }
+  }
+  EXPECT_TRUE(ibn::test::throws_usage_error([] { ibn::analysis::parse_quant_input("student-t:df=2"); }, "df"));
 }
 
 }  // namespace

@@ -269,6 +269,9 @@ std::string p_text(double p) { return std::isnan(p) ? "n/a" : p < 1e-4 ? fmt::fo
 
 // The verdict on one comparison, in words: better or worse only where Holm rejects at 0.05.
 std::string verdict(const QuantSummary& s) {
+  if (s.vs_baseline.pairs > 0 && s.vs_baseline.difference.mean == 0 && std::isnan(s.vs_baseline.p_t)) {
+    return "identical to the baseline";
+  }
   if (std::isnan(s.vs_baseline.p_holm)) return "not tested";
   if (s.vs_baseline.p_holm >= 0.05) return "no significant difference";
   return s.vs_baseline.difference.mean > 0 ? "quantizes better" : "quantizes worse";
@@ -321,12 +324,12 @@ std::string quantization_markdown(const QuantConfig& config, const std::vector<Q
       "quantized directly. **Twice**: y rounded to bf16 first, then to FP8 (the double quantization an FP8 dataflow avoids). "
       "The error is against the unrounded y: relative MSE Σ(ŷ − y)²/Σy², SNR = −10·log10(relative MSE), the share of values "
       "clamped by saturation, and the share of nonzero values stored as zero.\n\n"
-      "Replicates: {} per input (generated inputs: independent draws, seeds {}..{}; a dataset: disjoint blocks of rows). "
-      "Intervals: {}. Comparisons: SNR (dB) minus the {}'s, paired by replicate; paired-t and Wilcoxon p-values, "
-      "Holm–Bonferroni over the {} comparisons of all tables (of the t p-values).\n\n",
-      config.replicates, config.seed, config.seed + static_cast<uint64_t>(config.replicates) - 1, stats::kIntervalMethod,
-      config.baseline,
-      std::count_if(summaries.begin(), summaries.end(), [](const QuantSummary& s) { return !s.is_baseline; }));
+      "Replicates: {} per input (generated inputs: independent draws from seeds {}..{}; a dataset: disjoint blocks of "
+      "rows, in file order). Intervals: 95 % Student-t intervals over the replicates (t quantile from Boost.Math). Comparisons: SNR (dB) minus the {}'s, paired by replicate; paired-t and "
+      "Wilcoxon p-values; Holm–Bonferroni over the {} comparisons of all tables with a t p-value (a comparison whose "
+      "differences are all equal, as with an output identical to the baseline's, has none).\n\n",
+      config.replicates, config.seed, config.seed + static_cast<uint64_t>(config.replicates) - 1, config.baseline,
+      std::count_if(summaries.begin(), summaries.end(), [](const QuantSummary& s) { return !s.is_baseline && !std::isnan(s.vs_baseline.p_t); }));
   out += "Normalizers (exact specs):\n\n";
   for (const nm::NormSpec& spec : config.specs) out += fmt::format("- `{}`\n", spec.str());
   out += "\n";
@@ -347,9 +350,12 @@ std::string quantization_markdown(const QuantConfig& config, const std::vector<Q
       "## Caveats\n\n"
       "- The outputs are those of freshly built layers on these inputs: a trained model's γ and β rescale each feature and "
       "change the row and tensor amax; the table measures what the normalization itself does to the distribution.\n"
-      "- With amax scaling, a heavy tail costs precision only through the values pushed into the subnormal range (E4M3 "
-      "spans 2^-9 to 448 relative to s): in the normal range the relative rounding error of FP8 does not depend on the "
-      "value. The differences between normalizers come from the shape of the distribution relative to its amax.\n"
+      "- Within FP8's normal range the relative rounding error of a value depends on where it sits in its binade (one "
+      "ulp is 2^-m to 2^-(m+1) of it: a factor of 4 in squared error, 6 dB), and below it on the subnormal range (E4M3: "
+      "under 2^-6·s). With s = amax/max normal, the SNR of a distribution therefore depends on how its bulk lies relative "
+      "to its own amax: E4M3's max normal 448 = 1.75·2^8 sits near the top of its binade, where the relative step is "
+      "smallest (1/14), so a shape that piles mass near its amax (as tanh compression does) gains there. Differences of a dB or two between normalizers are of the size of this "
+      "effect; another scaling recipe (a margin, a power-of-two scale as in MX formats, delayed amax) can shift them.\n"
       "- ψ_λ is strictly monotone: quantizing its output is not the same as compressing information (SPEC §3); an SNR here "
       "says how faithfully the next layer sees y, not how much y tells about the input.\n";
   return out;

@@ -8,6 +8,7 @@
 #include <ATen/ops/amax.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
 #include <fmt/format.h>
 
@@ -82,7 +83,14 @@ Fp8Tensor quantize_fp8(const at::Tensor& y_in, const Fp8Output& output, int64_t 
     throw UsageError(fmt::format("FP8 row scaling: feature dimension {} out of range for a {}-dim tensor", feature_dim, y.dim()));
   }
   Fp8Tensor q;
-  const at::Tensor amax = y.numel() == 0 ? at::zeros({}, y.options()) : block_amax(y, output.scaling, feature_dim);
+  at::Tensor amax;
+  if (y.numel() > 0) {
+    amax = block_amax(y, output.scaling, feature_dim);
+  } else {  // no values: scale 1, in the shape the scaling gives
+    std::vector<int64_t> shape = y.sizes().vec();
+    if (output.scaling == Fp8Scaling::row) shape[static_cast<size_t>(feature_dim)] = 1;
+    amax = at::zeros(output.scaling == Fp8Scaling::row ? shape : std::vector<int64_t>{}, y.options());
+  }
   q.bytes = at::empty(y.sizes(), y.options().dtype(at::kByte));
   q.dequantized = at::empty_like(y);
   if (y.scalar_type() == at::kDouble) {

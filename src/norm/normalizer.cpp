@@ -12,6 +12,7 @@
 #include <ATen/ops/zeros.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <torch/autograd.h>
 
 #include "ibn/error.h"
 #include "ibn/norm/area.h"
@@ -19,6 +20,21 @@
 #include "ibn/norm/registry.h"
 
 namespace ibn::norm {
+namespace {
+
+// ŷ's value exactly (±inf saturated, −0 kept), y's gradient: the straight-through estimator.
+class StraightThrough : public torch::autograd::Function<StraightThrough> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext*, const at::Tensor& y, const at::Tensor& dequantized) {
+    (void)y;
+    return dequantized.clone();
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext*, torch::autograd::variable_list grads) {
+    return {grads[0], at::Tensor()};
+  }
+};
+
+}  // namespace
 
 NormalizerImpl::NormalizerImpl(const std::string& spec, int64_t num_features)
     : NormalizerImpl(parse_norm_spec(spec), num_features) {}
@@ -136,8 +152,8 @@ Fp8Tensor NormalizerImpl::forward_fp8(const at::Tensor& x, const Fp8Output& outp
   const bool narrow = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
   const at::Tensor y = normalize(narrow ? x.to(at::kFloat) : x);
   Fp8Tensor quantized = quantize_fp8(y, output, feature_dim(static_cast<size_t>(x.dim())));
-  // Straight through: ŷ's value exactly (y − y is 0 for finite y), y's gradient.
-  quantized.dequantized = quantized.dequantized.add(y.sub(y.detach())).to(x.scalar_type());
+  if (y.requires_grad()) quantized.dequantized = StraightThrough::apply(y, quantized.dequantized);
+  quantized.dequantized = quantized.dequantized.to(x.scalar_type());
   return quantized;
 }
 

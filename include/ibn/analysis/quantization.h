@@ -71,7 +71,7 @@ struct QuantSummary {
   norm::Fp8Scaling scaling = norm::Fp8Scaling::tensor;
   bool twice = false;
   stats::Interval snr_db, relative_mse, saturated, underflow;
-  stats::PairedComparison vs_baseline;  // SNR (dB) minus the baseline's, paired by replicate; Holm over the table
+  stats::PairedComparison vs_baseline;  // SNR (dB) minus the baseline's, paired by replicate; Holm over every comparison of the report
   bool is_baseline = false;
 };
 std::vector<QuantSummary> summarize_quantization(const QuantConfig& config, const std::vector<QuantMeasurement>& measurements);

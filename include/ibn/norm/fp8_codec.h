@@ -59,7 +59,7 @@ IBN_FP8_HD bool is_finite(A v) {
 template <typename A>
 IBN_FP8_HD uint8_t encode(A value, Format format) {
   const Layout f = layout_of(format);
-  const bool negative = value < A(0) || (value == A(0) && A(1) / value < A(0));  // −0: 1/−0 = −inf
+  const bool negative = IBN_FP8_MATH(signbit)(value);  // −0 and NaN's sign bit too
   const uint8_t sign = negative ? kSignBit : 0;
   if (is_nan(value)) return static_cast<uint8_t>(sign | kNanCode);
   const A magnitude = negative ? -value : value;
@@ -120,11 +120,16 @@ IBN_FP8_HD bool saturates(A magnitude, Format format) {
 // The scale s of a block of values (the tensor, or one row) whose largest magnitude is `amax`:
 // the block is stored as encode(y / s) and read back as decode(·)·s, so that amax maps to max
 // normal (TransformerEngine's "current scaling", with no margin). An all-zero block, or one
-// whose amax is not finite, gets s = 1: zeros stay exact, and NaN and ±inf pass to the codes.
+// whose amax is not finite, gets s = 1: zeros stay exact, and NaN and ±inf pass to the codes; so
+// does a block whose s would be subnormal.
 template <typename A>
 IBN_FP8_HD A scale_for(A amax, Format format) {
   if (!(amax > A(0)) || !is_finite(amax)) return A(1);
-  return amax / static_cast<A>(max_normal(format));
+  const A scale = amax / static_cast<A>(max_normal(format));
+  // A subnormal (or zero) scale is imprecise and would turn y/s into ±inf or NaN: such a block
+  // is all but zero, and s = 1 stores it as well as FP8 can.
+  const A smallest_normal = sizeof(A) == sizeof(float) ? static_cast<A>(0x1p-126) : static_cast<A>(0x1p-1022);
+  return scale < smallest_normal ? A(1) : scale;
 }
 
 }  // namespace ibn::norm::fp8

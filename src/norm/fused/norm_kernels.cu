@@ -837,8 +837,10 @@ IBN_DEVICE A recomputed_y(const Params& p, const T* x, const A* gamma, const A* 
   return p.affine ? ibn_load(gamma + f) * xhat + ibn_load(beta + f) : xhat;
 }
 
+constexpr int kFp8Threads = 256;
+
 template <typename T, typename A>
-__global__ void fp8_row_amax(Params p, const T* x, const A* gamma, const A* beta, const A* stats, Fp8Layout l, A* row_amax) {
+__global__ void __launch_bounds__(kFp8Threads) fp8_row_amax(Params p, const T* x, const A* gamma, const A* beta, const A* stats, Fp8Layout l, A* row_amax) {
   const int lane = static_cast<int>(threadIdx.x & 31);
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); r < l.rows(); r += warps) {
@@ -854,7 +856,7 @@ __global__ void fp8_row_amax(Params p, const T* x, const A* gamma, const A* beta
 }
 
 template <typename A>
-__global__ void fp8_tensor_scale(const A* row_amax, int64_t rows, fp8::Format format, A* scale) {
+__global__ void __launch_bounds__(kFp8Threads) fp8_tensor_scale(const A* row_amax, int64_t rows, fp8::Format format, A* scale) {
   IBN_DYNAMIC_SHARED(shared);
   Amax<A> m{0};
   for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) m = combine(m, Amax<A>{ibn_load(row_amax + r)});
@@ -863,7 +865,7 @@ __global__ void fp8_tensor_scale(const A* row_amax, int64_t rows, fp8::Format fo
 }
 
 template <typename A>
-__global__ void fp8_row_scales(const A* row_amax, int64_t rows, fp8::Format format, A* scale) {
+__global__ void __launch_bounds__(kFp8Threads) fp8_row_scales(const A* row_amax, int64_t rows, fp8::Format format, A* scale) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < rows; r += stride) {
     ibn_store(scale + r, fp8::scale_for(ibn_load(row_amax + r), format));
@@ -871,7 +873,7 @@ __global__ void fp8_row_scales(const A* row_amax, int64_t rows, fp8::Format form
 }
 
 template <typename T, typename A>
-__global__ void fp8_encode(Params p, const T* x, const A* gamma, const A* beta, const A* stats, Fp8Layout l, const A* scale,
+__global__ void __launch_bounds__(kFp8Threads) fp8_encode(Params p, const T* x, const A* gamma, const A* beta, const A* stats, Fp8Layout l, const A* scale,
                            bool per_row, fp8::Format format, uint8_t* bytes, T* dequantized) {
   const int64_t n = l.rows() * l.features;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -1088,7 +1090,7 @@ void fp8_output(DType dtype, const Params& p, fp8::Format format, bool per_row, 
   const int64_t rows = layout.rows();
   if (rows == 0 || layout.features == 0) return;
   const auto s = static_cast<cudaStream_t>(stream);
-  constexpr int kThreads = 256;
+  constexpr int kThreads = kFp8Threads;
   const int64_t most_blocks = static_cast<int64_t>(multiprocessors()) * 8;
   const auto blocks_for = [&](int64_t threads_needed) {
     return static_cast<unsigned>(std::max<int64_t>(1, std::min((threads_needed + kThreads - 1) / kThreads, most_blocks)));
