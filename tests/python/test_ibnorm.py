@@ -183,6 +183,32 @@ def test_gradcheck_every_preset(spec):
 
 # --- Contraction -----------------------------------------------------------------------------
 
+def test_fp8_output_is_the_quantized_layernorm_with_its_gradient_passed_straight_through():
+    """`fp8=e4m3:scaling=row` (issue 17): the output is LayerNorm's, stored in OCP E4M3 with a
+    per-row amax scale and read back (the E4M3 grid built here from the spec's bit layout), and
+    the gradient is LayerNorm's own."""
+    grid = []
+    for code in range(0x7F):  # 0x7F is NaN
+        e, m = code >> 3, code & 7
+        grid.append(m / 8 * 2.0 ** -6 if e == 0 else (1 + m / 8) * 2.0 ** (e - 7))
+    grid = np.array(grid)
+    torch.manual_seed(0)
+    x = torch.randn(16, 24, dtype=torch.float32)
+    plain, quantized = ibnorm.Norm("layernorm", 24), ibnorm.Norm("layernorm:fp8=e4m3:scaling=row", 24)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    y, yq = plain(xa), quantized(xb)
+    ynp = y.detach().numpy().astype(np.float32)
+    scale = (np.abs(ynp).max(axis=1, keepdims=True) / np.float32(448)).astype(np.float32)
+    v = np.abs((ynp / scale).astype(np.float32)).astype(np.float64)
+    nearest = grid[np.abs(v[..., None] - grid).argmin(axis=-1)]  # no ties in random data
+    expected = (np.sign(ynp) * nearest * scale).astype(np.float32)
+    assert np.array_equal(yq.detach().numpy(), expected)
+    upstream = torch.randn_like(y)
+    y.backward(upstream)
+    yq.backward(upstream)
+    assert torch.equal(xa.grad, xb.grad)
+
+
 def test_contraction_quadrature_and_measured():
     assert ibnorm.contraction("layernorm") == 1.0
     kappa = ibnorm.contraction("ibnorm-t:lambda=2")
