@@ -117,6 +117,10 @@ for r in table:
         assert math.isclose(ours, float(theirs), rel_tol=1e-9, abs_tol=1e-12 * abs(mean)), (key, name, ours, theirs)
     assert int(r["platform_points"]) == platform_points == 2 and int(r["seed_groups"]) == seed_groups == 2, (key, r)
     larger = "platforms" if platform_sd > seed_sd else "seeds" if platform_sd < seed_sd else "equal"
+    if seed_sd > 0:
+        assert math.isclose(platform_sd / seed_sd, float(r["ratio"]), rel_tol=1e-9), (key, r["ratio"])
+    else:
+        assert r["ratio"] == "nan", (key, r["ratio"])
     assert r["larger"] == larger, (key, r["larger"], larger)
     # The rerun, bit for bit in the runs' own files, and marked so; float64 marked only where it is.
     assert all(values[("t1-fp32", p)][key] == values[("t1-fp32-rerun", p)][key] for p in points), key

@@ -242,6 +242,10 @@ std::string larger_spread(const Spread& s) {
   return s.platforms.sd < s.seeds.sd ? "seeds" : "equal";
 }
 
+// The spread across platforms as a multiple of that across seeds; NaN where either is unknown
+// or the seeds did not spread at all.
+double spread_ratio(const Spread& s) { return s.seeds.sd > 0 ? s.platforms.sd / s.seeds.sd : kNaN; }
+
 // ---- pairs of platforms ---------------------------------------------------------------------
 
 struct PairResult {
@@ -393,6 +397,17 @@ std::string findings_section(const Context& c) {
     known += !larger.empty();
     if (larger == "platforms") exceed.push_back(c.quantities[k].label);
   }
+  std::vector<double> ratios;
+  for (const Spread& s : c.spreads) {
+    if (std::isfinite(spread_ratio(s))) ratios.push_back(spread_ratio(s));
+  }
+  if (!ratios.empty()) {
+    std::sort(ratios.begin(), ratios.end());
+    const size_t n = ratios.size();
+    const double median = n % 2 == 1 ? ratios[n / 2] : (ratios[n / 2 - 1] + ratios[n / 2]) / 2;
+    md += fmt::format("- The spread across platforms was {:.2f} to {:.2f} times the spread across seeds (median {:.2f}), over the {} "
+                      "quantities whose seeds spread at all.\n", ratios.front(), ratios.back(), median, n);
+  }
   if (exceed.empty()) {
     md += fmt::format("- **Platforms did not disagree more than seeds** for any of the {} quantities whose two spreads are known "
                       "(of {}).\n", known, c.quantities.size());
@@ -441,19 +456,21 @@ std::string spread_section(const Context& c) {
     const std::string larger = larger_spread(s);
     rows.push_back({c.quantities[k].label, short_number(s.mean), with_percent(s.platforms.sd, s.mean),
                     short_number(s.platforms.max_range), std::to_string(s.platforms.groups), with_percent(s.seeds.sd, s.mean),
-                    std::to_string(s.seeds.groups), larger == "platforms" ? "**platforms**" : larger.empty() ? "—" : larger,
+                    std::to_string(s.seeds.groups), std::isnan(spread_ratio(s)) ? "—" : fmt::format("{:.2f}", spread_ratio(s)),
+                    larger == "platforms" ? "**platforms**" : larger.empty() ? "—" : larger,
                     s.identical.empty() ? "none" : group_names(s.identical, *c.platforms, " = ", "; ")});
   }
   return fmt::format(
       "## Spread across platforms and across seeds\n\n"
       "Per quantity, at the last analyzed epoch (epoch {}): the mean over the runs used; the standard deviation across the "
       "platforms ({}) per grid point, pooled over the points (and the largest range max − min at one point); the standard "
-      "deviation across seeds per platform and setting, pooled over those groups; both also as a % of the mean's magnitude. "
+      "deviation across seeds per platform and setting, pooled over those groups; both also as a % of the mean's magnitude, "
+      "and the first as a multiple of the second (*platforms ÷ seeds*). "
       "*larger* says which spread is larger: **platforms** where platforms disagree more than seeds do. *bit-identical* lists "
       "the platforms whose value is the same to the bit at every point (every run finished on both).\n\n",
       c.first->final_epoch, platform_list(c, false)) +
          markdown_table({"quantity", "mean", "SD across platforms (% of mean)", "largest range", "points",
-                         "SD across seeds (% of mean)", "groups", "larger", "bit-identical"},
+                         "SD across seeds (% of mean)", "groups", "platforms ÷ seeds", "larger", "bit-identical"},
                         rows) +
          "\nNumbers to 17 digits: `repro.csv`; every run's value: `repro_values.csv`.\n\n";
 }
@@ -521,14 +538,14 @@ std::string method_section(const Context& c) {
 std::string summary_csv(const Context& c) {
   std::string csv = csv_line({"quantity", "estimator", "layer", "label", "mean", "values", "platform_sd", "platform_sd_percent",
                               "platform_max_range", "platform_points", "platform_dof", "seed_sd", "seed_sd_percent", "seed_groups",
-                              "seed_dof", "larger", "bit_identical"});
+                              "seed_dof", "ratio", "larger", "bit_identical"});
   for (size_t k = 0; k < c.quantities.size(); ++k) {
     const ReproQuantity& q = c.quantities[k];
     const Spread& s = c.spreads[k];
     csv += csv_line({q.symbol, q.estimator, q.layer, q.label, exact(s.mean), std::to_string(s.values), exact(s.platforms.sd),
                      percent_of(s.platforms.sd, s.mean), exact(s.platforms.max_range), std::to_string(s.platforms.groups),
                      std::to_string(s.platforms.dof), exact(s.seeds.sd), percent_of(s.seeds.sd, s.mean), std::to_string(s.seeds.groups),
-                     std::to_string(s.seeds.dof), larger_spread(s), group_names(s.identical, *c.platforms, "=", ";")});
+                     std::to_string(s.seeds.dof), exact(spread_ratio(s)), larger_spread(s), group_names(s.identical, *c.platforms, "=", ";")});
   }
   return csv;
 }

@@ -34,7 +34,7 @@ struct PlatformSweep {
 };
 
 // Writes OUT/repro.md, OUT/repro.csv (per quantity: the mean, both spreads, the groups they
-// pool, which is larger, the bit-identical platforms) and OUT/repro_values.csv (every run's value
+// pool, their ratio, which is larger, the bit-identical platforms) and OUT/repro_values.csv (every run's value
 // of every quantity, to 17 significant digits, with its flags), all or none; returns repro.md's
 // path. `experiment` is the experiment file the platforms ran. Throws ibn::UsageError when no
 // run finished, ibn::DataError when the runs were analyzed differently.
