@@ -251,21 +251,30 @@ double spread_ratio(const Spread& s) { return s.seeds.sd > 0 ? s.platforms.sd / 
 struct PairResult {
   size_t a = 0, b = 0;
   int64_t compared = 0, identical_runs = 0;  // points finished on both; of them, runs identical to the bit
+  int64_t same_quantities = 0;               // of them, runs whose every quantity is identical (the rest may differ)
+  std::vector<std::string> same_settings;    // settings whose every run has every quantity identical
   size_t identical_quantities = 0;           // quantities identical at every point
   double largest_relative = 0;               // max |x − y| / max(|x|, |y|) over quantities and points
   std::string largest_quantity;
 };
 
-// Each platform against the first, and each rerun against the platform it repeats (where that
-// is not the first).
+// How many of threads, dtype and device two platforms set differently.
+int settings_apart(const sweep::Platform& a, const sweep::Platform& b) {
+  return (a.threads != b.threads) + (a.dtype != b.dtype) + (a.device != b.device);
+}
+
+// Each platform against the first; then, of the other pairs, each that differs in one setting
+// alone (t2-fp64 against t1-fp64: the threads; against t2-fp32: the dtype) and each rerun
+// against the platform it repeats.
 std::vector<std::pair<size_t, size_t>> pairs_to_compare(const std::vector<PlatformSweep>& platforms) {
   std::vector<std::pair<size_t, size_t>> pairs;
   for (size_t p = 1; p < platforms.size(); ++p) pairs.emplace_back(0, p);
-  for (size_t p = 1; p < platforms.size(); ++p) {
-    const std::string& origin = platforms[p].platform.rerun_of;
-    if (origin.empty() || origin == platforms.front().platform.name) continue;
-    for (size_t o = 0; o < platforms.size(); ++o) {
-      if (platforms[o].platform.name == origin) pairs.emplace_back(o, p);
+  for (size_t a = 1; a < platforms.size(); ++a) {
+    for (size_t b = a + 1; b < platforms.size(); ++b) {
+      const sweep::Platform &x = platforms[a].platform, &y = platforms[b].platform;
+      const bool rerun = y.rerun_of == x.name;
+      const bool one_apart = x.rerun_of.empty() && y.rerun_of.empty() && settings_apart(x, y) == 1;
+      if (rerun || one_apart) pairs.emplace_back(a, b);
     }
   }
   return pairs;
@@ -275,12 +284,16 @@ PairResult compare_pair(size_t a, size_t b, const Grid& grid, const std::vector<
   PairResult r;
   r.a = a;
   r.b = b;
+  std::vector<std::string> settings;  // in order of first appearance
+  std::map<std::string, bool> all_same;
   for (size_t i = 0; i < grid[a].size(); ++i) {
     if (!grid[a][i] || !grid[b][i]) continue;
     ++r.compared;
     r.identical_runs += runs_bit_identical(*grid[a][i], *grid[b][i]);
+    bool same = true;
     for (const ReproQuantity& q : quantities) {
       const double x = q.of(*grid[a][i]), y = q.of(*grid[b][i]);
+      same = same && same_bits(x, y);
       const double scale = std::max(std::abs(x), std::abs(y));
       if (!std::isfinite(x) || !std::isfinite(y) || scale == 0) continue;
       const double relative = std::abs(x - y) / scale;
@@ -289,6 +302,13 @@ PairResult compare_pair(size_t a, size_t b, const Grid& grid, const std::vector<
         r.largest_quantity = q.label;
       }
     }
+    r.same_quantities += same;
+    const auto [entry, first_seen] = all_same.emplace(setting_label(grid[a][i]->settings), true);
+    if (first_seen) settings.push_back(entry->first);
+    entry->second = entry->second && same;
+  }
+  for (const std::string& setting : settings) {
+    if (all_same[setting]) r.same_settings.push_back(setting);
   }
   for (const ReproQuantity& q : quantities) r.identical_quantities += quantity_identical(q, grid, a, b);
   return r;
@@ -382,9 +402,12 @@ std::string pair_sentence(const Context& c, const PairResult& r) {
     return fmt::format("{} {} {} bit for bit: all {} runs identical (every metric at every epoch, every analysis row, every κ)", b,
                        rerun ? "reproduced" : "matched", a, r.compared);
   }
-  return fmt::format("{} against {}: {} of {} runs bit-identical, {} of {} quantities identical at every point; the largest "
+  const std::string same = r.same_quantities == 0 ? ""
+                           : fmt::format(" (every quantity identical in {} of them{})", r.same_quantities,
+                                         r.same_settings.empty() ? "" : fmt::format(": all runs of {}", fmt::join(r.same_settings, ", ")));
+  return fmt::format("{} against {}: {} of {} runs bit-identical{}, {} of {} quantities identical at every point; the largest "
                      "relative difference is {:.2g} ({})",
-                     b, a, r.identical_runs, r.compared, r.identical_quantities, c.quantities.size(), r.largest_relative,
+                     b, a, r.identical_runs, r.compared, same, r.identical_quantities, c.quantities.size(), r.largest_relative,
                      r.largest_quantity);
 }
 
@@ -480,14 +503,16 @@ std::string pairs_section(const Context& c) {
   for (const PairResult& r : c.pairs) {
     rows.push_back({fmt::format("{} vs {}", (*c.platforms)[r.b].platform.name, (*c.platforms)[r.a].platform.name),
                     std::to_string(r.compared), fmt::format("{} of {}", r.identical_runs, r.compared),
-                    fmt::format("{} of {}", r.identical_quantities, c.quantities.size()),
+                    fmt::format("{} of {}", r.same_quantities, r.compared), fmt::format("{} of {}", r.identical_quantities, c.quantities.size()),
                     r.largest_relative == 0 ? "0" : fmt::format("{:.2g} ({})", r.largest_relative, r.largest_quantity)});
   }
   return "## Bit-identical results\n\nA run is bit-identical to another when every metric at every epoch (train and test loss "
          "and accuracy), every analysis row (I(X;T), I(T;Y), I(T_(l−1);T_l), IB, nuisance ratio and κ at every analyzed epoch and "
-         "layer), every chain total and the κ of every normalization site are the same doubles. A quantity is identical when it "
-         "is so at every point. The relative difference of two values is |a − b| / max(|a|, |b|).\n\n" +
-         markdown_table({"platforms", "points on both", "runs bit-identical", "quantities identical", "largest relative difference"},
+         "layer), every chain total and the κ of every normalization site are the same doubles; a run can differ in the nuisance "
+         "ratio or at an earlier epoch and still have every quantity of the tables identical. A quantity is identical when it is "
+         "so at every point. The relative difference of two values is |a − b| / max(|a|, |b|).\n\n" +
+         markdown_table({"platforms", "points on both", "runs bit-identical", "runs with every quantity identical",
+                         "quantities identical", "largest relative difference"},
                         rows) + "\n";
 }
 
