@@ -234,17 +234,27 @@ Spread spread_of(const ReproQuantity& q, const std::vector<PlatformSweep>& platf
   return s;
 }
 
+// Spreads at most this fraction of the mean's magnitude are rounding: the last bits of double
+// sums taken in another order (a binned I(T;Y) at H(Y) moves by 1e-16 between platforms), not
+// runs that differ. Neither spread is then called the larger.
+constexpr double kRoundingLevel = 1e-12;
+
+bool at_rounding_level(const Spread& s) {
+  return std::max(s.platforms.sd, s.seeds.sd) <= kRoundingLevel * std::abs(s.mean);
+}
+
 // "platforms" when the spread across platforms is the larger, "seeds" when that across seeds
-// is, "equal", or "" when either is unknown.
+// is, "equal", "rounding" when both are at the rounding level, or "" when either is unknown.
 std::string larger_spread(const Spread& s) {
   if (std::isnan(s.platforms.sd) || std::isnan(s.seeds.sd)) return "";
+  if (at_rounding_level(s)) return "rounding";
   if (s.platforms.sd > s.seeds.sd) return "platforms";
   return s.platforms.sd < s.seeds.sd ? "seeds" : "equal";
 }
 
-// The spread across platforms as a multiple of that across seeds; NaN where either is unknown
-// or the seeds did not spread at all.
-double spread_ratio(const Spread& s) { return s.seeds.sd > 0 ? s.platforms.sd / s.seeds.sd : kNaN; }
+// The spread across platforms as a multiple of that across seeds; NaN where either is unknown,
+// or the seeds did not spread beyond the rounding level.
+double spread_ratio(const Spread& s) { return s.seeds.sd > 0 && !at_rounding_level(s) ? s.platforms.sd / s.seeds.sd : kNaN; }
 
 // ---- pairs of platforms ---------------------------------------------------------------------
 
@@ -429,7 +439,7 @@ std::string findings_section(const Context& c) {
     const size_t n = ratios.size();
     const double median = n % 2 == 1 ? ratios[n / 2] : (ratios[n / 2 - 1] + ratios[n / 2]) / 2;
     md += fmt::format("- The spread across platforms was {:.2f} to {:.2f} times the spread across seeds (median {:.2f}), over the {} "
-                      "quantities whose seeds spread at all.\n", ratios.front(), ratios.back(), median, n);
+                      "quantities whose seeds spread beyond rounding.\n", ratios.front(), ratios.back(), median, n);
   }
   if (exceed.empty()) {
     md += fmt::format("- **Platforms did not disagree more than seeds** for any of the {} quantities whose two spreads are known "
@@ -489,9 +499,10 @@ std::string spread_section(const Context& c) {
       "platforms ({}) per grid point, pooled over the points (and the largest range max − min at one point); the standard "
       "deviation across seeds per platform and setting, pooled over those groups; both also as a % of the mean's magnitude, "
       "and the first as a multiple of the second (*platforms ÷ seeds*). "
-      "*larger* says which spread is larger: **platforms** where platforms disagree more than seeds do. *bit-identical* lists "
+      "*larger* says which spread is larger: **platforms** where platforms disagree more than seeds do; spreads within {:g} of "
+      "the mean are *rounding*, and neither is then larger. *bit-identical* lists "
       "the platforms whose value is the same to the bit at every point (every run finished on both).\n\n",
-      c.first->final_epoch, platform_list(c, false)) +
+      c.first->final_epoch, platform_list(c, false), kRoundingLevel) +
          markdown_table({"quantity", "mean", "SD across platforms (% of mean)", "largest range", "points",
                          "SD across seeds (% of mean)", "groups", "platforms ÷ seeds", "larger", "bit-identical"},
                         rows) +
@@ -552,7 +563,7 @@ std::string method_section(const Context& c) {
         "platform; *points* and *groups* count the groups that entered. Both are point estimates from few values; a ratio near "
         "1 is not a finding.\n";
   md += fmt::format("- validity flags (as `ibn report`): {}. Flagged runs are {} the spreads{}; failed runs are left out; both "
-                    "are counted. Bit-identity is judged on every finished run\n", flag_rules(c.options),
+                    "are counted. Bit-identity is judged on every finished run.\n", flag_rules(c.options),
                     c.options.include_flagged ? "kept in" : "left out of", c.options.include_flagged ? " (include-flagged)" : "");
   if (!first.config.empty()) md += "\nTraining options of the first run of the first platform:\n\n```ini\n" + first.config + "```\n";
   return md + "\n";
