@@ -698,6 +698,43 @@ case("sweep.out-shell-injection", ["sweep", "x.ini"], 0, timeout=SLOW_TIMEOUT,
      check=all_checks(no_file_named("PWNED"), exists("a';touch PWNED;'b/report/report.md")),
      note="issue 2: the sweep's out in the figure command runs touch")
 
+# ---- repro ----------------------------------------------------------------------------------
+
+def repro_ini(grid: str = "seed = 0 | 1", train_extra: str = "", analyze: str = "estimator = binning:bins=10"):
+    """An experiment ibn repro accepts: sweep_ini without its [train] threads (a platform sets it)."""
+    return ini(sweep_ini(grid, train_extra, analyze).replace("threads = 1\n", ""))
+
+
+P2 = ["--platforms", "t1-fp32,t1-fp64"]
+case("repro.no-file", ["repro"], 2, r"experiment")
+case("repro.missing-file", ["repro", "nofile.ini"], 2, r"nofile\.ini")
+case("repro.unknown-option", ["repro", "x.ini", "--bogus"], 2, r"--bogus", setup=repro_ini())
+case("repro.jobs-zero", ["repro", "x.ini", "-j", "0"] + P2, 2, r"-j", setup=repro_ini(), no_writes=True)
+case("repro.unknown-platform", ["repro", "x.ini", "--platforms", "t1-fp32,t3-fp16"], 2, r"unknown platform 't3-fp16'",
+     setup=repro_ini(), no_writes=True)
+case("repro.one-platform", ["repro", "x.ini", "--platforms", "t1-fp32"], 2, r"at least two", setup=repro_ini(),
+     no_writes=True)
+case("repro.platform-twice", ["repro", "x.ini", "--platforms", "t1-fp32,t1-fp32"], 2, r"'t1-fp32' twice",
+     setup=repro_ini(), no_writes=True)
+case("repro.empty-platform", ["repro", "x.ini", "--platforms", "t1-fp32,,t1-fp64"], 2, r"empty entry",
+     setup=repro_ini(), no_writes=True)
+case("repro.rerun-without-origin", ["repro", "x.ini", "--platforms", "t1-fp32,t1-fp64-rerun"], 2,
+     r"'t1-fp64-rerun' repeats 't1-fp64', which is not in the list", setup=repro_ini(), no_writes=True)
+case("repro.cuda-absent", ["repro", "x.ini", "--platforms", "t1-fp32,cuda-fp32"], 1, r"cuda-fp32.*CUDA",
+     setup=repro_ini(), no_writes=True, skip=no_cuda_device, note="no device: a failure of the machine, not of usage (exit 1)")
+case("repro.threads-in-train", ["repro", "x.ini"] + P2, 2, r"x\.ini:\d+: \[train\] sets threads",
+     setup=ini(sweep_ini("seed = 0 | 1")), no_writes=True, note="a platform would silently keep the experiment's threads")
+case("repro.dtype-in-grid", ["repro", "x.ini"] + P2, 2, r"\[grid\] sets dtype", setup=repro_ini("dtype = float32 | float64"),
+     no_writes=True)
+case("repro.device-in-analyze", ["repro", "x.ini"] + P2, 2, r"\[analyze\] sets device",
+     setup=repro_ini(analyze="estimator = binning:bins=10\ndevice = cpu"), no_writes=True)
+case("repro.typo-in-train", ["repro", "x.ini"] + P2, 2, r"point seed0 of 'x\.ini'.*epoch", setup=repro_ini(train_extra="epoch = 1"),
+     timeout=SLOW_TIMEOUT, no_writes=True, note="named in the user's file, before anything is written")
+case("repro.bad-report-option", ["repro", "x.ini"] + P2, 2, r"bogus",
+     setup=ini(sweep_ini("seed = 0", report="bogus = 1").replace("threads = 1\n", "")), no_writes=True)
+case("repro.status-pending", ["repro", "x.ini", "--status"] + P2, 0, stdout=r"t1-fp64 .* 0 done, 0 failed, 2 pending",
+     setup=repro_ini(), no_writes=True)
+
 # ---- report ---------------------------------------------------------------------------------
 
 analyzed = copy_fixture("analyzed")

@@ -46,7 +46,7 @@ expect 0 "usage: ibn" -- --help
 expect 2 "usage: ibn" --
 expect 0 "^ibn [0-9]+\.[0-9]+\.[0-9]+ \(commit [0-9a-f]+|unknown\)" -- --version
 expect 0 "LibTorch [0-9]+\.[0-9]+.*built with CUDA: (yes|no)" -- --version
-expect 2 "unknown command 'frobnicate'; expected one of: norms, contraction, train, analyze, sweep, report, quant, mi, bench" -- frobnicate
+expect 2 "unknown command 'frobnicate'; expected one of: norms, contraction, train, analyze, sweep, report, quant, repro, mi, bench" -- frobnicate
 expect_one_line_error 2 frobnicate
 
 # ibn norms: the listing names every normalizer with its defaults.

@@ -96,4 +96,20 @@ TEST(Stats, PairedComparisonUsesOnlyPairsWithBothValues) {
   EXPECT_NEAR(c.difference.mean, 0.35, 1e-12);
 }
 
+// Worked by hand (numpy: sqrt(sum of each group's squared deviations / sum of (n - 1))):
+// {1,2,3} adds 2 over 2 dof, {10,14} 8 over 1, {7,9} (NaN skipped) 2 over 1; {5} nothing.
+TEST(Stats, PooledSpreadWeighsGroupsByDegreesOfFreedom) {
+  const ibn::stats::PooledSpread s = ibn::stats::pooled_spread({{1, 2, 3}, {10, 14}, {5}, {kNaN, 7, 9}});
+  EXPECT_NEAR(s.sd, std::sqrt(3.0), 1e-15);
+  EXPECT_EQ(s.groups, 3);
+  EXPECT_EQ(s.dof, 4);
+  EXPECT_DOUBLE_EQ(s.max_range, 4.0);
+  // Identical values spread by exactly 0, also where their plain mean is off in the last bit
+  // ((0.1 + 0.1 + 0.1) / 3 is not 0.1); no group of two: unknown, not 0.
+  EXPECT_EQ(ibn::stats::pooled_spread({{0.1, 0.1, 0.1}, {0.5, 0.5}}).sd, 0.0);
+  const ibn::stats::PooledSpread none = ibn::stats::pooled_spread({{1}, {kNaN, 2}});
+  EXPECT_EQ(none.groups, 0);
+  EXPECT_TRUE(std::isnan(none.sd) && std::isnan(none.max_range));
+}
+
 }  // namespace

@@ -1,7 +1,6 @@
 // ibn sweep experiments/X.ini: train -> analyze for every grid point, in parallel, resumably.
 #include <fcntl.h>
 #include <sys/file.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,7 +9,6 @@
 #include <memory>
 
 #include <chrono>
-#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -35,31 +33,6 @@ namespace ibn::cli {
 namespace {
 
 namespace fs = std::filesystem;
-
-// Runs `ibn ARGS...` (this very binary) with stdout and stderr appended to `log`. The child
-// dies with the sweep (a killed sweep must not leave a child writing into a point that the
-// resumed sweep redoes), and holds the point's lock (`lock_fd`) for as long as it runs.
-pid_t spawn(const std::vector<std::string>& args, const std::string& log, int lock_fd) {
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error(fmt::format("cannot start a point: fork failed: {}", std::strerror(errno)));
-  if (pid > 0) return pid;
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() != parent) ::_exit(127);  // the sweep died before the line above
-  ::dup(lock_fd);  // a copy without close-on-exec: the lock lives on in the child
-  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644);
-  if (fd >= 0) {
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-  }
-  std::vector<char*> argv;
-  static char self[] = "ibn";
-  argv.push_back(self);
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  ::execv("/proc/self/exe", argv.data());
-  ::_exit(127);
-}
 
 // An exclusive lock on OUT/points/.ID.lock, held by the sweep and the point's child process
 // while the point runs: a second sweep (another shard given the same i/n, or one started
@@ -127,10 +100,10 @@ void check_fixed_test_split(const sweep::Sweep& s) {
   }
 }
 
-// Every point's options, tuning points' included, checked before anything is written: a typo
-// or a bad grid value is an error now, not after hours of training. Grid points of a tuned
-// sweep are checked at the first rate (their own is chosen later).
-void check_points(const sweep::Sweep& s) {
+}  // namespace
+
+// Grid points of a tuned sweep are checked at the first rate (their own is chosen later).
+void check_sweep_points(const sweep::Sweep& s) {
   report::ReportOptions options;  // first: a typo there is found at once, not after every point's data is loaded
   for (const auto& [key, value] : s.report_options) options.set(key, value);
   std::vector<sweep::Point> points = s.points;
@@ -149,6 +122,8 @@ void check_points(const sweep::Sweep& s) {
   }
   if (s.tune) check_fixed_test_split(s);  // after the points: a bad data spec is named with its point
 }
+
+namespace {
 
 // The last "ibn: ..." line of a point's log: the error its command printed.
 std::string last_error(const std::string& log, int status) {
@@ -246,7 +221,7 @@ Outcome run_points(const sweep::Sweep& s, const std::vector<const sweep::Point*>
       argv = {"analyze", dir, "--config", config, "--quiet"};
       if (AnalyzeOptions().cmd.parse_ini(ini, config)["threads"].defaulted()) argv.insert(argv.end(), {"--threads", threads});
     }
-    running[spawn(argv, dir + "/log.txt", r.lock->fd())] = r;
+    running[spawn_ibn(argv, dir + "/log.txt", r.lock->fd())] = r;
   };
   while (next < todo.size() || !running.empty()) {
     while (next < todo.size() && static_cast<int>(running.size()) < jobs) {
@@ -386,7 +361,7 @@ int run_sweep(const std::vector<std::string>& args) {
   sweep::Sweep s = sweep::load_sweep(experiment, out);
   const auto [shard, shards] = shard_text.empty() ? std::pair<int64_t, int64_t>{0, 1} : sweep::parse_shard(shard_text);
   if (vm->count("status")) return print_status(s);
-  check_points(s);
+  check_sweep_points(s);
   if (vm->count("check")) {
     std::cout << fmt::format("'{}': {} points{} checked; every option is valid\n", experiment, s.points.size(),
                              s.tune ? fmt::format(" and {} tuning points", s.tune_points.size()) : "");

@@ -1,5 +1,12 @@
 #include "command.h"
 
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -26,6 +33,33 @@ CommandOptions::CommandOptions(std::string command_name, std::string usage_line,
       ("config", po::value<std::string>()->value_name("FILE"),
        "read options from an .ini file (top-level keys and the [section] named after the "
        "command); the command line wins");
+}
+
+pid_t spawn_ibn(const std::vector<std::string>& args, const std::string& log, int keep_fd) {
+  // Everything the child needs is made before fork: the child only calls async-signal-safe functions.
+  std::vector<char*> argv;
+  static char self[] = "ibn";
+  argv.push_back(self);
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error(fmt::format("cannot start 'ibn {}': fork failed: {}", args.front(), std::strerror(errno)));
+  if (pid > 0) return pid;
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent) ::_exit(127);  // the parent died before the line above
+  if (keep_fd >= 0) ::dup(keep_fd);  // a copy without close-on-exec: a lock lives on in the child
+  if (log.empty()) {
+    ::dup2(1, 2);
+  } else {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+    }
+  }
+  ::execv("/proc/self/exe", argv.data());
+  ::_exit(127);
 }
 
 namespace {

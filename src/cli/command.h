@@ -1,5 +1,7 @@
 #pragma once
 // The `ibn` subcommands: one file each in src/cli/, one line each in src/cli/commands.cpp.
+#include <sys/types.h>
+
 #include <optional>
 #include <string>
 #include <vector>
@@ -7,6 +9,7 @@
 #include <boost/program_options.hpp>
 
 #include "ibn/analysis/analyze.h"
+#include "ibn/sweep/sweep.h"
 #include "ibn/train/train.h"
 
 namespace ibn::cli {
@@ -62,6 +65,19 @@ struct AnalyzeOptions {
   CommandOptions cmd;
   analysis::AnalyzeConfig resolved(const po::variables_map& vm);
 };
+
+// Every point's options of a sweep (tuning points' included, and its [report] options),
+// checked as the commands will check them (data loaded, models built), before anything is
+// written: a typo or a bad grid value is an error now, not after hours of training. Throws
+// ibn::UsageError naming the point. `ibn sweep` and `ibn repro` (every platform's sweep) call it.
+void check_sweep_points(const sweep::Sweep& s);
+
+// Starts this very binary as `ibn ARGS...` in a child process and returns its pid. The child
+// dies with this process (a killed sweep must not leave a child writing into a point that the
+// resumed sweep redoes). Its stdout and stderr are appended to `log`, or, with `log` empty, both
+// go to this process's stdout (its error lines are then progress: the caller says on stderr what
+// failed). `keep_fd` (unless -1) stays open in the child: a lock it holds for as long as it runs.
+pid_t spawn_ibn(const std::vector<std::string>& args, const std::string& log, int keep_fd = -1);
 
 // A seed option's value: >= 0, else ibn::UsageError naming the flag.
 uint64_t checked_seed(const std::string& flag, int64_t seed);

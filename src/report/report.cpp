@@ -19,6 +19,7 @@
 #include "ibn/spec_string.h"
 #include "ibn/sweep/sweep.h"
 #include "runs.h"
+#include "tables.h"
 
 #ifndef IBN_SOURCE_DIR
 #define IBN_SOURCE_DIR "."
@@ -75,27 +76,6 @@ std::string latex_escape(const std::string& text) {
     out += c;
   }
   return out;
-}
-
-// A Markdown table from a header and rows of cells.
-std::string markdown_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
-  std::string out = "|";
-  for (const std::string& h : header) out += " " + h + " |";
-  out += "\n|";
-  for (size_t i = 0; i < header.size(); ++i) out += i == 0 ? "---|" : "---:|";
-  out += "\n";
-  for (const auto& row : rows) {
-    out += "|";
-    for (const std::string& cell : row) out += " " + cell + " |";
-    out += "\n";
-  }
-  return out;
-}
-
-std::string csv_line(const std::vector<std::string>& cells) {
-  std::string out;
-  for (size_t i = 0; i < cells.size(); ++i) out += (i ? "," : "") + io::csv_field(cells[i]);
-  return out + "\n";
 }
 
 // ---- the report's content ---------------------------------------------------------------
@@ -601,12 +581,8 @@ std::string parameters_section(const Context& c) {
                     "secondary); "
                     "with n pairs the exact Wilcoxon test cannot go below p = 2/2^n ({} here)\n",
                     stats::kIntervalMethod, c.settings[c.baseline].label, p_value(stats::wilcoxon_min_p(static_cast<int64_t>(seeds.size()))));
-  md += fmt::format("- validity flags: `chance` when the test accuracy is not above the majority-class rate (one-sided binomial, "
-                    "α = {}; also when the test cannot be computed); `unconverged` when the training loss ranged over more than {} "
-                    "nats in the last 10 % of epochs. "
-                    "Flagged runs are {} comparisons{}.\n",
-                    c.options.alpha, c.options.converged_tolerance, c.options.include_flagged ? "kept in" : "excluded from",
-                    c.options.include_flagged ? " (--include-flagged)" : "");
+  md += fmt::format("- validity flags: {}. Flagged runs are {} comparisons{}.\n", flag_rules(c.options),
+                    c.options.include_flagged ? "kept in" : "excluded from", c.options.include_flagged ? " (--include-flagged)" : "");
   md += c.tuning != nullptr ? "- tuning ([tune]): " + c.tuning->budget() + "; see Tuning\n"
                             : "- tuning: every setting trained with the same options (below); no per-setting learning-rate search "
                               "was run, so the comparisons are **untuned** (SPEC §9)\n";
@@ -625,24 +601,6 @@ std::string caveats_section(const Context& c) {
          "I(T;Y) is bounded by H(Y), while Σ_l I(T_(l−1);T_l) grows with the number of layers and the resolution, so for β near 1 "
          "Σ IB mostly measures compression: see the β curve for where the ordering of settings changes.\n\n" +
          sensitivity_table(c);
-}
-
-void check_estimators(const std::vector<RunSummary>& runs) {
-  for (const RunSummary& r : runs) {
-    if (r.analysis.estimators != runs.front().analysis.estimators) {
-      throw DataError(fmt::format("'{}' was analyzed with other estimators than '{}'; analyze them alike", r.dir, runs.front().dir));
-    }
-    const analysis::Analysis& first = runs.front().analysis;
-    if (r.analysis.chain != first.chain || r.analysis.split != first.split || r.analysis.samples != first.samples) {
-      throw DataError(fmt::format("'{}' was analyzed over chain {} on {} '{}' samples, '{}' over chain {} on {} '{}' samples; "
-                                  "analyze them alike", r.dir, fmt::join(r.analysis.chain, ","), r.analysis.samples, r.analysis.split,
-                                  runs.front().dir, fmt::join(first.chain, ","), first.samples, first.split));
-    }
-    if (r.analysis.beta != runs.front().analysis.beta) {
-      throw DataError(fmt::format("'{}' was analyzed with β = {}, '{}' with β = {}; analyze them alike", r.dir, r.analysis.beta,
-                                  runs.front().dir, runs.front().analysis.beta));
-    }
-  }
 }
 
 size_t choose_baseline(const std::vector<Setting>& settings, const std::string& wanted) {
@@ -708,7 +666,9 @@ std::string write_report(const std::string& target, const std::vector<ReportRun>
   c.options = options;
   c.tuning = tuning;
   for (const ReportRun& run : inputs) c.runs.push_back(load_run(run, options));
-  check_estimators(c.runs);
+  std::vector<const RunSummary*> loaded;
+  for (const RunSummary& r : c.runs) loaded.push_back(&r);
+  check_analyzed_alike(loaded);
   c.estimators = c.runs.front().analysis.estimators;
   c.beta = c.runs.front().analysis.beta;
   c.settings = group_settings(c.runs, options.include_flagged);

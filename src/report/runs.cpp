@@ -8,6 +8,7 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "ibn/error.h"
 #include "ibn/io/csv.h"
@@ -76,6 +77,12 @@ std::string setting_value(const RunSummary& r, const std::string& key) { return 
 
 }  // namespace
 
+std::string flag_rules(const ReportOptions& options) {
+  return fmt::format("`chance` when the test accuracy is not above the majority-class rate (one-sided binomial, α = {}; also when "
+                     "the test cannot be computed); `unconverged` when the training loss ranged over more than {} nats in the last "
+                     "10 % of epochs", options.alpha, options.converged_tolerance);
+}
+
 RunSummary load_run(const ReportRun& run, const ReportOptions& options) {
   RunSummary r;
   r.dir = run.dir;
@@ -88,6 +95,10 @@ RunSummary load_run(const ReportRun& run, const ReportOptions& options) {
   r.config = text_or(store, "config", "");
   const std::map<std::string, std::string> config = io::ini_values(r.config, store + " (config)");
   r.lr = config.count("lr") ? config.at("lr") : "?";
+  r.threads = config.count("threads") ? config.at("threads") : "?";
+  r.dtype = config.count("dtype") ? config.at("dtype") : "float32";  // written only when not the default
+  r.device = text_or(store, "device", "?");
+  r.torch_version = text_or(store, "torch_version", "?");
   r.norm_spec = text_or(store, "norm_spec", text_or(store, "norm", "?"));
   r.norm_description = text_or(store, "norm_description", "(not recorded by this run's version of ibn)");
   r.seed = std::get<int64_t>(io::read_attribute(store, "/", "seed"));
@@ -121,11 +132,33 @@ RunSummary load_run(const ReportRun& run, const ReportOptions& options) {
   std::vector<double> kappas;
   const std::string prefix = fmt::format("/contraction/{}/", r.final_epoch);
   for (const std::string& name : io::list_datasets(store)) {
-    if (name.rfind(prefix, 0) == 0) kappas.push_back(io::read_dataset(store, name)[0].item<double>());
+    if (name.rfind(prefix, 0) != 0) continue;
+    kappas.push_back(io::read_dataset(store, name)[0].item<double>());
+    r.site_kappas.emplace_back(name.substr(prefix.size()), kappas.back());
   }
   r.kappa = stats::mean_interval(kappas).mean;
   set_flags(r, options);
   return r;
+}
+
+void check_analyzed_alike(const std::vector<const RunSummary*>& runs) {
+  if (runs.empty()) return;
+  const RunSummary& first = *runs.front();
+  for (const RunSummary* r : runs) {
+    if (r->analysis.estimators != first.analysis.estimators) {
+      throw DataError(fmt::format("'{}' was analyzed with other estimators than '{}'; analyze them alike", r->dir, first.dir));
+    }
+    const analysis::Analysis& a = r->analysis;
+    if (a.chain != first.analysis.chain || a.split != first.analysis.split || a.samples != first.analysis.samples) {
+      throw DataError(fmt::format("'{}' was analyzed over chain {} on {} '{}' samples, '{}' over chain {} on {} '{}' samples; "
+                                  "analyze them alike", r->dir, fmt::join(a.chain, ","), a.samples, a.split, first.dir,
+                                  fmt::join(first.analysis.chain, ","), first.analysis.samples, first.analysis.split));
+    }
+    if (a.beta != first.analysis.beta) {
+      throw DataError(fmt::format("'{}' was analyzed with β = {}, '{}' with β = {}; analyze them alike", r->dir, a.beta, first.dir,
+                                  first.analysis.beta));
+    }
+  }
 }
 
 std::string setting_label(const std::vector<std::pair<std::string, std::string>>& settings) {

@@ -27,6 +27,8 @@ struct RunSummary {
   // From the store's attributes: what was run, exactly.
   std::string data, model, norm_spec, norm_description, config;
   std::string lr;  // the learning rate it trained at, from its config
+  std::string threads, dtype;          // the CPU threads and dtype it trained with, from its config
+  std::string device, torch_version;   // where it trained and under which LibTorch, from the store's attributes
   int64_t test_predictions = 0;
   double majority_rate = kNaN;
   Curves curves;
@@ -34,6 +36,7 @@ struct RunSummary {
   int64_t final_epoch = 0;                        // the last analyzed epoch
   std::vector<analysis::ChainTotal> final_totals;  // per estimator, at final_epoch
   double kappa = kNaN, nuisance = kNaN;            // mean κ over norm sites; nuisance of the last hidden layer
+  std::vector<std::pair<std::string, double>> site_kappas;  // κ of each normalization site at final_epoch
   // Validity (SPEC §3): `chance` when the test accuracy is not significantly above the
   // majority rate (one-sided binomial), `unconverged` when the training loss moved more than
   // the tolerance over the last 10 % of epochs.
@@ -49,8 +52,16 @@ struct RunSummary {
   double loss_gap() const { return curves.train_loss.empty() ? kNaN : test_loss() - curves.train_loss.back(); }
 };
 
+// The validity flags' rules at these options, for the reports to state: "`chance` when ...;
+// `unconverged` when ...".
+std::string flag_rules(const ReportOptions& options);
+
 // Reads a run (its activations.h5 and analysis.h5) and sets its flags.
 RunSummary load_run(const ReportRun& run, const ReportOptions& options);
+
+// ibn::DataError unless every run was analyzed alike (estimators, chain, split, samples, β):
+// their numbers could not be compared otherwise.
+void check_analyzed_alike(const std::vector<const RunSummary*>& runs);
 
 struct Setting {
   std::string label;       // "ibnorm-s λ=0.5" or "ibnorm-s κ=0.5", plus other grid keys than norm, λ, κ and seed

@@ -161,6 +161,28 @@ double binomial_upper_p(int64_t k, int64_t n, double p) {
   return boost::math::cdf(boost::math::complement(dist, static_cast<double>(k - 1)));
 }
 
+PooledSpread pooled_spread(const std::vector<std::vector<double>>& groups) {
+  PooledSpread out;
+  double squares = 0;
+  for (const std::vector<double>& group : groups) {
+    const std::vector<double> v = finite(group);
+    if (v.size() < 2) continue;
+    // Deviations from the group's first value, whose mean is then removed: values that are all
+    // the same give exactly 0 (their plain mean can differ from them in the last bit), and
+    // nearly equal values lose no digits to cancellation.
+    std::vector<double> shifted;
+    for (const double x : v) shifted.push_back(x - v.front());
+    const double mean = mean_of(shifted);
+    for (const double d : shifted) squares += (d - mean) * (d - mean);
+    const auto [low, high] = std::minmax_element(v.begin(), v.end());
+    out.max_range = out.groups == 0 ? *high - *low : std::max(out.max_range, *high - *low);
+    out.dof += static_cast<int64_t>(v.size()) - 1;
+    ++out.groups;
+  }
+  if (out.groups > 0) out.sd = std::sqrt(squares / static_cast<double>(out.dof));
+  return out;
+}
+
 PairedComparison compare_paired(const std::vector<double>& a, const std::vector<double>& b) {
   std::vector<double> d;
   for (size_t i = 0; i < a.size() && i < b.size(); ++i) {

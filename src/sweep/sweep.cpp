@@ -366,8 +366,9 @@ bool is_plain_point_id(const std::string& id) {
   return !id.empty() && id != "." && id != ".." && id.find('/') == std::string::npos && id.find('\0') == std::string::npos;
 }
 
-Sweep load_sweep(const std::string& file, const std::string& out_override) {
-  const std::vector<Entry> entries = read_ini(file);
+namespace {
+
+Sweep sweep_from_entries(const std::vector<Entry>& entries, const std::string& file, const std::string& out_override) {
   Sweep sweep;
   sweep.file = file;
   sweep.name = std::filesystem::path(file).stem().string();
@@ -476,6 +477,14 @@ Sweep load_sweep(const std::string& file, const std::string& out_override) {
     assign_ids(sweep.tune_points, file);
   }
   return sweep;
+}
+
+}  // namespace
+
+Sweep load_sweep(const std::string& file, const std::string& out) { return sweep_from_entries(read_ini(file), file, out); }
+
+Sweep load_sweep_text(const std::string& text, const std::string& file, const std::string& out) {
+  return sweep_from_entries(io::parse_ini(text, file), file, out);
 }
 
 std::pair<int64_t, int64_t> parse_shard(const std::string& text) {

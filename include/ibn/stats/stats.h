@@ -58,6 +58,18 @@ std::vector<double> holm(const std::vector<double>& p);
 // than chance rate p allows".
 double binomial_upper_p(int64_t k, int64_t n, double p);
 
+// The spread of a quantity within groups (the runs of one grid point across platforms, or of
+// one setting across seeds), pooled: sd = sqrt(Σ_g Σ_i (x_gi − mean_g)² / Σ_g (n_g − 1)), the
+// estimate of a common within-group standard deviation (each group's variance weighted by its
+// degrees of freedom). Groups with fewer than 2 finite values add nothing; `groups` counts those
+// that did, `dof` is Σ (n_g − 1), `max_range` the largest max − min within one group. All NaN
+// (groups 0) when no group has 2 values. Groups of equal values add exactly 0.
+struct PooledSpread {
+  double sd = kNaN, max_range = kNaN;
+  int64_t groups = 0, dof = 0;
+};
+PooledSpread pooled_spread(const std::vector<std::vector<double>>& groups);
+
 // One comparison of a setting with the baseline, paired by seed.
 struct PairedComparison {
   Interval difference;              // mean of (setting − baseline) over the shared seeds

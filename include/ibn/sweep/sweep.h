@@ -99,6 +99,9 @@ void apply_rates(Sweep& sweep, const Tuning& tuning);
 // Reads an experiment file; `out` (when not empty) replaces its [sweep] out. Throws
 // ibn::UsageError naming the file and line for anything malformed.
 Sweep load_sweep(const std::string& file, const std::string& out);
+// The same from an experiment's text that is not (yet) in `file`: `ibn repro` checks each
+// platform's experiment before it writes any of them.
+Sweep load_sweep_text(const std::string& text, const std::string& file, const std::string& out);
 
 // The value of `key` in an ordered option list (a point's [train] options), or `absent`.
 std::string option_value(const Settings& options, const std::string& key, const std::string& absent);
