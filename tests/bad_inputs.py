@@ -714,6 +714,10 @@ case("repro.unknown-platform", ["repro", "x.ini", "--platforms", "t1-fp32,t3-fp1
      setup=repro_ini(), no_writes=True)
 case("repro.one-platform", ["repro", "x.ini", "--platforms", "t1-fp32"], 2, r"at least two", setup=repro_ini(),
      no_writes=True)
+case("repro.only-reruns", ["repro", "x.ini", "--platforms", "t1-fp32,t1-fp32-rerun"], 2, r"1 platform besides reruns",
+     setup=repro_ini(), no_writes=True, note="a rerun is a copy, not a second platform")
+case("repro.tune-section", ["repro", "x.ini"] + P2, 2, r"x\.ini:\d+: .*\[tune\]", no_writes=True,
+     setup=lambda s: (repro_ini()(s), write(s.work / "x.ini", (s.work / "x.ini").read_text() + "\n[tune]\nlr = 0.01 | 0.1\n")))
 case("repro.platform-twice", ["repro", "x.ini", "--platforms", "t1-fp32,t1-fp32"], 2, r"'t1-fp32' twice",
      setup=repro_ini(), no_writes=True)
 case("repro.empty-platform", ["repro", "x.ini", "--platforms", "t1-fp32,,t1-fp64"], 2, r"empty entry",

@@ -59,6 +59,7 @@ check "repro.md prints each platform's settings" grep -q "| t1-fp64 | threads = 
 import csv, math, os, sys
 import h5py
 import numpy as np
+import scipy.stats
 
 out = sys.argv[1]
 platforms = ["t1-fp32", "t1-fp32-rerun", "t1-fp64"]
@@ -98,7 +99,13 @@ values = {(p, point): run_values(os.path.join(out, "platforms", p, "points", poi
 def pooled(groups):
     groups = [np.asarray(g, dtype=float) for g in groups if len(g) >= 2]
     dof = sum(len(g) - 1 for g in groups)
-    return math.sqrt(sum(((g - g.mean()) ** 2).sum() for g in groups) / dof), len(groups)
+    if dof == 0:
+        return math.nan, 0, 0
+    return math.sqrt(sum(((g - g.mean()) ** 2).sum() for g in groups) / dof), len(groups), dof
+
+def distinct(values):
+    """Platforms with the same bits at a point count once there."""
+    return sorted({v.hex(): v for v in values}.values())
 
 with open(os.path.join(out, "repro.csv"), newline="") as f:
     table = list(csv.DictReader(f))
@@ -109,19 +116,33 @@ for r in table:
     key = (r["quantity"], r["estimator"], r["layer"])
     by_point = [[values[(p, point)][key] for p in spread_platforms] for point in points]
     by_seed = [[values[(p, point)][key] for point in points] for p in spread_platforms]  # one setting
-    platform_sd, platform_points = pooled(by_point)
-    seed_sd, seed_groups = pooled(by_seed)
+    platform_sd, platform_points, platform_dof = pooled([distinct(g) for g in by_point])
+    if platform_points == 0:  # the platforms agreed to the bit at every point
+        platform_sd = 0.0
+    seed_sd, seed_groups, seed_dof = pooled(by_seed)
     mean = np.mean([x for g in by_point for x in g])
     for name, ours, theirs in (("platform_sd", platform_sd, r["platform_sd"]), ("seed_sd", seed_sd, r["seed_sd"]),
                                ("mean", mean, r["mean"])):
         assert math.isclose(ours, float(theirs), rel_tol=1e-9, abs_tol=1e-12 * abs(mean)), (key, name, ours, theirs)
-    assert int(r["platform_points"]) == platform_points == 2 and int(r["seed_groups"]) == seed_groups == 2, (key, r)
+    assert int(r["platform_points"]) == platform_points and int(r["seed_groups"]) == seed_groups == 2, (key, r)
     rounding = max(platform_sd, seed_sd) <= 1e-12 * abs(mean)  # the last bits of double sums, not runs that differ
-    larger = "rounding" if rounding else "platforms" if platform_sd > seed_sd else "seeds" if platform_sd < seed_sd else "equal"
+    low = high = math.nan
     if seed_sd > 0 and not rounding:
-        assert math.isclose(platform_sd / seed_sd, float(r["ratio"]), rel_tol=1e-9), (key, r["ratio"])
+        ratio = platform_sd / seed_sd
+        assert math.isclose(ratio, float(r["ratio"]), rel_tol=1e-9), (key, r["ratio"])
+        if platform_dof > 0:  # the 95 % interval of the SD ratio from scipy's F quantiles
+            low = math.sqrt(ratio ** 2 / scipy.stats.f.ppf(0.975, platform_dof, seed_dof))
+            high = math.sqrt(ratio ** 2 / scipy.stats.f.ppf(0.025, platform_dof, seed_dof))
+            assert math.isclose(low, float(r["ratio_low"]), rel_tol=1e-6), (key, low, r["ratio_low"])
+            assert math.isclose(high, float(r["ratio_high"]), rel_tol=1e-6), (key, high, r["ratio_high"])
     else:
         assert r["ratio"] == "nan", (key, r["ratio"])
+    if rounding:
+        larger = "rounding"
+    elif platform_sd == 0:
+        larger = "seeds"
+    else:
+        larger = "platforms" if low > 1 else "seeds" if high < 1 else "neither"
     assert r["larger"] == larger, (key, r["larger"], larger)
     # The rerun, bit for bit in the runs' own files, and marked so; float64 marked only where it is.
     assert all(values[("t1-fp32", p)][key] == values[("t1-fp32-rerun", p)][key] for p in points), key

@@ -98,6 +98,23 @@ TEST(Stats, PairedComparisonUsesOnlyPairsWithBothValues) {
 
 // Worked by hand (numpy: sqrt(sum of each group's squared deviations / sum of (n - 1))):
 // {1,2,3} adds 2 over 2 dof, {10,14} 8 over 1, {7,9} (NaN skipped) 2 over 1; {5} nothing.
+// F quantiles and the ratio interval against scipy 1.10: f.ppf(0.975, 18, 16) = 2.7170033137231457,
+// f.ppf(0.025, 18, 16) = 0.37873747385743317.
+TEST(Stats, SpreadRatioIntervalFromTheFDistribution) {
+  EXPECT_NEAR(ibn::stats::f_quantile(0.975, 18, 16), 2.7170033137231457, 1e-9);
+  EXPECT_NEAR(ibn::stats::f_quantile(0.5, 7, 7), 1.0, 1e-12);  // F(d, d) is symmetric in log about 1
+  EXPECT_TRUE(std::isnan(ibn::stats::f_quantile(0.5, 0, 7)));
+  ibn::stats::PooledSpread a, b;
+  a.sd = 2, a.dof = 18, b.sd = 1, b.dof = 16;
+  const auto r = ibn::stats::spread_ratio(a, b);
+  EXPECT_DOUBLE_EQ(r.ratio, 2.0);
+  EXPECT_NEAR(r.low, std::sqrt(4 / 2.7170033137231457), 1e-9);
+  EXPECT_NEAR(r.high, std::sqrt(4 / 0.37873747385743317), 1e-9);
+  EXPECT_NEAR(ibn::stats::f_quantile(0.025, 18, 16), 1 / ibn::stats::f_quantile(0.975, 16, 18), 1e-12);
+  b.sd = 0;
+  EXPECT_TRUE(std::isnan(ibn::stats::spread_ratio(a, b).ratio));
+}
+
 TEST(Stats, PooledSpreadWeighsGroupsByDegreesOfFreedom) {
   const ibn::stats::PooledSpread s = ibn::stats::pooled_spread({{1, 2, 3}, {10, 14}, {5}, {kNaN, 7, 9}});
   EXPECT_NEAR(s.sd, std::sqrt(3.0), 1e-15);

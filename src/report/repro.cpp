@@ -200,6 +200,7 @@ std::vector<std::vector<size_t>> identical_groups(const ReproQuantity& q, const 
 struct Spread {
   double mean = kNaN;  // over every value the spreads use
   int64_t values = 0;
+  int64_t non_finite = 0;  // values of used runs left out as NaN or infinite
   stats::PooledSpread platforms, seeds;
   std::vector<std::vector<size_t>> identical;  // identical_groups
 };
@@ -218,7 +219,10 @@ Spread spread_of(const ReproQuantity& q, const std::vector<PlatformSweep>& platf
     for (size_t i = 0; i < points; ++i) {
       if (!used(grid[p][i], options)) continue;
       const double v = q.of(*grid[p][i]);
-      if (!std::isfinite(v)) continue;
+      if (!std::isfinite(v)) {
+        ++s.non_finite;
+        continue;
+      }
       per_point[i].push_back(v);
       per_setting[{p, setting_label(platforms[p].points[i].run.settings)}].push_back(v);
       sum += v;
@@ -226,7 +230,18 @@ Spread spread_of(const ReproQuantity& q, const std::vector<PlatformSweep>& platf
     }
   }
   if (s.values > 0) s.mean = sum / static_cast<double>(s.values);
+  // Platforms that give a point the same bits are one measurement of it, not independent ones:
+  // each distinct value counts once (t2 = t1 at a point adds no degree of freedom).
+  bool any_repeated = false;
+  for (std::vector<double>& values : per_point) {
+    any_repeated = any_repeated || values.size() >= 2;
+    std::sort(values.begin(), values.end());
+    values.erase(std::unique(values.begin(), values.end(), [](double a, double b) { return same_bits(a, b); }), values.end());
+  }
   s.platforms = stats::pooled_spread(per_point);
+  if (s.platforms.groups == 0 && any_repeated) {  // every platform agreed to the bit at every point
+    s.platforms.sd = 0, s.platforms.max_range = 0;
+  }
   std::vector<std::vector<double>> seed_groups;
   for (auto& [key, values] : per_setting) seed_groups.push_back(std::move(values));
   s.seeds = stats::pooled_spread(seed_groups);
@@ -243,18 +258,26 @@ bool at_rounding_level(const Spread& s) {
   return std::max(s.platforms.sd, s.seeds.sd) <= kRoundingLevel * std::abs(s.mean);
 }
 
-// "platforms" when the spread across platforms is the larger, "seeds" when that across seeds
-// is, "equal", "rounding" when both are at the rounding level, or "" when either is unknown.
+// "platforms" when the spread across platforms is larger than that across seeds beyond chance
+// (the 95 % F interval of their ratio lies above 1), "seeds" when it lies below 1 (or the
+// platforms agreed to the bit), "neither" when it spans 1, "rounding" when both spreads are at
+// the rounding level, "" when either is unknown.
 std::string larger_spread(const Spread& s) {
   if (std::isnan(s.platforms.sd) || std::isnan(s.seeds.sd)) return "";
   if (at_rounding_level(s)) return "rounding";
-  if (s.platforms.sd > s.seeds.sd) return "platforms";
-  return s.platforms.sd < s.seeds.sd ? "seeds" : "equal";
+  if (s.platforms.sd == 0) return "seeds";
+  const stats::SpreadRatio r = stats::spread_ratio(s.platforms, s.seeds);
+  if (r.low > 1) return "platforms";
+  if (r.high < 1) return "seeds";
+  return "neither";
 }
 
-// The spread across platforms as a multiple of that across seeds; NaN where either is unknown,
-// or the seeds did not spread beyond the rounding level.
-double spread_ratio(const Spread& s) { return s.seeds.sd > 0 && !at_rounding_level(s) ? s.platforms.sd / s.seeds.sd : kNaN; }
+// The spread across platforms as a multiple of that across seeds, with its 95 % interval; NaN
+// where either is unknown, or the seeds did not spread beyond the rounding level.
+stats::SpreadRatio ratio_of(const Spread& s) {
+  return s.seeds.sd > 0 && !at_rounding_level(s) ? stats::spread_ratio(s.platforms, s.seeds) : stats::SpreadRatio{};
+}
+double spread_ratio(const Spread& s) { return ratio_of(s).ratio; }
 
 // ---- pairs of platforms ---------------------------------------------------------------------
 
@@ -282,7 +305,7 @@ std::vector<std::pair<size_t, size_t>> pairs_to_compare(const std::vector<Platfo
   for (size_t a = 1; a < platforms.size(); ++a) {
     for (size_t b = a + 1; b < platforms.size(); ++b) {
       const sweep::Platform &x = platforms[a].platform, &y = platforms[b].platform;
-      const bool rerun = y.rerun_of == x.name;
+      const bool rerun = y.rerun_of == x.name || x.rerun_of == y.name;
       const bool one_apart = x.rerun_of.empty() && y.rerun_of.empty() && settings_apart(x, y) == 1;
       if (rerun || one_apart) pairs.emplace_back(a, b);
     }
@@ -441,12 +464,26 @@ std::string findings_section(const Context& c) {
     md += fmt::format("- The spread across platforms was {:.2f} to {:.2f} times the spread across seeds (median {:.2f}), over the {} "
                       "quantities whose seeds spread beyond rounding.\n", ratios.front(), ratios.back(), median, n);
   }
+  size_t seeds_larger = 0, neither = 0;
+  int64_t non_finite = 0;
+  for (const Spread& s : c.spreads) {
+    seeds_larger += larger_spread(s) == "seeds";
+    neither += larger_spread(s) == "neither";
+    non_finite += s.non_finite;
+  }
+  const std::string test = "the 95 % interval of the ratio of the two spreads (F distribution over their pooled degrees of "
+                           "freedom) above 1";
   if (exceed.empty()) {
     md += fmt::format("- **Platforms did not disagree more than seeds** for any of the {} quantities whose two spreads are known "
-                      "(of {}).\n", known, c.quantities.size());
+                      "(of {}; \"more\": {}).\n", known, c.quantities.size(), test);
   } else {
-    md += fmt::format("- **Platforms disagreed more than seeds** for {} of the {} quantities whose two spreads are known (of {}): "
-                      "{}.\n", exceed.size(), known, c.quantities.size(), fmt::join(exceed, "; "));
+    md += fmt::format("- **Platforms disagreed more than seeds** for {} of the {} quantities whose two spreads are known (of {}; "
+                      "\"more\": {}): {}.\n", exceed.size(), known, c.quantities.size(), test, fmt::join(exceed, "; "));
+  }
+  md += fmt::format("- Seeds spread more than platforms (the interval below 1, or platforms identical to the bit) for {}; the "
+                    "interval spans 1 for {}: there the data cannot tell which spread is larger.\n", seeds_larger, neither);
+  if (non_finite > 0) {
+    md += fmt::format("- {} values of used runs were NaN or infinite and are left out of the spreads.\n", non_finite);
   }
   for (const PairResult& r : c.pairs) md += "- " + pair_sentence(c, r) + ".\n";
   int64_t missing = 0, flagged = 0;
@@ -460,8 +497,9 @@ std::string findings_section(const Context& c) {
     md += fmt::format("- No run was left out: every point finished on every platform{}.\n",
                       flagged == 0 ? ", and none was flagged" : fmt::format("; {} flagged runs are kept (include-flagged)", flagged));
   } else {
-    md += fmt::format("- {} runs did not finish and {} were flagged{}; {} are left out of the spreads (see Runs left out).\n", missing,
-                      flagged, c.options.include_flagged ? " (kept: include-flagged)" : "", missing > 0 && flagged > 0 ? "both" : "they");
+    const std::string who = c.options.include_flagged ? "the runs that did not finish are" : missing > 0 && flagged > 0 ? "both are" : "they are";
+    md += fmt::format("- {} runs did not finish and {} were flagged{}; {} left out of the spreads (see Runs left out).\n", missing,
+                      flagged, c.options.include_flagged ? " (kept: include-flagged)" : "", who);
   }
   return md + "\n";
 }
@@ -482,6 +520,12 @@ std::string platforms_section(const Context& c) {
          markdown_table({"platform", "asked for", "threads", "dtype", "device", "LibTorch", "runs finished", "flagged"}, rows) + "\n";
 }
 
+std::string ratio_cell(const stats::SpreadRatio& r) {
+  if (std::isnan(r.ratio)) return "—";
+  if (std::isnan(r.low)) return fmt::format("{:.2f}", r.ratio);
+  return fmt::format("{:.2f} [{:.2f}, {:.2f}]", r.ratio, r.low, r.high);
+}
+
 std::string spread_section(const Context& c) {
   std::vector<std::vector<std::string>> rows;
   for (size_t k = 0; k < c.quantities.size(); ++k) {
@@ -489,7 +533,7 @@ std::string spread_section(const Context& c) {
     const std::string larger = larger_spread(s);
     rows.push_back({c.quantities[k].label, short_number(s.mean), with_percent(s.platforms.sd, s.mean),
                     short_number(s.platforms.max_range), std::to_string(s.platforms.groups), with_percent(s.seeds.sd, s.mean),
-                    std::to_string(s.seeds.groups), std::isnan(spread_ratio(s)) ? "—" : fmt::format("{:.2f}", spread_ratio(s)),
+                    std::to_string(s.seeds.groups), ratio_cell(ratio_of(s)),
                     larger == "platforms" ? "**platforms**" : larger.empty() ? "—" : larger,
                     s.identical.empty() ? "none" : group_names(s.identical, *c.platforms, " = ", "; ")});
   }
@@ -498,9 +542,10 @@ std::string spread_section(const Context& c) {
       "Per quantity, at the last analyzed epoch (epoch {}): the mean over the runs used; the standard deviation across the "
       "platforms ({}) per grid point, pooled over the points (and the largest range max − min at one point); the standard "
       "deviation across seeds per platform and setting, pooled over those groups; both also as a % of the mean's magnitude, "
-      "and the first as a multiple of the second (*platforms ÷ seeds*). "
-      "*larger* says which spread is larger: **platforms** where platforms disagree more than seeds do; spreads within {:g} of "
-      "the mean are *rounding*, and neither is then larger. *bit-identical* lists "
+      "and the first as a multiple of the second (*platforms ÷ seeds*) with its 95 % interval (F distribution with the two "
+      "pooled degrees of freedom, assuming normal values within a group). Platforms whose values at a point are the same to the "
+      "bit count once there. *larger*: **platforms** where the interval lies above 1, *seeds* where it lies below 1 (or the "
+      "platforms agreed to the bit), *neither* where it spans 1; spreads within {:g} of the mean are *rounding*. *bit-identical* lists "
       "the platforms whose value is the same to the bit at every point (every run finished on both).\n\n",
       c.first->final_epoch, platform_list(c, false), kRoundingLevel) +
          markdown_table({"quantity", "mean", "SD across platforms (% of mean)", "largest range", "points",
@@ -574,14 +619,14 @@ std::string method_section(const Context& c) {
 std::string summary_csv(const Context& c) {
   std::string csv = csv_line({"quantity", "estimator", "layer", "label", "mean", "values", "platform_sd", "platform_sd_percent",
                               "platform_max_range", "platform_points", "platform_dof", "seed_sd", "seed_sd_percent", "seed_groups",
-                              "seed_dof", "ratio", "larger", "bit_identical"});
+                              "seed_dof", "ratio", "ratio_low", "ratio_high", "larger", "bit_identical"});
   for (size_t k = 0; k < c.quantities.size(); ++k) {
     const ReproQuantity& q = c.quantities[k];
     const Spread& s = c.spreads[k];
     csv += csv_line({q.symbol, q.estimator, q.layer, q.label, exact(s.mean), std::to_string(s.values), exact(s.platforms.sd),
                      percent_of(s.platforms.sd, s.mean), exact(s.platforms.max_range), std::to_string(s.platforms.groups),
                      std::to_string(s.platforms.dof), exact(s.seeds.sd), percent_of(s.seeds.sd, s.mean), std::to_string(s.seeds.groups),
-                     std::to_string(s.seeds.dof), exact(spread_ratio(s)), larger_spread(s), group_names(s.identical, *c.platforms, "=", ";")});
+                     std::to_string(s.seeds.dof), exact(spread_ratio(s)), exact(ratio_of(s).low), exact(ratio_of(s).high), larger_spread(s), group_names(s.identical, *c.platforms, "=", ";")});
   }
   return csv;
 }
@@ -617,7 +662,7 @@ std::string write_repro_report(const std::string& out, const std::vector<Platfor
       if (r) finished.push_back(&*r);
     }
   }
-  if (finished.empty()) throw UsageError(fmt::format("'{}': no run finished on any platform; nothing to compare", out));
+  if (finished.empty()) throw DataError(fmt::format("'{}': no run finished on any platform; nothing to compare", out));
   check_analyzed_alike(finished);
 
   Context c;

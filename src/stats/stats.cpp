@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include <boost/math/distributions/binomial.hpp>
+#include <boost/math/distributions/fisher_f.hpp>
 #include <boost/math/distributions/normal.hpp>
 #include <boost/math/distributions/students_t.hpp>
 
@@ -180,6 +181,22 @@ PooledSpread pooled_spread(const std::vector<std::vector<double>>& groups) {
     ++out.groups;
   }
   if (out.groups > 0) out.sd = std::sqrt(squares / static_cast<double>(out.dof));
+  return out;
+}
+
+double f_quantile(double p, double d1, double d2) {
+  if (!(d1 >= 1) || !(d2 >= 1) || !(p > 0 && p < 1)) return kNaN;
+  return boost::math::quantile(boost::math::fisher_f_distribution<double>(d1, d2), p);
+}
+
+SpreadRatio spread_ratio(const PooledSpread& a, const PooledSpread& b) {
+  SpreadRatio out;
+  if (!(b.sd > 0) || std::isnan(a.sd)) return out;
+  out.ratio = a.sd / b.sd;
+  const double variance_ratio = out.ratio * out.ratio;
+  const auto d1 = static_cast<double>(a.dof), d2 = static_cast<double>(b.dof);
+  out.low = std::sqrt(variance_ratio / f_quantile(0.975, d1, d2));
+  out.high = std::sqrt(variance_ratio / f_quantile(0.025, d1, d2));
   return out;
 }
 

@@ -80,9 +80,6 @@ std::vector<Platform> parse_platforms(const std::string& list, bool cuda_availab
     if (!seen.insert(name).second) throw UsageError(fmt::format("--platforms '{}' names '{}' twice", list, name));
     platforms.push_back(find_platform(name));
   }
-  if (platforms.size() < 2) {
-    throw UsageError(fmt::format("--platforms '{}' names one platform; a spread needs at least two", list));
-  }
   for (const Platform& p : platforms) {
     if (!p.rerun_of.empty() && !seen.count(p.rerun_of)) {
       throw UsageError(fmt::format("--platforms: '{}' repeats '{}', which is not in the list", p.name, p.rerun_of));
@@ -92,11 +89,22 @@ std::vector<Platform> parse_platforms(const std::string& list, bool cuda_availab
                                            "--platforms", p.name));
     }
   }
+  const auto distinct = std::count_if(platforms.begin(), platforms.end(), [](const Platform& p) { return p.rerun_of.empty(); });
+  if (distinct < 2) {
+    throw UsageError(fmt::format("--platforms '{}' names {} platform{} besides reruns; a spread across platforms needs at least "
+                                 "two", list, distinct, distinct == 1 ? "" : "s"));
+  }
   return platforms;
 }
 
 void check_platform_free(const std::string& experiment_file) {
   for (const io::IniEntry& e : io::read_ini_file(experiment_file)) {
+    // With [tune] each platform would choose its own learning rate: the spread across platforms
+    // would include that choice.
+    if (e.section == "tune") {
+      throw UsageError(fmt::format("{}:{}: ibn repro does not take a [tune] section (each platform would choose its own rate); "
+                                   "fix lr in [train]", experiment_file, e.line));
+    }
     const bool set_by_platform = e.key == "threads" || e.key == "dtype" || e.key == "device";
     if (set_by_platform && (e.section == "train" || e.section == "analyze" || e.section == "grid")) {
       throw UsageError(fmt::format("{}:{}: [{}] sets {}; ibn repro sets threads, dtype and device per platform, so remove it "

@@ -70,6 +70,16 @@ struct PooledSpread {
 };
 PooledSpread pooled_spread(const std::vector<std::vector<double>>& groups);
 
+// The ratio a.sd / b.sd of two pooled spreads with its 95 % interval from the F distribution
+// with (a.dof, b.dof) degrees of freedom (normal within-group values): the variance ratio over
+// F(0.975) and F(0.025), square-rooted. NaN bounds when either dof is 0 or b.sd is 0.
+struct SpreadRatio {
+  double ratio = kNaN, low = kNaN, high = kNaN;
+};
+SpreadRatio spread_ratio(const PooledSpread& a, const PooledSpread& b);
+// The quantile of Fisher's F(d1, d2) at p (Boost.Math); NaN for d1 or d2 < 1.
+double f_quantile(double p, double d1, double d2);
+
 // One comparison of a setting with the baseline, paired by seed.
 struct PairedComparison {
   Interval difference;              // mean of (setting − baseline) over the shared seeds
