@@ -96,8 +96,6 @@ TEST(Stats, PairedComparisonUsesOnlyPairsWithBothValues) {
   EXPECT_NEAR(c.difference.mean, 0.35, 1e-12);
 }
 
-// Worked by hand (numpy: sqrt(sum of each group's squared deviations / sum of (n - 1))):
-// {1,2,3} adds 2 over 2 dof, {10,14} 8 over 1, {7,9} (NaN skipped) 2 over 1; {5} nothing.
 // F quantiles and the ratio interval against scipy 1.10: f.ppf(0.975, 18, 16) = 2.7170033137231457,
 // f.ppf(0.025, 18, 16) = 0.37873747385743317.
 TEST(Stats, SpreadRatioIntervalFromTheFDistribution) {
@@ -115,6 +113,8 @@ TEST(Stats, SpreadRatioIntervalFromTheFDistribution) {
   EXPECT_TRUE(std::isnan(ibn::stats::spread_ratio(a, b).ratio));
 }
 
+// Worked by hand (numpy: sqrt(sum of each group's squared deviations / sum of (n - 1))):
+// {1,2,3} adds 2 over 2 dof, {10,14} 8 over 1, {7,9} (NaN skipped) 2 over 1; {5} nothing.
 TEST(Stats, PooledSpreadWeighsGroupsByDegreesOfFreedom) {
   const ibn::stats::PooledSpread s = ibn::stats::pooled_spread({{1, 2, 3}, {10, 14}, {5}, {kNaN, 7, 9}});
   EXPECT_NEAR(s.sd, std::sqrt(3.0), 1e-15);

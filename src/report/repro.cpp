@@ -230,18 +230,10 @@ Spread spread_of(const ReproQuantity& q, const std::vector<PlatformSweep>& platf
     }
   }
   if (s.values > 0) s.mean = sum / static_cast<double>(s.values);
-  // Platforms that give a point the same bits are one measurement of it, not independent ones:
-  // each distinct value counts once (t2 = t1 at a point adds no degree of freedom).
-  bool any_repeated = false;
-  for (std::vector<double>& values : per_point) {
-    any_repeated = any_repeated || values.size() >= 2;
-    std::sort(values.begin(), values.end());
-    values.erase(std::unique(values.begin(), values.end(), [](double a, double b) { return same_bits(a, b); }), values.end());
-  }
+  // Platforms that give a point the same bits (t2 = t1 for some runs) count as separate values
+  // here, as the seed groups of those platforms do: both degrees of freedom are inflated alike,
+  // and the ratio's interval is approximate (stated in the report).
   s.platforms = stats::pooled_spread(per_point);
-  if (s.platforms.groups == 0 && any_repeated) {  // every platform agreed to the bit at every point
-    s.platforms.sd = 0, s.platforms.max_range = 0;
-  }
   std::vector<std::vector<double>> seed_groups;
   for (auto& [key, values] : per_setting) seed_groups.push_back(std::move(values));
   s.seeds = stats::pooled_spread(seed_groups);
@@ -259,13 +251,14 @@ bool at_rounding_level(const Spread& s) {
 }
 
 // "platforms" when the spread across platforms is larger than that across seeds beyond chance
-// (the 95 % F interval of their ratio lies above 1), "seeds" when it lies below 1 (or the
-// platforms agreed to the bit), "neither" when it spans 1, "rounding" when both spreads are at
+// (the 95 % F interval of their ratio lies above 1, or the seeds agreed to the bit), "seeds"
+// when it lies below 1 (or the platforms agreed to the bit), "neither" when it spans 1, "rounding" when both spreads are at
 // the rounding level, "" when either is unknown.
 std::string larger_spread(const Spread& s) {
   if (std::isnan(s.platforms.sd) || std::isnan(s.seeds.sd)) return "";
   if (at_rounding_level(s)) return "rounding";
   if (s.platforms.sd == 0) return "seeds";
+  if (s.seeds.sd == 0) return "platforms";
   const stats::SpreadRatio r = stats::spread_ratio(s.platforms, s.seeds);
   if (r.low > 1) return "platforms";
   if (r.high < 1) return "seeds";
@@ -427,9 +420,11 @@ std::string platform_list(const Context& c, bool with_reruns) {
 }
 
 std::string pair_sentence(const Context& c, const PairResult& r) {
-  const std::string& a = (*c.platforms)[r.a].platform.name;
-  const std::string& b = (*c.platforms)[r.b].platform.name;
-  const bool rerun = (*c.platforms)[r.b].platform.rerun_of == a;
+  // The rerun, when the pair has one, is the subject: "X-rerun reproduced X".
+  const bool a_is_rerun = (*c.platforms)[r.a].platform.rerun_of == (*c.platforms)[r.b].platform.name;
+  const std::string& a = (*c.platforms)[a_is_rerun ? r.b : r.a].platform.name;
+  const std::string& b = (*c.platforms)[a_is_rerun ? r.a : r.b].platform.name;
+  const bool rerun = a_is_rerun || (*c.platforms)[r.b].platform.rerun_of == a;
   if (r.compared == 0) return fmt::format("{} against {}: no point finished on both", b, a);
   if (r.identical_runs == r.compared) {
     return fmt::format("{} {} {} bit for bit: all {} runs identical (every metric at every epoch, every analysis row, every κ)", b,
@@ -543,9 +538,10 @@ std::string spread_section(const Context& c) {
       "platforms ({}) per grid point, pooled over the points (and the largest range max − min at one point); the standard "
       "deviation across seeds per platform and setting, pooled over those groups; both also as a % of the mean's magnitude, "
       "and the first as a multiple of the second (*platforms ÷ seeds*) with its 95 % interval (F distribution with the two "
-      "pooled degrees of freedom, assuming normal values within a group). Platforms whose values at a point are the same to the "
-      "bit count once there. *larger*: **platforms** where the interval lies above 1, *seeds* where it lies below 1 (or the "
-      "platforms agreed to the bit), *neither* where it spans 1; spreads within {:g} of the mean are *rounding*. *bit-identical* lists "
+      "pooled degrees of freedom, assuming normal values within a group; approximate, since both spreads come from the same runs "
+      "and platforms that agree to the bit at a point count as separate values, on both sides). *larger*: **platforms** where "
+      "the interval lies above 1, *seeds* where it lies below 1, *neither* where it spans 1 (the data cannot tell the two "
+      "spreads apart); spreads within {:g} of the mean are *rounding*. *bit-identical* lists "
       "the platforms whose value is the same to the bit at every point (every run finished on both).\n\n",
       c.first->final_epoch, platform_list(c, false), kRoundingLevel) +
          markdown_table({"quantity", "mean", "SD across platforms (% of mean)", "largest range", "points",
@@ -605,8 +601,8 @@ std::string method_section(const Context& c) {
                     first.analysis.units, fmt::join(first.analysis.chain, " → "));
   md += "- spread: the pooled standard deviation √(Σ_g Σ_i (x_gi − mean_g)² / Σ_g (n_g − 1)) over groups of at least two values: "
         "across platforms a group is one grid point (a setting and a seed) on every platform, across seeds one setting on one "
-        "platform; *points* and *groups* count the groups that entered. Both are point estimates from few values; a ratio near "
-        "1 is not a finding.\n";
+        "platform; *points* and *groups* count the groups that entered. Both are estimates from few values: their ratio's interval, "
+        "not the ratio alone, says whether one is larger.\n";
   md += fmt::format("- validity flags (as `ibn report`): {}. Flagged runs are {} the spreads{}; failed runs are left out; both "
                     "are counted. Bit-identity is judged on every finished run.\n", flag_rules(c.options),
                     c.options.include_flagged ? "kept in" : "left out of", c.options.include_flagged ? " (include-flagged)" : "");
