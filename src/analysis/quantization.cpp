@@ -28,37 +28,21 @@ namespace {
 namespace fs = std::filesystem;
 namespace nm = ibn::norm;
 
-// The epochs a run's store holds for `layer`, ascending (from its dataset paths /epochs/E/L).
-std::vector<int64_t> dumped_epochs(const std::vector<std::string>& datasets, const std::string& layer) {
-  std::vector<int64_t> epochs;
-  const std::string prefix = "/epochs/", suffix = "/" + layer;
-  for (const std::string& path : datasets) {
-    if (path.rfind(prefix, 0) != 0 || path.size() <= prefix.size() + suffix.size()) continue;
-    if (path.compare(path.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
-    const std::string middle = path.substr(prefix.size(), path.size() - prefix.size() - suffix.size());
-    if (!middle.empty() && std::all_of(middle.begin(), middle.end(), ::isdigit)) epochs.push_back(std::stoll(middle));
-  }
-  std::sort(epochs.begin(), epochs.end());
-  return epochs;
-}
-
-// The first layer dumped at some epoch (in the store's sorted order).
-std::string first_layer(const std::vector<std::string>& datasets) {
-  for (const std::string& path : datasets) {
-    if (path.rfind("/epochs/", 0) == 0) return path.substr(path.rfind('/') + 1);
-  }
-  return "";
-}
-
+// The run's store records what it dumped: the layers (root attribute "layers", forward order)
+// and the epochs (/meta/dumped_epochs), each epoch holding every layer.
 void resolve_run(KeyValueSpec& kv, QuantInput& input) {
   const std::string dir = kv.text_value("dir", "");
   if (dir.empty()) kv.fail("run input needs dir=RUN (a directory `ibn train --out RUN` wrote)");
   input.file = dir + "/activations.h5";
   if (!fs::exists(input.file)) kv.fail(fmt::format("the run '{}' has no activations.h5 (was it trained with dumps?)", dir));
-  const std::vector<std::string> datasets = io::list_datasets(input.file);
-  const std::string layer = kv.text_value("layer", first_layer(datasets));
-  const std::vector<int64_t> epochs = dumped_epochs(datasets, layer);
-  if (epochs.empty()) kv.fail(fmt::format("the run '{}' dumped no layer '{}'", dir, layer));
+  const std::vector<std::string> layers = split(io::read_text_attribute(input.file, "/", "layers"), ',');
+  std::vector<int64_t> epochs;
+  for (double e : io::read_doubles(input.file, "/meta/dumped_epochs")) epochs.push_back(static_cast<int64_t>(e));
+  std::sort(epochs.begin(), epochs.end());
+  const std::string layer = kv.text_value("layer", layers.empty() ? "" : layers.front());
+  if (std::find(layers.begin(), layers.end(), layer) == layers.end() || epochs.empty()) {
+    kv.fail(fmt::format("the run '{}' dumped no layer '{}'", dir, layer));
+  }
   const int64_t epoch = kv.has("epoch") ? kv.integer("epoch", 0) : epochs.back();
   if (std::find(epochs.begin(), epochs.end(), epoch) == epochs.end()) {
     kv.fail(fmt::format("the run '{}' dumped layer '{}' at epochs {}..{}, not at epoch {}", dir, layer, epochs.front(),
